@@ -1,0 +1,143 @@
+"""NYSE sessions from exchange_calendars, precomputed into arrays for fast, pure look-ups.
+
+Session dates are `datetime.date`; opens and closes are tz-aware UTC datetimes. Daily bars are
+stamped at midnight New York time of their session date (as Alpaca stamps them), which
+`bar_timestamp()` produces and `session_of_bar()` inverts.
+
+Early closes (13:00 New York) and DST changes come from the calendar itself; nothing here
+assumes a 16:00 close or a fixed UTC offset.
+"""
+
+from __future__ import annotations
+
+import bisect
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+NEW_YORK = ZoneInfo("America/New_York")
+CALENDAR_START = "2004-01-01"
+CALENDAR_END = "2030-12-31"
+
+
+def bar_timestamp(session: date) -> datetime:
+    """Alpaca's daily-bar stamp: midnight New York of the session date, in UTC."""
+    return datetime.combine(session, time(0, 0), tzinfo=NEW_YORK).astimezone(UTC)
+
+
+def session_of_bar(timestamp: datetime) -> date:
+    """Session date of a daily bar stamped at midnight New York (any tz-aware timestamp)."""
+    if timestamp.tzinfo is None:
+        timestamp = timestamp.replace(tzinfo=UTC)
+    return timestamp.astimezone(NEW_YORK).date()
+
+
+class MarketCalendar:
+    """Immutable NYSE session table. Build once with `get_market_calendar()`."""
+
+    def __init__(self, start: str = CALENDAR_START, end: str = CALENDAR_END) -> None:
+        import exchange_calendars as xcals
+
+        cal = xcals.get_calendar("XNYS", start=start, end=end)
+        self._sessions: list[date] = [ts.date() for ts in cal.sessions]
+        self._opens: list[datetime] = [ts.to_pydatetime() for ts in cal.opens]
+        self._closes: list[datetime] = [ts.to_pydatetime() for ts in cal.closes]
+        self._index = {session: i for i, session in enumerate(self._sessions)}
+        self.first_session = self._sessions[0]
+        self.last_session = self._sessions[-1]
+
+    # --- sessions -----------------------------------------------------------------------
+    def is_session(self, day: date) -> bool:
+        return day in self._index
+
+    def sessions_between(self, start: date, end: date) -> list[date]:
+        lo = bisect.bisect_left(self._sessions, start)
+        hi = bisect.bisect_right(self._sessions, end)
+        return self._sessions[lo:hi]
+
+    def session_open(self, session: date) -> datetime:
+        return self._opens[self._require(session)]
+
+    def session_close(self, session: date) -> datetime:
+        return self._closes[self._require(session)]
+
+    def is_early_close(self, session: date) -> bool:
+        return self.session_close(session).astimezone(NEW_YORK).time() < time(16, 0)
+
+    def previous_session(self, session: date) -> date:
+        i = bisect.bisect_left(self._sessions, session) - 1
+        self._check_range(i)
+        return self._sessions[i]
+
+    def next_session(self, day: date) -> date:
+        """First session strictly after `day`."""
+        i = bisect.bisect_right(self._sessions, day)
+        self._check_range(i)
+        return self._sessions[i]
+
+    def sessions_back(self, session: date, count: int) -> date:
+        """The session `count` sessions before `session` (0 gives `session` itself if it is one)."""
+        i = bisect.bisect_right(self._sessions, session) - 1 - count
+        self._check_range(i)
+        return self._sessions[i]
+
+    def session_distance(self, earlier: date, later: date) -> int:
+        """Number of sessions after `earlier` up to and including `later`."""
+        return bisect.bisect_right(self._sessions, later) - bisect.bisect_right(self._sessions, earlier)
+
+    # --- instants -----------------------------------------------------------------------
+    def is_open(self, now: datetime) -> bool:
+        i = self._session_index_at_or_before(now)
+        return i >= 0 and self._opens[i] <= now < self._closes[i]
+
+    def current_or_next_session(self, now: datetime) -> date:
+        """The session trading now, or the next one to open."""
+        i = self._session_index_at_or_before(now)
+        if i >= 0 and now < self._closes[i]:
+            return self._sessions[i]
+        self._check_range(i + 1)
+        return self._sessions[i + 1]
+
+    def last_completed_session(self, now: datetime) -> date:
+        """Latest session whose close is at or before `now`."""
+        i = bisect.bisect_right(self._closes, now) - 1
+        self._check_range(i)
+        return self._sessions[i]
+
+    def next_open(self, now: datetime) -> datetime:
+        i = bisect.bisect_right(self._opens, now)
+        self._check_range(i)
+        return self._opens[i]
+
+    def next_close(self, now: datetime) -> datetime:
+        i = bisect.bisect_right(self._closes, now)
+        self._check_range(i)
+        return self._closes[i]
+
+    # --- internals ----------------------------------------------------------------------
+    def _session_index_at_or_before(self, now: datetime) -> int:
+        return bisect.bisect_right(self._opens, now) - 1
+
+    def _require(self, session: date) -> int:
+        try:
+            return self._index[session]
+        except KeyError:
+            raise ValueError(f"{session} is not an NYSE session") from None
+
+    def _check_range(self, i: int) -> None:
+        if not 0 <= i < len(self._sessions):
+            raise ValueError(
+                f"date outside the calendar's range {self.first_session}..{self.last_session}"
+            )
+
+
+@lru_cache(maxsize=1)
+def get_market_calendar() -> MarketCalendar:
+    return MarketCalendar()
+
+
+def new_york_time(now: datetime) -> datetime:
+    return now.astimezone(NEW_YORK)
+
+
+ONE_DAY = timedelta(days=1)
