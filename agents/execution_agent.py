@@ -1,0 +1,246 @@
+"""ExecutionAgent: approved targets -> broker orders, at most one per decision, ever.
+
+- `client_order_id` is derived from strategy, signal session, symbol and side, so a retry or a
+  restart can only ever name the same order again; the broker refuses a second one (422).
+- The intent is written to the journal BEFORE the POST. After any unclear outcome (timeout, 5xx,
+  504, dropped connection) the order is looked up by client_order_id, and only an order that is
+  surely absent (a 404 answer) is sent again. See docs/failure-policy.md for every outcome.
+- Whole shares go as `qty` orders. Fractional buys go as `notional` market DAY orders, only when
+  the account allows fractional trading and the asset is fractionable (flags cached per session);
+  otherwise whole shares, or a reasoned skip when that gives zero. Sells go by `qty`, never more
+  than held.
+- Dry-run logs the exact request and sends nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+import structlog
+
+from core.errors import (
+    AmbiguousBrokerError,
+    BrokerError,
+    DuplicateClientOrderIdError,
+    OrderRejectedError,
+    RateLimitedError,
+)
+from core.models import AssetInfo, BrokerOrder, OrderSpec, OrderTarget, Rejection, Side
+from core.ports import BrokerPort, IntentRecord, IntentState, OrderJournal
+from core.tiered_position_sizer import FRACTIONAL_DECIMALS, floor_to
+
+log = structlog.get_logger("execution_agent")
+
+MAX_SUBMIT_ATTEMPTS = 3
+
+
+def client_order_id(strategy: str, session: date, symbol: str, side: Side) -> str:
+    """Deterministic id for one decision. Readable prefix plus a short hash of the full key."""
+    key = f"{strategy}|{session.isoformat()}|{symbol}|{side.value}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return f"{strategy}-{session:%Y%m%d}-{symbol}-{side.value}-{digest}"
+
+
+@dataclass
+class ExecutionReport:
+    submitted: list[BrokerOrder] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    dry_run: list[OrderSpec] = field(default_factory=list)
+    unresolved: list[str] = field(default_factory=list)   # client_order_ids left PENDING (ambiguous)
+    fractional_orders: int = 0
+    whole_share_orders: int = 0
+
+
+class ExecutionAgent:
+    def __init__(self, broker: BrokerPort, journal: OrderJournal, *, strategy_id: str = "zmr",
+                 dry_run: bool = False, enable_fractional: bool = True, min_notional: float = 1.0) -> None:
+        self.broker = broker
+        self.journal = journal
+        self.strategy_id = strategy_id
+        self.dry_run = dry_run
+        self.enable_fractional = enable_fractional
+        self.min_notional = max(1.0, min_notional)
+        self._assets: dict[str, AssetInfo] = {}
+        self._assets_session: date | None = None
+        self._account_fractional: bool | None = None
+
+    # ------------------------------------------------------------------ asset flags
+    def asset_flags(self, symbols: Iterable[str], session: date) -> dict[str, AssetInfo]:
+        """Asset flags for `symbols`, fetched at most once per session per symbol."""
+        if self._assets_session != session:
+            self._assets.clear()
+            self._account_fractional = None
+            self._assets_session = session
+        for symbol in symbols:
+            if symbol not in self._assets:
+                self._assets[symbol] = self.broker.get_asset(symbol)
+        return {s: self._assets[s] for s in symbols if s in self._assets}
+
+    def account_fractional(self, session: date) -> bool:
+        if self._assets_session != session:
+            self.asset_flags((), session)
+        if self._account_fractional is None:
+            self._account_fractional = self.broker.get_fractional_trading()
+        return self._account_fractional
+
+    # ------------------------------------------------------------------ main entry
+    def execute(self, targets: Sequence[OrderTarget], session: date) -> ExecutionReport:
+        report = ExecutionReport()
+        for target in targets:
+            try:
+                spec = self._build_spec(target, session)
+            except _Skip as skip:
+                report.rejected.append(Rejection(target.symbol, target.side, "execution", str(skip)))
+                log.info("order_skipped", symbol=target.symbol, side=target.side.value, reason=str(skip))
+                continue
+            except BrokerError as exc:
+                report.rejected.append(Rejection(target.symbol, target.side, "execution",
+                                                 f"asset or account flags unavailable: {exc}"))
+                continue
+            self._place(spec, target, report)
+        return report
+
+    # ------------------------------------------------------------------ building the request
+    def _build_spec(self, target: OrderTarget, session: date) -> OrderSpec:
+        cid = client_order_id(self.strategy_id, target.signal.session, target.symbol, target.side)
+        asset = self.asset_flags([target.symbol], session)[target.symbol]
+        if not asset.tradable:
+            raise _Skip(f"{target.symbol} is not tradable at the broker")
+        fractional_ok = (self.enable_fractional and asset.fractionable and self.account_fractional(session))
+        if target.side is Side.SELL:
+            qty = target.qty
+            if abs(qty - round(qty)) > 1e-9:
+                if not fractional_ok:
+                    whole = float(math.floor(qty))
+                    if whole < 1:
+                        raise _Skip(f"cannot sell fractional {qty} of {target.symbol}: asset or account "
+                                    "does not allow fractional orders and it is under one share")
+                    qty = whole
+                else:
+                    qty = floor_to(qty, FRACTIONAL_DECIMALS)
+            else:
+                qty = float(round(qty))
+            return OrderSpec(cid, target.symbol, Side.SELL, qty=qty)
+        if target.fractional and fractional_ok:
+            notional = floor_to(target.notional, 2)
+            if notional < self.min_notional:
+                raise _Skip(f"{target.symbol}: notional ${notional:.2f} is below the ${self.min_notional:.2f} minimum")
+            return OrderSpec(cid, target.symbol, Side.BUY, notional=notional)
+        whole = math.floor(target.qty + 1e-9) if not target.fractional else math.floor(target.notional / target.price)
+        if whole < 1:
+            why = "asset is not fractionable" if not asset.fractionable else "fractional trading is off"
+            raise _Skip(f"{target.symbol}: {why} and ${target.notional:,.2f} buys zero whole shares at "
+                        f"${target.price:,.2f}")
+        return OrderSpec(cid, target.symbol, Side.BUY, qty=float(whole))
+
+    # ------------------------------------------------------------------ placing it exactly once
+    def _place(self, spec: OrderSpec, target: OrderTarget, report: ExecutionReport) -> None:
+        intent = self.journal.get_intent(spec.client_order_id)
+        if intent is not None and intent.state in IntentState.FINAL_STATES:
+            report.rejected.append(Rejection(spec.symbol, spec.side, "execution",
+                                             f"already handled ({intent.state}) as {spec.client_order_id}"))
+            return
+        if self.dry_run:
+            self.journal.record_intent(spec, target.signal.session, target.signal.reason.value)
+            self.journal.mark_intent(spec.client_order_id, IntentState.DRY_RUN, message="dry run: not sent")
+            log.info("dry_run_order", request=spec.describe())
+            report.dry_run.append(spec)
+            return
+        if intent is None:
+            self.journal.record_intent(spec, target.signal.session, target.signal.reason.value)
+        else:
+            # A PENDING intent from an earlier attempt: it may be at the broker already.
+            found = self._lookup(spec.client_order_id)
+            if found is _UNKNOWN:
+                report.unresolved.append(spec.client_order_id)
+                return
+            if isinstance(found, BrokerOrder):
+                self._accept(found, report, spec, how="found_existing")
+                return
+        self._submit_until_known(spec, report)
+
+    def resume_intent(self, intent: IntentRecord) -> BrokerOrder | None:
+        """Finish a PENDING intent found at start-up that the broker surely does not have.
+
+        Sends it with the SAME client_order_id, so even a late arrival of the first attempt can
+        only produce a 422 duplicate, never a second order. Returns the order, or None if unresolved.
+        """
+        spec = OrderSpec(intent.client_order_id, intent.symbol, Side(intent.side), qty=intent.qty,
+                         notional=intent.notional, order_type=intent.order_type,
+                         time_in_force=intent.time_in_force)
+        report = ExecutionReport()
+        self._submit_until_known(spec, report)
+        return report.submitted[0] if report.submitted else None
+
+    def _submit_until_known(self, spec: OrderSpec, report: ExecutionReport) -> None:
+        cid = spec.client_order_id
+        for attempt in range(1, MAX_SUBMIT_ATTEMPTS + 1):
+            try:
+                order = self.broker.submit_order(spec)
+            except DuplicateClientOrderIdError:
+                found = self._lookup(cid)
+                if isinstance(found, BrokerOrder):
+                    self._accept(found, report, spec, how="duplicate_reconciled")
+                else:
+                    report.unresolved.append(cid)
+                    log.warning("order_unresolved", client_order_id=cid, reason="422 duplicate but lookup failed")
+                return
+            except RateLimitedError as exc:
+                # A 429 is a refusal: nothing was created. The intent stays PENDING for the next iteration.
+                report.unresolved.append(cid)
+                log.warning("order_deferred", client_order_id=cid, reason=str(exc))
+                return
+            except OrderRejectedError as exc:
+                self.journal.mark_intent(cid, IntentState.REJECTED, message=str(exc))
+                report.rejected.append(Rejection(spec.symbol, spec.side, "broker", str(exc)))
+                log.warning("order_rejected", client_order_id=cid, reason=str(exc))
+                return
+            except AmbiguousBrokerError as exc:
+                log.warning("order_submit_ambiguous", client_order_id=cid, attempt=attempt, reason=str(exc))
+                found = self._lookup(cid)
+                if isinstance(found, BrokerOrder):
+                    self._accept(found, report, spec, how="found_after_ambiguous")
+                    return
+                if found is _UNKNOWN:
+                    report.unresolved.append(cid)
+                    return
+                continue  # surely absent: the same client_order_id may be sent again
+            except BrokerError as exc:
+                # Any other definitive broker answer: record it, never retry blindly.
+                self.journal.mark_intent(cid, IntentState.REJECTED, message=str(exc))
+                report.rejected.append(Rejection(spec.symbol, spec.side, "broker", str(exc)))
+                return
+            self._accept(order, report, spec, how="submitted")
+            return
+        report.unresolved.append(cid)
+        log.error("order_unresolved", client_order_id=cid, reason=f"no answer after {MAX_SUBMIT_ATTEMPTS} attempts")
+
+    def _lookup(self, cid: str) -> BrokerOrder | None | object:
+        """The order, None when surely absent (404), or _UNKNOWN when the broker cannot say."""
+        try:
+            return self.broker.get_order_by_client_id(cid)
+        except BrokerError as exc:
+            log.warning("order_lookup_failed", client_order_id=cid, reason=str(exc))
+            return _UNKNOWN
+
+    def _accept(self, order: BrokerOrder, report: ExecutionReport, spec: OrderSpec, how: str) -> None:
+        self.journal.mark_intent(spec.client_order_id, IntentState.SUBMITTED, broker_order_id=order.id, message=how)
+        self.journal.record_order(order)
+        report.submitted.append(order)
+        if spec.notional is not None or (spec.qty is not None and abs(spec.qty - round(spec.qty)) > 1e-9):
+            report.fractional_orders += 1
+        else:
+            report.whole_share_orders += 1
+        log.info("order_placed", client_order_id=spec.client_order_id, symbol=spec.symbol, side=spec.side.value,
+                 qty=spec.qty, notional=spec.notional, status=order.status.value, how=how)
+
+
+class _Skip(Exception):
+    pass
+
+
+_UNKNOWN = object()

@@ -1,0 +1,374 @@
+"""The synchronous orchestrator loop.
+
+One iteration, in order (stages never call each other; typed objects flow one way):
+
+    market clock -> focus symbols -> open-order refresh -> DataAgent (1 batched request)
+    -> positions (1 request) -> book sync -> SignalAgent -> SignalValidator
+    -> [only if signals survive] account + open orders + asset flags -> RiskAgent -> ExecutionAgent
+    -> iteration record + one `iteration_complete` log event
+
+A steady-state iteration with no signals and no open orders costs 2 requests (bars, positions):
+the clock is cached until its next boundary and the account is fetched only when a decision needs it.
+
+Outside market hours the loop sleeps towards the next open in bounded steps. After an error it
+backs off exponentially (capped) and always sleeps. SIGTERM/SIGINT set a stop flag that is checked
+between stages; every write is committed as it happens, so stopping loses nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import structlog
+
+from agents.data_agent import DataAgent
+from agents.execution_agent import ExecutionAgent, ExecutionReport
+from agents.risk_agent import RiskAgent, RiskContext, RiskParams
+from agents.signal_agent import Holding, SignalAgent, StrategyParams
+from config.settings import AppConfig
+from config.universe import BASELINE_SYMBOLS
+from core.candidates import load_candidates
+from core.clock import Clock
+from core.errors import CandidatesError, DataError, TradingDaemonError
+from core.market_calendar import MarketCalendar, get_market_calendar
+from core.market_clock import MarketClock
+from core.models import PortfolioSnapshot, PositionView, Side, SignalReason
+from core.ports import IntentState
+from core.reconcile import Reconciler
+from core.signal_validator import SignalValidator
+
+log = structlog.get_logger("orchestrator")
+
+MAX_FOCUS_CANDIDATES = 10
+MAX_SLEEP_STEP_SECONDS = 300.0
+MAX_BACKOFF_SECONDS = 900.0
+
+
+@dataclass
+class IterationResult:
+    number: int
+    focus: list[str]
+    market_open: bool
+    requests: dict[str, int]
+    signals: int = 0
+    submitted: int = 0
+    rejected: int = 0
+    dry_run: int = 0
+    duration_s: float = 0.0
+    cpu_s: float = 0.0
+    excluded: dict[str, str] = field(default_factory=dict)
+    halts: list[str] = field(default_factory=list)
+    execution: ExecutionReport | None = None
+
+
+class Orchestrator:
+    def __init__(self, config: AppConfig, gateway: Any, store: Any, clock: Clock, *,
+                 calendar: MarketCalendar | None = None, dry_run: bool = False, notifier: Any = None,
+                 scheduled: list[ScheduledTask] | None = None) -> None:
+        self.config = config
+        self.gateway = gateway
+        self.store = store
+        self.clock = clock
+        self.calendar = calendar or get_market_calendar()
+        self.dry_run = dry_run
+        self.notifier = notifier
+        self.scheduled = scheduled or []
+        self.market_clock = MarketClock(gateway, self.calendar)
+        self.data_agent = DataAgent(config, market=gateway, clock=clock, calendar=self.calendar)
+        self.signal_agent = SignalAgent(StrategyParams.from_config(config), self.calendar)
+        self.validator = SignalValidator(self.calendar, config.max_price_drift_pct)
+        self.risk_agent = RiskAgent(RiskParams.from_config(config), self.calendar)
+        self.execution = ExecutionAgent(gateway, store, dry_run=dry_run,
+                                        enable_fractional=config.enable_fractional_shares,
+                                        min_notional=config.min_order_notional)
+        self.reconciler = Reconciler(config, gateway, store, self.execution, self.calendar, clock)
+        self.stopping = False
+        self.iterations_run = 0
+        self.last_result: IterationResult | None = None
+        self._known_positions: set[str] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+    def request_stop(self, reason: str = "signal") -> None:
+        if not self.stopping:
+            log.info("stop_requested", reason=reason)
+        self.stopping = True
+        self.clock.interrupt()
+
+    def startup(self, *, accept_broker_quantities: bool = False) -> None:
+        """Reconcile with the broker before anything else; raises ReconciliationError to refuse."""
+        report = self.reconciler.reconcile(accept_broker_quantities=accept_broker_quantities)
+        self._known_positions = set(report.positions)
+        log.info("reconciled", **report.summary())
+
+    def run(self, *, max_iterations: int | None = None, once: bool = False,
+            until: datetime | None = None) -> int:
+        """The daemon loop. Returns the number of iterations run."""
+        failures = 0
+        if self.notifier is not None:
+            self.notifier.ready()
+        while not self.stopping:
+            now = self.clock.now()
+            if until is not None and now >= until:
+                break
+            self._run_due_tasks(now)
+            try:
+                market_open = self.market_clock.is_open(now)
+                next_open = self.market_clock.next_open(now)
+            except TradingDaemonError as exc:
+                failures += 1
+                self._backoff(failures, f"market clock unavailable: {exc}")
+                continue
+            if not market_open and not once:
+                self._ping_watchdog("market closed; waiting for the open")
+                self._sleep_towards(next_open, until)
+                continue
+            try:
+                self.last_result = self.run_iteration(market_open=market_open)
+                failures = 0
+                self._ping_watchdog("iteration complete")
+            except (TradingDaemonError, InterruptedError) as exc:
+                if self.stopping:
+                    break
+                failures += 1
+                self._record_failure(exc)
+                if once:
+                    raise
+                self._backoff(failures, str(exc))
+                continue
+            self.iterations_run += 1
+            if once or (max_iterations is not None and self.iterations_run >= max_iterations):
+                break
+            self._sleep(self.config.loop_interval_seconds, until)
+        if self.notifier is not None:
+            self.notifier.stopping()
+        return self.iterations_run
+
+    # ------------------------------------------------------------------ one iteration
+    def run_iteration(self, *, market_open: bool | None = None) -> IterationResult:
+        started = self.clock.now()
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        stats = getattr(self.gateway, "stats", None)
+        if stats is not None:
+            stats.begin_iteration()
+        number = self.store.next_iteration_number()
+        if market_open is None:
+            market_open = self.market_clock.is_open(started)
+        trading_session = self.calendar.current_or_next_session(started)
+
+        self._refresh_open_orders(trading_session)
+        focus = self.load_focus_symbols()
+        data = self.data_agent.process(focus, limit=max(2 * self.config.zscore_lookback, 40))
+        positions = self.gateway.get_positions()
+        self.reconciler.sync_positions(positions, trading_session)
+        self._known_positions = set(positions)
+        result = IterationResult(number=number, focus=focus, market_open=market_open, requests={},
+                                 excluded=dict(data.excluded))
+        book = self.store.book()
+        holdings = {
+            symbol: Holding(entry_price=pos.avg_entry_price, entry_session=pos.entry_session)
+            for symbol, pos in book.items() if pos.origin != "flagged" and symbol in positions
+        }
+        signals, _ = self.signal_agent.generate(data, holdings, symbols=focus)
+        result.signals = len(signals)
+        signal_session = data.as_of or self.calendar.last_completed_session(started)
+        handled = self.store.handled_signals(signal_session)
+        accepted, rejected = self.validator.validate(signals, started, data.current_prices, handled)
+        result.rejected += len(rejected)
+        if accepted and not self.stopping:
+            self._decide_and_execute(accepted, positions, data.current_prices, trading_session, market_open, result)
+        result.duration_s = time.perf_counter() - wall0
+        result.cpu_s = time.process_time() - cpu0
+        if stats is not None:
+            result.requests = stats.iteration_snapshot()
+            self.store.add_api_usage(stats.iteration_endpoints())
+        self.store.record_iteration(
+            n=number, started_at=started, duration_s=result.duration_s, focus_symbols=focus,
+            requests=result.requests, signals=result.signals, submitted=result.submitted,
+            rejected=result.rejected, status="ok", message="",
+        )
+        log.info("iteration_complete", iteration=number, focus_symbols=focus, requests=result.requests,
+                 signals=result.signals, orders_submitted=result.submitted, orders_rejected=result.rejected,
+                 dry_run_orders=result.dry_run, market_open=market_open, excluded=len(result.excluded),
+                 duration_s=round(result.duration_s, 4))
+        return result
+
+    def _decide_and_execute(self, accepted: list[Any], positions: dict[str, PositionView],
+                            current_prices: dict[str, float], trading_session: date, market_open: bool,
+                            result: IterationResult) -> None:
+        account = self.gateway.get_account()
+        open_orders = self.gateway.get_open_orders()
+        entry_symbols = [s.symbol for s in accepted if s.side is Side.BUY]
+        flags = self.execution.asset_flags(entry_symbols, trading_session) if entry_symbols else {}
+        account_fractional = self.execution.account_fractional(trading_session) if entry_symbols else True
+        peak = max(float(self.store.get_value("peak_equity", "0") or 0.0), account.equity)
+        self.store.set_value("peak_equity", repr(peak))
+        self.store.clear_expired_halts(trading_session)
+        book = self.store.book()
+        context = RiskContext(
+            session=accepted[0].session, current_prices=current_prices,
+            fractionable={s: a.fractionable and a.tradable for s, a in flags.items()},
+            account_fractional=account_fractional, peak_equity=peak,
+            last_stop_loss_exits={s: d for s in entry_symbols if (d := self.store.last_stop_loss_exit(s))},
+            active_halts=tuple(h.reason for h in self.store.active_halts()),
+        )
+        snapshot = PortfolioSnapshot(account=account, positions=positions, open_orders=tuple(open_orders),
+                                     entry_sessions={s: p.entry_session for s, p in book.items() if p.entry_session},
+                                     entry_prices={s: p.avg_entry_price for s, p in book.items()})
+        decision = self.risk_agent.evaluate(accepted, snapshot, context)
+        known = {h.reason for h in self.store.active_halts()}
+        for halt in decision.halts:
+            if halt not in known:
+                self.store.add_halt(halt.split(":", 1)[0], halt, trading_session)
+        result.halts = list(decision.halts)
+        result.rejected += len(decision.rejected)
+        if not decision.approved:
+            return
+        if not market_open:
+            log.info("market_closed_no_submit", targets=[f"{t.side.value} {t.symbol}" for t in decision.approved],
+                     reason="outside market hours: decided and logged, nothing submitted")
+            return
+        if self.stopping:
+            return
+        report = self.execution.execute(list(decision.approved), trading_session)
+        for target in decision.approved:
+            if target.side is Side.SELL and target.signal.reason is SignalReason.EXIT_STOP_LOSS:
+                self.store.record_exit(target.symbol, target.signal.session, target.signal.reason.value)
+        result.execution = report
+        result.submitted += len(report.submitted)
+        result.rejected += len(report.rejected)
+        result.dry_run += len(report.dry_run)
+
+    # ------------------------------------------------------------------ focus symbols
+    def load_focus_symbols(self) -> list[str]:
+        """Scanner candidates (<= 10) + baseline + everything held or with an open order.
+
+        Falls back to the whole universe, with a warning, when candidates.json is missing,
+        corrupt or stale. Held symbols are always included so no exit is ever orphaned.
+        """
+        universe = self.config.symbols
+        focus: list[str]
+        if self.config.use_scanner:
+            try:
+                candidates = load_candidates(self.config.candidates_path, set(universe), self.calendar,
+                                             self.clock.now())
+                focus = candidates.symbols[:MAX_FOCUS_CANDIDATES] + list(BASELINE_SYMBOLS)
+            except CandidatesError as exc:
+                log.warning("candidates_fallback", reason=str(exc), fallback="whole configured universe")
+                focus = list(universe)
+        else:
+            focus = list(universe)
+        extra = set(self.store.book()) | self._known_positions
+        extra |= {order.symbol for order in self.store.open_orders()}
+        return list(dict.fromkeys(focus + sorted(extra)))
+
+    # ------------------------------------------------------------------ orders and fills
+    def _refresh_open_orders(self, trading_session: date) -> None:
+        """Bring every order we believe open up to date; fills update the position book."""
+        open_orders = self.store.open_orders()
+        if not open_orders:
+            return
+        for stored in open_orders:
+            order = self.gateway.get_order_by_client_id(stored.client_order_id)
+            if order is None:
+                log.warning("order_vanished", client_order_id=stored.client_order_id)
+                continue
+            self.reconciler.apply_order_update(order, trading_session)
+
+    # ------------------------------------------------------------------ scheduling, sleeping
+    def _run_due_tasks(self, now: datetime) -> None:
+        for task in self.scheduled:
+            if task.due(now):
+                try:
+                    task.run(now)
+                except (TradingDaemonError, OSError) as exc:
+                    log.error("scheduled_task_failed", task=task.name, error=str(exc))
+                task.schedule_next(now)
+
+    def _next_task_time(self) -> datetime | None:
+        times = [task.next_run for task in self.scheduled if task.next_run is not None]
+        return min(times) if times else None
+
+    def _sleep_towards(self, target: datetime, until: datetime | None) -> None:
+        now = self.clock.now()
+        deadline = target
+        task_time = self._next_task_time()
+        if task_time is not None and task_time > now:
+            deadline = min(deadline, task_time)
+        if until is not None:
+            deadline = min(deadline, until)
+        seconds = (deadline - now).total_seconds()
+        self.clock.sleep(min(max(seconds, 1.0), MAX_SLEEP_STEP_SECONDS))
+
+    def _sleep(self, seconds: float, until: datetime | None) -> None:
+        now = self.clock.now()
+        task_time = self._next_task_time()
+        if task_time is not None and task_time > now:
+            seconds = min(seconds, max(1.0, (task_time - now).total_seconds()))
+        if until is not None:
+            seconds = min(seconds, max(0.0, (until - now).total_seconds()))
+        self.clock.sleep(max(seconds, 0.0))
+
+    def _backoff(self, failures: int, reason: str) -> None:
+        delay = min(self.config.loop_interval_seconds * (2 ** min(failures - 1, 10)), MAX_BACKOFF_SECONDS)
+        log.warning("loop_backoff", failures=failures, sleep_s=delay, reason=reason)
+        self.market_clock.invalidate()
+        self.clock.sleep(delay)
+
+    def _ping_watchdog(self, status: str) -> None:
+        if self.notifier is not None:
+            self.notifier.watchdog()
+            self.notifier.status(status)
+
+    def _record_failure(self, exc: BaseException) -> None:
+        log.error("iteration_failed", error=str(exc), kind=type(exc).__name__)
+        try:
+            self.store.record_iteration(
+                n=self.store.next_iteration_number(), started_at=self.clock.now(), duration_s=0.0,
+                focus_symbols=[], requests={}, signals=0, submitted=0, rejected=0, status="error",
+                message=str(exc)[:500],
+            )
+        except Exception as store_exc:  # noqa: BLE001 - a failing store must not mask the first error
+            log.error("iteration_record_failed", error=str(store_exc))
+
+
+class ScheduledTask:
+    """A daily job at a New York wall-clock time on session days (the in-process scanner)."""
+
+    def __init__(self, name: str, hour: int, minute: int, action: Callable[[datetime], Any],
+                 calendar: MarketCalendar, now: datetime) -> None:
+        self.name = name
+        self.hour = hour
+        self.minute = minute
+        self.action = action
+        self.calendar = calendar
+        self.next_run: datetime | None = None
+        self.runs = 0
+        self.schedule_next(now - timedelta(seconds=1))
+
+    def schedule_next(self, now: datetime) -> None:
+        from core.market_calendar import NEW_YORK
+
+        day = now.astimezone(NEW_YORK).date()
+        for _ in range(15):
+            if self.calendar.is_session(day):
+                when = datetime(day.year, day.month, day.day, self.hour, self.minute, tzinfo=NEW_YORK)
+                if when > now:
+                    self.next_run = when
+                    return
+            day = day + timedelta(days=1)
+        self.next_run = None
+
+    def due(self, now: datetime) -> bool:
+        return self.next_run is not None and now >= self.next_run
+
+    def run(self, now: datetime) -> None:
+        self.runs += 1
+        log.info("scheduled_task_start", task=self.name, at=now.isoformat())
+        self.action(now)
+
+
+__all__ = ["Orchestrator", "IterationResult", "ScheduledTask", "IntentState", "DataError"]
