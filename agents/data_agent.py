@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+import time
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -42,6 +43,7 @@ class BarData(dict[str, pd.DataFrame]):
         self.current_prices: dict[str, float] = {}
         self.requests: int = 0
         self.as_of: date | None = None
+        self.cpu_seconds: float = 0.0      # the agent's own CPU time, excluding the HTTP fetches
 
 
 class DataAgent:
@@ -73,6 +75,8 @@ class DataAgent:
         if not isinstance(limit, int) or limit < 2:
             raise ValueError(f"limit {limit!r} must be a whole number of bars >= 2")
         result = BarData()
+        cpu_start = time.process_time()
+        fetch_cpu = 0.0
         now = self.clock.now()
         expected = self.calendar.last_completed_session(now)
         result.as_of = expected
@@ -83,6 +87,7 @@ class DataAgent:
             else:
                 self._exclude(result, str(symbol), "not a valid US equity ticker; never sent to the API")
         if not wanted:
+            result.cpu_seconds = time.process_time() - cpu_start
             return result
 
         cold_start = bar_timestamp(self.calendar.sessions_back(expected, limit - 1))
@@ -96,9 +101,12 @@ class DataAgent:
             groups.setdefault(start, []).append(symbol)
 
         for start, group in groups.items():
+            fetch_start = time.process_time()
             raw = self._fetch_alpaca_batch(group, start)
+            fetch_cpu += time.process_time() - fetch_start
             result.requests += 1
             self._merge(group, raw, result, expected, limit, cold_start)
+        result.cpu_seconds = time.process_time() - cpu_start - fetch_cpu
         return result
 
     def close(self) -> None:

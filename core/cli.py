@@ -1,0 +1,212 @@
+"""`trading-daemon` command line. Every subcommand validates the configuration first.
+
+Exit codes: 0 ok; 1 runtime failure (one message); 2 bad configuration or arguments; 3 refused to
+trade (reconciliation failed, live trading without both opt-ins, another instance running).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from config.settings import AppConfig, ConfigError, describe_config, get_config
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_REFUSED = 0, 1, 2, 3
+
+
+def _print_settings(config: AppConfig, out: Any = None) -> None:
+    out = out or sys.stdout
+    print("Effective settings (keys masked):", file=out)
+    for name, value in describe_config(config):
+        print(f"  {name:<28} {value}", file=out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trading-daemon", description=__doc__.splitlines()[0])
+    parser.add_argument("--env-file", default=".env", help="dotenv file to read (default: .env)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the trading loop")
+    run.add_argument("--sim", action="store_true", help="use the built-in simulated market even if keys are set")
+    run.add_argument("--dry-run", action="store_true", help="decide and log orders, send none")
+    run.add_argument("--once", action="store_true", help="run exactly one iteration now and exit")
+    run.add_argument("--iterations", type=int, default=None, metavar="N", help="stop after N iterations")
+    run.add_argument("--live", action="store_true", help="trade a live account (also needs ALPACA_PAPER=false)")
+    run.add_argument("--sessions", type=int, default=None, metavar="N",
+                     help="simulated market only: run N simulated sessions (default 20)")
+    run.add_argument("--sim-start", type=date.fromisoformat, default=None, metavar="YYYY-MM-DD",
+                     help="simulated market only: first simulated session (default 2025-06-02)")
+    run.add_argument("--show-settings", action="store_true", help="print the effective settings first")
+    run.add_argument("--accept-broker-state", action="store_true",
+                     help="at start-up, take the broker's position quantities where they differ from the book")
+
+    sub.add_parser("scan", help="rank the universe and write candidates.json (daily at 16:05 New York)")
+    sub.add_parser("status", help="positions, exposure, orders, halts and API usage from the state database")
+    sub.add_parser("demo", help="print the tiered sizing demo")
+
+    backtest = sub.add_parser("backtest", help="run the agents over historical daily bars")
+    try:
+        from core.backtest.cli import add_backtest_arguments
+
+        add_backtest_arguments(backtest)
+    except ImportError:  # the backtest package is optional at import time
+        pass
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = get_config(env_file=args.env_file)
+    except ConfigError as exc:
+        print(f"trading-daemon: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    handlers: dict[str, Callable[[argparse.Namespace, AppConfig], int]] = {
+        "run": _cmd_run, "scan": _cmd_scan, "status": _cmd_status, "demo": _cmd_demo, "backtest": _cmd_backtest,
+    }
+    try:
+        return handlers[args.command](args, config)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a message, not a traceback
+        from core.errors import ReconciliationError, StateError, TradingDaemonError
+
+        if isinstance(exc, ReconciliationError | StateError):
+            print(f"trading-daemon: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+        if isinstance(exc, TradingDaemonError):
+            print(f"trading-daemon: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        crash = _write_crash_report(config, exc)
+        print(f"trading-daemon: internal error {type(exc).__name__}: {exc} (details in {crash})", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _write_crash_report(config: AppConfig, exc: BaseException) -> Path:
+    from core.atomic_file import write_atomic
+    from core.logging_setup import _scrub, configure_logging
+
+    configure_logging(secrets=config.secret_values())
+    text = _scrub("".join(traceback.format_exception(exc)))
+    path = Path(config.state_dir) / "crash.log"
+    try:
+        write_atomic(path, text)
+    except OSError:
+        return Path("(unwritable)")
+    return path
+
+
+# ---------------------------------------------------------------------- run
+def _cmd_run(args: argparse.Namespace, config: AppConfig) -> int:
+    from core.logging_setup import configure_logging
+
+    if config.is_live and not args.live:
+        print("trading-daemon: refusing to trade: ALPACA_PAPER=false needs the explicit --live flag as well",
+              file=sys.stderr)
+        return EXIT_REFUSED
+    if args.live and not config.is_live:
+        print("trading-daemon: refusing --live: ALPACA_PAPER is true (set ALPACA_PAPER=false for a live account)",
+              file=sys.stderr)
+        return EXIT_REFUSED
+    simulated = args.sim or not config.has_credentials
+    if args.live and simulated:
+        print("trading-daemon: refusing --live without Alpaca credentials", file=sys.stderr)
+        return EXIT_REFUSED
+    if args.iterations is not None and args.iterations < 1:
+        print(f"trading-daemon: --iterations {args.iterations}: expected a whole number >= 1", file=sys.stderr)
+        return EXIT_CONFIG
+    if simulated:
+        from core.broker.factory import SIM_BANNER
+
+        print(SIM_BANNER, flush=True)
+        from core.sim_run import run_simulated
+
+        if args.show_settings or (args.once and args.dry_run):
+            _print_settings(config)
+        return run_simulated(config, args)
+    if args.show_settings or (args.once and args.dry_run):
+        _print_settings(config)
+    configure_logging(config.log_level, secrets=config.secret_values())
+    return _run_daemon(config, args)
+
+
+def _run_daemon(config: AppConfig, args: argparse.Namespace) -> int:
+    from core.broker.factory import connect
+    from core.orchestrator import Orchestrator
+    from core.process_lock import StateDirLock
+    from core.state.store import StateStore
+    from core.systemd_notify import SystemdNotifier
+
+    mode = "live" if config.is_live else "paper"
+    print(f"Trading {mode} account via Alpaca{' (dry run: no orders are sent)' if args.dry_run else ''}.", flush=True)
+    connection = connect(config)
+    with StateDirLock(Path(config.state_dir)), StateStore(Path(config.state_dir), connection.clock) as store:
+        orchestrator = Orchestrator(config, connection.gateway, store, connection.clock, dry_run=args.dry_run,
+                                    notifier=SystemdNotifier())
+        _install_signal_handlers(orchestrator.request_stop)
+        orchestrator.startup(accept_broker_quantities=args.accept_broker_state)
+        orchestrator.run(max_iterations=args.iterations, once=args.once)
+    connection.close()
+    return EXIT_OK
+
+
+def _install_signal_handlers(stop: Callable[[str], None]) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+# ---------------------------------------------------------------------- scan, status, demo, backtest
+def _cmd_scan(args: argparse.Namespace, config: AppConfig) -> int:
+    from core.logging_setup import configure_logging
+    from scripts.scan_opportunities import describe, scan_with_config
+
+    configure_logging(config.log_level, secrets=config.secret_values())
+    if not config.has_credentials:
+        from core.broker.factory import SIM_BANNER
+
+        print(SIM_BANNER, flush=True)
+    result = scan_with_config(config)
+    print(describe(result))
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace, config: AppConfig) -> int:
+    from core.status import render_status
+
+    print(render_status(config))
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace, config: AppConfig) -> int:
+    from core.tiered_position_sizer import _demo
+
+    _demo()
+    return EXIT_OK
+
+
+def _cmd_backtest(args: argparse.Namespace, config: AppConfig) -> int:
+    from core.backtest.cli import run_backtest_command
+    from core.logging_setup import configure_logging
+
+    configure_logging("WARNING", secrets=config.secret_values())
+    return run_backtest_command(args, config)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

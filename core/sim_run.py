@@ -1,0 +1,159 @@
+"""`trading-daemon run` on the built-in simulated market (what `make run` shows).
+
+The real orchestrator loop, real agents and the real alpaca-py SDK run against the simulated
+market on 127.0.0.1, on a simulated clock that jumps instead of waiting. The scanner runs at each
+simulated 16:05 New York. Sim state lives in STATE_DIR/sim and is started afresh each run.
+Progress is one line per session; the JSON event log goes to STATE_DIR/sim/daemon.log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+
+from config.settings import AppConfig
+from core.clock import SimClock
+from core.market_calendar import NEW_YORK, get_market_calendar
+
+DEFAULT_SIM_START = date(2025, 6, 2)
+DEFAULT_SIM_SESSIONS = 20
+
+
+def sim_config(config: AppConfig) -> AppConfig:
+    sim_dir = Path(config.state_dir) / "sim"
+    return config.model_copy(update={"state_dir": sim_dir, "candidates_path": sim_dir / "candidates.json"})
+
+
+def run_simulated(config: AppConfig, args: argparse.Namespace) -> int:
+    from core.broker.factory import connect
+    from core.logging_setup import configure_logging
+    from core.orchestrator import Orchestrator, ScheduledTask
+    from core.process_lock import StateDirLock
+    from core.state.store import StateStore
+    from scripts.scan_opportunities import scan
+
+    calendar = get_market_calendar()
+    config = sim_config(config)
+    state_dir = Path(config.state_dir)
+    first = args.sim_start or DEFAULT_SIM_START
+    if not calendar.is_session(first):
+        first = calendar.next_session(first)
+    sessions_wanted = 1 if args.once else (args.sessions or DEFAULT_SIM_SESSIONS)
+    sessions = [first]
+    while len(sessions) < sessions_wanted:
+        sessions.append(calendar.next_session(sessions[-1]))
+
+    if state_dir.exists():
+        shutil.rmtree(state_dir)
+    state_dir.mkdir(parents=True, mode=0o700)
+    log_file = (state_dir / "daemon.log").open("a", encoding="utf-8")
+    configure_logging(config.log_level, json_output=True, secrets=config.secret_values(), stream=log_file)
+
+    start = datetime.combine(first, time(9, 45) if args.once else time(9, 0), tzinfo=NEW_YORK)
+    clock = SimClock(start)
+    connection = connect(config, clock=clock, force_sim=True)
+    print(f"Simulating {len(sessions)} session(s) {sessions[0]} .. {sessions[-1]} with "
+          f"${config.sim_initial_cash:,.0f}; loop every {config.loop_interval_seconds:g}s of simulated time; "
+          f"event log {state_dir / 'daemon.log'}", flush=True)
+    try:
+        with StateDirLock(state_dir), StateStore(state_dir, clock) as store:
+            scanner = ScheduledTask("scanner", 16, 5, lambda now: scan(config, connection.gateway, clock, calendar),
+                                    calendar, clock.now())
+            orchestrator = Orchestrator(config, connection.gateway, store, clock, calendar=calendar,
+                                        dry_run=args.dry_run, scheduled=[] if args.once else [scanner])
+            from core.cli import _install_signal_handlers
+
+            _install_signal_handlers(orchestrator.request_stop)
+            scan(config, connection.gateway, clock, calendar)  # as if yesterday's 16:05 scan had run
+            orchestrator.startup()
+            if args.once:
+                orchestrator.run(once=True)
+                _print_iteration(orchestrator)
+            else:
+                _run_sessions(orchestrator, connection, sessions, args.iterations)
+            _print_summary(orchestrator, connection, store, config)
+    finally:
+        connection.close()
+        log_file.close()
+    return 0
+
+
+def _run_sessions(orchestrator: Any, connection: Any, sessions: list[date], max_iterations: int | None) -> None:
+    gateway = connection.gateway
+    print(f"{'session':<11} {'iters':>5} {'orders':>6} {'positions':>9} {'equity':>12} {'req/iter':>8}  candidates")
+    for session in sessions:
+        until = datetime.combine(session, time(16, 10), tzinfo=NEW_YORK)
+        before_iters = orchestrator.iterations_run
+        before_orders = len(orchestrator.store.all_orders())
+        before_requests = sum(gateway.stats.by_api_total.values())
+        remaining = None if max_iterations is None else max_iterations - orchestrator.iterations_run
+        if remaining is not None and remaining <= 0:
+            break
+        orchestrator.run(until=until, max_iterations=None if remaining is None else orchestrator.iterations_run + remaining)
+        if orchestrator.stopping:
+            break
+        iters = orchestrator.iterations_run - before_iters
+        requests = sum(gateway.stats.by_api_total.values()) - before_requests
+        equity = _equity(connection)
+        positions = len(orchestrator.store.book())
+        orders = len(orchestrator.store.all_orders()) - before_orders
+        cands = _candidates(orchestrator)
+        print(f"{session.isoformat():<11} {iters:>5} {orders:>6} {positions:>9} {equity:>12,.2f} "
+              f"{(requests / iters) if iters else 0:>8.2f}  {cands}", flush=True)
+
+
+def _equity(connection: Any) -> float:
+    return float(connection.gateway.get_account().equity)
+
+
+def _candidates(orchestrator: Any) -> str:
+    import json
+
+    path = Path(orchestrator.config.candidates_path)
+    try:
+        data = json.loads(path.read_text())
+        return ",".join(data.get("symbols", [])[:8])
+    except (OSError, ValueError):
+        return "-"
+
+
+def _print_iteration(orchestrator: Any) -> None:
+    result = orchestrator.last_result
+    if result is None:
+        print("No iteration completed.")
+        return
+    print(f"Iteration {result.number}: market {'open' if result.market_open else 'closed'}, "
+          f"{len(result.focus)} focus symbols, {result.signals} signals, {result.submitted} orders submitted, "
+          f"{result.dry_run} dry-run orders, {result.rejected} rejected, requests {result.requests}")
+    if result.execution is not None:
+        for spec in result.execution.dry_run:
+            print(f"  dry run: would send {spec.describe()}")
+
+
+def _print_summary(orchestrator: Any, connection: Any, store: Any, config: AppConfig) -> None:
+    account = connection.gateway.get_account()
+    positions = connection.gateway.get_positions()
+    orders = store.all_orders()
+    per_iter = [sum(json_requests.values()) for json_requests in _iteration_requests(store)]
+    print()
+    print("Summary")
+    print(f"  iterations          {orchestrator.iterations_run}")
+    print(f"  orders              {len(orders)} ({sum(1 for o in orders if o.status.value == 'filled')} filled)")
+    print(f"  open positions      {len(positions)}"
+          + (": " + ", ".join(f"{s} {p.qty:g} @ {p.avg_entry_price:.2f}" for s, p in sorted(positions.items()))
+             if positions else ""))
+    pnl = account.equity - config.sim_initial_cash
+    print(f"  equity              {account.equity:,.2f} (P&L {pnl:+,.2f}, {pnl / config.sim_initial_cash:+.2%})")
+    if per_iter:
+        steady = statistics.median(per_iter)
+        print(f"  requests/iteration  mean {statistics.fmean(per_iter):.2f}, median {steady:g}, max {max(per_iter)}")
+    print(f"  state database      {Path(config.state_dir) / 'trading.db'}  (trading-daemon status)")
+
+
+def _iteration_requests(store: Any) -> list[dict[str, int]]:
+    rows = store.iteration_requests() if hasattr(store, "iteration_requests") else []
+    return [r for r in rows if r]

@@ -1,0 +1,106 @@
+"""Benchmark: data requests for a cold fetch and an incremental refresh, and the DataAgent's own CPU time.
+
+Runs the real DataAgent and alpaca-py SDK against the simulated market on 127.0.0.1 at 29, 500 and
+5,000 symbols, 252 daily bars each, and prints each request count beside the physical minimum
+ceil(bars / 10,000). Run: `.venv/bin/python scripts/bench_data.py` (or `make bench`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+BARS_PATH = "/v2/stocks/bars"
+
+
+def synthetic_symbols(count: int) -> list[str]:
+    from config.universe import DEFAULT_SYMBOL_TIERS
+
+    symbols = list(DEFAULT_SYMBOL_TIERS)[:count]
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    i = 0
+    while len(symbols) < count:
+        n, name = i, ""
+        for _ in range(4):
+            name = letters[n % 26] + name
+            n //= 26
+        candidate = "Z" + name
+        if candidate not in symbols:
+            symbols.append(candidate)
+        i += 1
+    return symbols
+
+
+def run_case(count: int, bars: int, quiet: bool = True) -> dict[str, Any]:
+    from core.sim import start_sim_market
+
+    from agents.data_agent import DataAgent
+    from config.settings import get_config
+    from core.broker.alpaca_gateway import AlpacaGateway
+    from core.clock import SimClock
+    from core.logging_setup import configure_logging
+    from core.market_calendar import NEW_YORK, get_market_calendar
+
+    configure_logging("ERROR" if quiet else "INFO")
+    calendar = get_market_calendar()
+    # After the close: no in-progress bar, so exactly `bars` bars per symbol are due.
+    clock = SimClock(datetime(2025, 3, 10, 18, 0, tzinfo=NEW_YORK))
+    market = start_sim_market(clock=clock, seed=42)
+    try:
+        tiers = ",".join(f"{s}:TIER3" for s in synthetic_symbols(count))
+        config = get_config(env_file=None, symbol_tiers=tiers, api_rate_limit_per_minute=10_000,
+                            request_timeout_seconds=120)
+        gateway = AlpacaGateway(config, clock, api_key=market.api_key, secret_key=market.secret_key,
+                                trading_url=market.url, data_url=market.url)
+        agent = DataAgent(config, market=gateway, clock=clock, calendar=calendar)
+        symbols = config.symbols
+        wall = time.perf_counter()
+        cold = agent.process(symbols, limit=bars)
+        cold_wall = time.perf_counter() - wall
+        cold_requests = market.server.count(path_prefix=BARS_PATH)
+        clock.set(datetime(2025, 3, 11, 18, 0, tzinfo=NEW_YORK))  # one more completed session
+        market.server.clear_log()
+        warm = agent.process(symbols, limit=bars)
+        warm_requests = market.server.count(path_prefix=BARS_PATH)
+        return {
+            "symbols": count, "ok": len(cold), "excluded": len(cold.excluded),
+            "cold_requests": cold_requests, "cold_min": math.ceil(count * bars / 10_000),
+            "refresh_requests": warm_requests, "refresh_min": math.ceil(count / 10_000),
+            "cold_wall_s": cold_wall, "agent_cpu_ms": cold.cpu_seconds * 1000,
+            "refresh_cpu_ms": warm.cpu_seconds * 1000,
+        }
+    finally:
+        market.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="29,500,5000", help="comma-separated symbol counts")
+    parser.add_argument("--bars", type=int, default=252)
+    args = parser.parse_args(argv)
+    print(f"Daily bars per symbol: {args.bars}. Minimum requests = ceil(bars due / 10,000).")
+    header = (f"{'symbols':>8} {'cold req':>9} {'min':>5} {'refresh req':>12} {'min':>5} {'cold wall s':>12} "
+              f"{'agent CPU ms (cold)':>20} {'agent CPU ms (refresh)':>23}")
+    print(header)
+    print("-" * len(header))
+    failures = 0
+    for size in (int(s) for s in args.sizes.split(",")):
+        row = run_case(size, args.bars)
+        ok = row["cold_requests"] == row["cold_min"] and row["refresh_requests"] == row["refresh_min"]
+        failures += 0 if ok and row["ok"] == size else 1
+        print(f"{row['symbols']:>8} {row['cold_requests']:>9} {row['cold_min']:>5} {row['refresh_requests']:>12} "
+              f"{row['refresh_min']:>5} {row['cold_wall_s']:>12.2f} {row['agent_cpu_ms']:>20.1f} "
+              f"{row['refresh_cpu_ms']:>23.1f}" + ("" if ok else "   <- above the minimum"), flush=True)
+    print("\nTargets: cold = minimum; refresh = 1 request up to 10,000 symbols; agent CPU for 500 symbols < 100 ms.")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
