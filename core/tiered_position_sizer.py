@@ -89,7 +89,10 @@ def build_tiers(allocations: Mapping[str, float], symbol_tiers: Mapping[str, str
 def floor_to(value: float, decimals: int) -> float:
     """Floor (never round up) to a number of decimals, tolerant of binary representation."""
     scale = 10**decimals
-    return math.floor(value * scale + 1e-6) / scale
+    result = math.floor(value * scale + 1e-6) / scale
+    if result > value:  # the tolerance absorbs binary noise; it must never round up past the true value
+        result = math.floor(value * scale) / scale
+    return result
 
 
 def _is_positive_finite(value: Any) -> bool:
@@ -131,6 +134,9 @@ class TieredPositionSizer:
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"TieredPositionSizer is immutable; cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"TieredPositionSizer is immutable; cannot delete {name!r}")
 
     def __repr__(self) -> str:
         return (
