@@ -237,7 +237,9 @@ class RiskAgent:
             if not shares:
                 raise RiskCheckError(meta.get("reason", "Position sizing failed"), meta)
             meta["sizing"] = "tiered"
-            return float(shares), float(meta["position_notional"]), fractional, tier, meta
+            # Fractional: the notional sent (already floored to cents). Whole: the exact cost, not the rounded meta.
+            notional = float(meta["position_notional"]) if fractional else float(shares) * price
+            return float(shares), notional, fractional, tier, meta
         # Equal-weight fallback: the account split across the maximum number of positions.
         target = equity / max(1, p.max_open_positions)
         if fractional:

@@ -61,6 +61,8 @@ class TierExposureTracker:
 
     def with_added(self, symbol: str, notional: float) -> TierExposureTracker:
         """A new tracker that also counts `notional` in the symbol's tier."""
+        if not math.isfinite(notional):
+            raise ValueError(f"notional {notional!r} for {symbol} must be finite")
         clone = object.__new__(TierExposureTracker)
         exposure = dict(self._exposure)
         tier = self.tier_of(symbol)

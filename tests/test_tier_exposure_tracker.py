@@ -170,3 +170,16 @@ def test_tracker_has_no_instance_dict() -> None:
     tracker = _tracker()
     with pytest.raises(AttributeError):
         tracker.something = 1  # type: ignore[attr-defined]
+
+
+def test_with_added_rejects_non_finite_notional() -> None:
+    import math
+
+    import pytest as _pytest
+
+    from core.tier_exposure_tracker import TierExposureTracker as _Tracker
+
+    tracker = _Tracker({}, {"SPY": "TIER1"}, {"TIER1": 0.4}, 10_000.0)
+    for bad in (math.nan, math.inf):
+        with _pytest.raises(ValueError, match="must be finite"):
+            tracker.with_added("SPY", bad)
