@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -57,9 +57,13 @@ class ExecutionReport:
 
 class ExecutionAgent:
     def __init__(self, broker: BrokerPort, journal: OrderJournal, *, strategy_id: str = "zmr",
-                 dry_run: bool = False, enable_fractional: bool = True, min_notional: float = 1.0) -> None:
+                 dry_run: bool = False, enable_fractional: bool = True, min_notional: float = 1.0,
+                 order_sink: Callable[[BrokerOrder], object] | None = None) -> None:
         self.broker = broker
         self.journal = journal
+        # Where every broker answer goes. The daemon points this at the reconciler, so a fill that is
+        # already in the submit answer reaches the position book, not only the orders table.
+        self.order_sink: Callable[[BrokerOrder], object] = order_sink or journal.record_order
         self.strategy_id = strategy_id
         self.dry_run = dry_run
         self.enable_fractional = enable_fractional
@@ -229,7 +233,7 @@ class ExecutionAgent:
 
     def _accept(self, order: BrokerOrder, report: ExecutionReport, spec: OrderSpec, how: str) -> None:
         self.journal.mark_intent(spec.client_order_id, IntentState.SUBMITTED, broker_order_id=order.id, message=how)
-        self.journal.record_order(order)
+        self.order_sink(order)
         report.submitted.append(order)
         if spec.notional is not None or (spec.qty is not None and abs(spec.qty - round(spec.qty)) > 1e-9):
             report.fractional_orders += 1

@@ -86,6 +86,7 @@ class Orchestrator:
                                         enable_fractional=config.enable_fractional_shares,
                                         min_notional=config.min_order_notional)
         self.reconciler = Reconciler(config, gateway, store, self.execution, self.calendar, clock)
+        self.execution.order_sink = self.reconciler.apply_order_update
         self.stopping = False
         self.iterations_run = 0
         self.last_result: IterationResult | None = None

@@ -77,8 +77,8 @@ class OrderJournal(Protocol):
     def mark_intent(self, client_order_id: str, state: str, *, broker_order_id: str | None = None,
                     message: str = "") -> None: ...
 
-    def record_order(self, order: BrokerOrder) -> None:
-        """Upsert the broker's view of an order; fills are derived from cumulative filled_qty."""
+    def record_order(self, order: BrokerOrder) -> float:
+        """Upsert the broker's view of an order; returns the new fill quantity from cumulative filled_qty."""
         ...
 
     def pending_intents(self) -> list[IntentRecord]: ...

@@ -135,7 +135,7 @@ class Reconciler:
         busy = {order.symbol for order in self.store.open_orders()}
         self._compare_book(positions, session, report, strict=False, skip=busy)
 
-    def apply_order_update(self, order: BrokerOrder, session: date) -> float:
+    def apply_order_update(self, order: BrokerOrder, session: date | None = None) -> float:
         """Record the broker's view of an order; apply any new fill to the book. Returns the fill delta."""
         previous = self.store.order_by_client_id(order.client_order_id)
         prev_qty = previous.filled_qty if previous is not None else 0.0
@@ -148,9 +148,11 @@ class Reconciler:
                      price=round(price, 4), cumulative_qty=order.filled_qty, status=order.status.value)
         return delta
 
-    def _fill_session(self, order: BrokerOrder, session: date) -> date:
+    def _fill_session(self, order: BrokerOrder, session: date | None) -> date:
         day = new_york_time(self.clock.now()).date()
-        return day if self.calendar.is_session(day) else session
+        if self.calendar.is_session(day):
+            return day
+        return session or self.calendar.current_or_next_session(self.clock.now())
 
     # ------------------------------------------------------------------ book vs broker
     def _compare_book(self, positions: dict[str, PositionView], session: date, report: ReconcileReport, *,
