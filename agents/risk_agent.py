@@ -229,10 +229,10 @@ class RiskAgent:
             return qty, qty * price, False, None, {"sizing": "fixed_notional"}
         fractional = (p.enable_fractional_shares and context.account_fractional
                       and context.fractionable.get(symbol, False))
-        sizer = TieredPositionSizer(equity, use_fractional=fractional, min_notional=p.min_order_notional,
-                                    tiers=self._tiers)
-        tier = sizer.get_tier_for_symbol(symbol, p.symbol_tiers) if p.enable_tiered_allocation else None
-        if tier:
+        tier = p.symbol_tiers.get(symbol) if p.enable_tiered_allocation else None
+        if tier is not None and tier in self._tiers:
+            sizer = TieredPositionSizer(equity, use_fractional=fractional, min_notional=p.min_order_notional,
+                                        tiers=self._tiers)
             shares, meta = sizer.calculate_shares(symbol, price, tier)
             if not shares:
                 raise RiskCheckError(meta.get("reason", "Position sizing failed"), meta)

@@ -15,7 +15,8 @@ The agents talk to it exactly as they talk to `AlpacaGateway`. Rules (see docs/b
   `DuplicateClientOrderIdError`; selling more than held (net of open sells), a buy whose estimated
   cost (qty x last close, or the notional, plus slippage and commission) exceeds cash less the cash
   reserved by open buys, a fractional or notional order on a non-fractionable asset or with
-  fractional trading off, and a notional under $1 raise `OrderRejectedError`.
+  fractional trading off (except a sell that closes a fractional position), a notional under $1 and an
+  order against an open order of the opposite side (wash trade) raise `OrderRejectedError`.
 - Cash may go below zero only when a next-open fill gaps above the price a buy was checked at; the
   run reports the lowest cash seen.
 
@@ -39,7 +40,8 @@ from core.models import AccountView, AssetInfo, BrokerOrder, OrderSpec, OrderSta
 from core.tiered_position_sizer import FRACTIONAL_DECIMALS, floor_to
 
 FillAt = Literal["next_open", "close"]
-# The simulated market's non-fractionable defaults, so the whole-share fallback paths run.
+# The simulated market's non-fractionable defaults (core.sim.exchange.DEFAULT_NON_FRACTIONABLE, checked
+# by a test), so the whole-share fallback paths run. Not imported: the backtest needs no HTTP server.
 DEFAULT_NON_FRACTIONABLE: frozenset[str] = frozenset({"AVGO", "NFLX", "XLE"})
 MISSED_BARS_BEFORE_EXPIRY = 2   # the fill session and one more
 QTY_EPSILON = 1e-9
@@ -350,9 +352,16 @@ class BacktestBroker:
             qty = spec.qty or 0.0
             if not (math.isfinite(qty) and qty > 0):
                 raise self._reject(f"qty {spec.qty!r} must be positive")
-            if abs(qty - round(qty)) > QTY_EPSILON and (not fractionable or spec.time_in_force != "day"):
+            # Selling a fractional position closes it, which Alpaca allows whatever the flags say.
+            held_qty = self.positions[symbol].qty if symbol in self.positions else 0.0
+            closing = spec.side is Side.SELL and qty <= held_qty + QTY_EPSILON
+            if (abs(qty - round(qty)) > QTY_EPSILON and not closing
+                    and (not fractionable or spec.time_in_force != "day")):
                 raise self._reject(f"{symbol}: fractional qty {qty} needs a fractionable asset, fractional trading "
                                    "on and time_in_force=day")
+        opposite = Side.SELL if spec.side is Side.BUY else Side.BUY
+        if any(o.symbol == symbol and o.side is opposite for o in self._open):
+            raise self._reject(f"{symbol}: potential wash trade detected (an open {opposite.value} order exists)")
         reference = float(self._last_close[col])
         reserved = 0.0
         if spec.side is Side.SELL:

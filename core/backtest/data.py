@@ -404,6 +404,6 @@ def synthetic_history(symbols: Sequence[str], start: date, end: date, seed: int,
     sessions = calendar.sessions_between(start, end)
     if not sessions:
         raise BacktestDataError(f"no NYSE session between {start} and {end}")
-    bars = generate_bars(list(symbols), sessions, seed)
+    bars = generate_bars(list(symbols), sessions, seed, calendar)
     return History(sessions, list(symbols), bars["open"], bars["high"], bars["low"], bars["close"],
                    bars["volume"], f"{SYNTHETIC_SOURCE_PREFIX} (seed {seed})")

@@ -57,6 +57,7 @@ DEFAULT_END_CUTOFF = date(2026, 11, 1)
 DEFAULT_YEARS = 10
 PROGRESS_MIN_SESSIONS = 250
 BARS_REQUESTS_PER_ITERATION = 1    # the DataAgent's one batched bars request (modelled, no data port here)
+BARE_MIN_NOTIONAL = 0.01
 TIER_COLUMNS: tuple[str, ...] = ("TIER1", "TIER2", "TIER3", UNTIERED)
 
 
@@ -171,6 +172,7 @@ class BacktestResult:
     min_cash: float
     elapsed_s: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)
+    zero_share_symbols: Counter[str] = field(default_factory=Counter)
 
     @property
     def final_equity(self) -> float:
@@ -205,8 +207,8 @@ def warmup_sessions(config: AppConfig) -> int:
 def resolve(options: BacktestOptions, config: AppConfig, history: History | None = None,
             calendar: MarketCalendar | None = None) -> RunSpec:
     """Concrete run settings. For file data (a `History` not from the synthetic market) a missing
-    --end is the file's last session and a missing --start the later of the session after the
-    warm-up bars and ten years before the end."""
+    --end is the file's last session and a missing --start the later of the file's first session
+    and ten years before the end; bars before --start serve as warm-up."""
     calendar = calendar or get_market_calendar()
     symbols = tuple(options.symbols) if options.symbols else tuple(config.symbols)
     if len(set(symbols)) != len(symbols):
@@ -215,12 +217,16 @@ def resolve(options: BacktestOptions, config: AppConfig, history: History | None
         end = options.end or history.sessions[-1]
         start = options.start
         if start is None:
-            after_warmup = history.sessions[min(warmup_sessions(config), history.n_sessions - 1)]
-            start = max(after_warmup, default_period(calendar, end)[0])
+            # No signal can come before `lookback` bars exist, so starting at the first bar is safe.
+            start = max(history.sessions[0], default_period(calendar, end)[0])
     else:
         start, end = default_period(calendar, options.end, options.start)
     if start > end:
         raise BacktestOptionsError(f"--start {start} is after --end {end}")
+    if end > calendar.last_session or start < calendar.first_session:
+        raise BacktestOptionsError(
+            f"the period {start} .. {end} leaves the NYSE calendar this build knows "
+            f"({calendar.first_session} .. {calendar.last_session})")
     for name, value in (("--initial-cash", options.initial_cash), ("--position-notional", options.position_notional)):
         if value is not None and not (math.isfinite(value) and value > 0):
             raise BacktestOptionsError(f"{name} {value!r}: expected a positive amount")
@@ -258,7 +264,9 @@ def risk_params(spec: RunSpec, config: AppConfig) -> RiskParams:
     if spec.bare:
         params = replace(params, enable_tiered_allocation=False, enforce_position_limit=False,
                          enforce_cooldown=False, enforce_halts=False, buying_power_buffer_pct=0.0,
-                         min_order_notional=0.0)
+                         # One cent, not zero: the RiskAgent builds a TieredPositionSizer even with
+                         # tiers off, and the sizer refuses a minimum that is not positive.
+                         min_order_notional=BARE_MIN_NOTIONAL)
     return params
 
 
@@ -387,6 +395,7 @@ class _Engine:
         self.requests: list[int] = []
         self.counts: Counter[str] = Counter()
         self.kinds: Counter[str] = Counter()
+        self.zero_share_symbols: Counter[str] = Counter()
         self.entry_sessions: dict[str, date] = {}
         self.stop_exits: dict[str, date] = {}
         self.peak_equity = spec.initial_cash
@@ -420,7 +429,7 @@ class _Engine:
             open_positions=positions, exposure=exposure, trades=self.trades, orders=self.orders,
             fills=list(broker.fills), requests=self.requests, request_totals=dict(broker.calls.totals),
             counts=self.counts, rejection_kinds=self.kinds, halted_sessions=self.halted_sessions,
-            min_cash=broker.min_cash, elapsed_s=elapsed,
+            min_cash=broker.min_cash, elapsed_s=elapsed, zero_share_symbols=self.zero_share_symbols,
             params={"lookback": self.params.lookback, "entry_z": self.params.entry_z, "exit_z": self.params.exit_z,
                     "stop_loss_pct": self.params.stop_loss_pct,
                     "max_holding_sessions": self.params.max_holding_sessions,
@@ -529,6 +538,7 @@ class _Engine:
             self.counts[f"rejected_{rejection.stage}"] += 1
             if kind == "zero_share":
                 self.counts["zero_share_skips"] += 1
+                self.zero_share_symbols[rejection.symbol] += 1
 
     # ------------------------------------------------------------------ bookkeeping
     def _book_fills(self) -> None:

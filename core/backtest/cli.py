@@ -1,0 +1,220 @@
+"""`trading-daemon backtest`: arguments and the command itself.
+
+The lead's CLI calls `add_backtest_arguments(subparser)` and `run_backtest_command(args, config)`.
+Bad data or arguments print ONE `error: ...` line on stderr and return 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from config.settings import AppConfig
+from config.universe import is_valid_ticker
+from core.backtest.data import History, load_history, synthetic_history
+from core.backtest.engine import BacktestOptions, BacktestResult, resolve, run_backtest, warmup_sessions
+from core.backtest.errors import BacktestError, BacktestOptionsError
+from core.market_calendar import MarketCalendar, get_market_calendar
+
+DEFAULT_OUT = Path("out/backtest")
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+
+
+def add_backtest_arguments(parser: argparse.ArgumentParser) -> None:
+    # Values stay strings here and are checked in run_backtest_command, so every bad value gets the
+    # same one-line message and exit code whichever way the command is invoked.
+    parser.add_argument("--start", metavar="YYYY-MM-DD", default=None,
+                        help="first session (default: ten years before --end)")
+    parser.add_argument("--end", metavar="YYYY-MM-DD", default=None,
+                        help="last session (default: the last session before 2026-11-01, or the data's last)")
+    parser.add_argument("--symbols", metavar="SYM,SYM", default=None,
+                        help="comma-separated symbols (default: the configured universe, SYMBOL_TIERS)")
+    parser.add_argument("--data", metavar="PATH", default=None,
+                        help="CSV/Parquet bars file or a directory of SYMBOL.csv files (default: built-in synthetic market)")
+    parser.add_argument("--initial-cash", metavar="USD", default=None, help="starting cash (default SIM_INITIAL_CASH)")
+    parser.add_argument("--no-scanner", action="store_true", help="trade the whole universe (no scanner focus)")
+    parser.add_argument("--no-fractional", action="store_true", help="whole shares only")
+    parser.add_argument("--bare", action="store_true",
+                        help="bare strategy: no scanner, baseline, tiers, limits, cooldowns, halts, buffer, "
+                             "minimum notional, freshness/drift checks or fractional shares")
+    parser.add_argument("--position-notional", metavar="USD", default=None,
+                        help="size every entry as floor(USD / signal close) whole shares")
+    parser.add_argument("--commission", metavar="USD", default="0", help="commission per order in dollars (default 0)")
+    parser.add_argument("--commission-bps", metavar="BPS", default="0",
+                        help="commission in basis points of each fill's value (default 0)")
+    parser.add_argument("--slippage-bps", metavar="BPS", default="0",
+                        help="adverse slippage in basis points of the fill price (default 0)")
+    parser.add_argument("--fill-at", choices=("next_open", "close"), default="next_open",
+                        help="fill at the next session's open (default) or at the signal's close")
+    parser.add_argument("--seed", metavar="N", default=None, help="synthetic market seed (default SIM_SEED)")
+    parser.add_argument("--out", metavar="DIR", default=str(DEFAULT_OUT), help=f"report directory (default {DEFAULT_OUT})")
+    parser.add_argument("--compare-seed", action="store_true",
+                        help="run the seed's scenarios (5, 29, 29 + scanner; fractional on/off) and compare")
+
+
+def _date(name: str, value: Any) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise BacktestOptionsError(f"{name} {value!r}: expected a date YYYY-MM-DD") from None
+
+
+def _number(name: str, value: Any, *, allow_zero: bool = True) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise BacktestOptionsError(f"{name} {value!r}: expected a number") from None
+    if number != number or number in (float("inf"), float("-inf")) or number < 0 or (number == 0 and not allow_zero):
+        raise BacktestOptionsError(f"{name} {value!r}: expected a {'non-negative' if allow_zero else 'positive'} number")
+    return number
+
+
+def _symbols(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    symbols = [str(s).strip().upper() for s in items if str(s).strip()]
+    if not symbols:
+        raise BacktestOptionsError("--symbols: expected at least one symbol, e.g. SPY,QQQ,AAPL")
+    bad = [s for s in symbols if not is_valid_ticker(s)]
+    if bad:
+        raise BacktestOptionsError(f"--symbols: {', '.join(bad)} is not a valid ticker (1-5 letters, e.g. BRK.B)")
+    if len(set(symbols)) != len(symbols):
+        raise BacktestOptionsError(f"--symbols lists a symbol twice: {', '.join(symbols)}")
+    return tuple(symbols)
+
+
+def options_from_args(args: argparse.Namespace) -> BacktestOptions:
+    get = lambda name, default=None: getattr(args, name, default)  # noqa: E731 - tolerate partial namespaces
+    seed = get("seed")
+    if seed is not None:
+        try:
+            seed = int(seed)
+        except (TypeError, ValueError):
+            raise BacktestOptionsError(f"--seed {seed!r}: expected a whole number") from None
+        if seed < 0:
+            raise BacktestOptionsError(f"--seed {seed}: expected a whole number >= 0")
+    return BacktestOptions(
+        start=_date("--start", get("start")), end=_date("--end", get("end")), symbols=_symbols(get("symbols")),
+        initial_cash=_number("--initial-cash", get("initial_cash"), allow_zero=False),
+        use_scanner=False if get("no_scanner", False) else None,
+        fractional=False if get("no_fractional", False) else None,
+        bare=bool(get("bare", False)),
+        position_notional=_number("--position-notional", get("position_notional"), allow_zero=False),
+        commission=_number("--commission", get("commission", 0)) or 0.0,
+        commission_bps=_number("--commission-bps", get("commission_bps", 0)) or 0.0,
+        slippage_bps=_number("--slippage-bps", get("slippage_bps", 0)) or 0.0,
+        fill_at=get("fill_at", "next_open") or "next_open", seed=seed,
+    )
+
+
+def load_data(options: BacktestOptions, config: AppConfig, data: str | Path | None,
+              calendar: MarketCalendar | None = None) -> tuple[History, BacktestOptions]:
+    """The bars to run on, and the options with the symbols settled (a file's own symbols by default)."""
+    calendar = calendar or get_market_calendar()
+    if data is not None:
+        allowed = set(config.symbols) | set(options.symbols or ())
+        history = load_history(data, allowed, calendar=calendar)
+        if options.symbols is None:
+            ordered = [s for s in config.symbols if s in history.symbols]
+            options = _with_symbols(options, tuple(ordered + [s for s in history.symbols if s not in ordered]))
+        missing = [s for s in options.symbols or () if s not in history.symbols]
+        if missing:
+            raise BacktestOptionsError(f"{data}: no bars for {', '.join(missing)} (asked for by --symbols)")
+        return history, options
+    spec = resolve(options, config, None, calendar)
+    warmup = warmup_sessions(config)
+    earliest = calendar.sessions_between(calendar.first_session, calendar.last_session)[warmup]
+    if spec.start < earliest:
+        raise BacktestOptionsError(
+            f"--start {spec.start}: the synthetic market needs {warmup} warm-up sessions before the start and its "
+            f"calendar begins on {calendar.first_session}, so the earliest start is {earliest}")
+    first = calendar.sessions_back(spec.start, warmup)
+    history = synthetic_history(list(spec.symbols), first, spec.end, spec.seed, calendar=calendar)
+    return history, options
+
+
+def _with_symbols(options: BacktestOptions, symbols: tuple[str, ...]) -> BacktestOptions:
+    from dataclasses import replace
+
+    return replace(options, symbols=symbols)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces this run, for the report."""
+    parts = ["trading-daemon", "backtest"]
+    for flag, name in (("--start", "start"), ("--end", "end"), ("--symbols", "symbols"), ("--data", "data"),
+                       ("--initial-cash", "initial_cash"), ("--position-notional", "position_notional"),
+                       ("--seed", "seed")):
+        value = getattr(args, name, None)
+        if value is not None:
+            parts += [flag, str(value)]
+    for flag, name in (("--commission", "commission"), ("--commission-bps", "commission_bps"),
+                       ("--slippage-bps", "slippage_bps")):
+        value = getattr(args, name, None)
+        if value not in (None, "0", 0, 0.0):
+            parts += [flag, str(value)]
+    if getattr(args, "fill_at", "next_open") not in (None, "next_open"):
+        parts += ["--fill-at", str(args.fill_at)]
+    for flag, name in (("--no-scanner", "no_scanner"), ("--no-fractional", "no_fractional"), ("--bare", "bare"),
+                       ("--compare-seed", "compare_seed")):
+        if getattr(args, name, False):
+            parts.append(flag)
+    out = getattr(args, "out", None)
+    if out is not None and str(out) != str(DEFAULT_OUT):
+        parts += ["--out", str(out)]
+    return " ".join(parts)
+
+
+def run_backtest_command(args: argparse.Namespace, config: AppConfig) -> int:
+    started = time.perf_counter()
+    try:
+        options = options_from_args(args)
+        out = Path(getattr(args, "out", None) or DEFAULT_OUT)
+        if getattr(args, "compare_seed", False):
+            from core.backtest.compare import run_compare
+
+            return run_compare(config, options, getattr(args, "data", None), out, command=command_line(args))
+        history, options = load_data(options, config, getattr(args, "data", None))
+        result = run_backtest(history, config, options)
+        from core.backtest.report import write_report
+
+        paths = write_report(result, out, command=command_line(args))
+    except BacktestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        print(f"error: cannot write the report: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(describe(result, time.perf_counter() - started))
+    print(f"Report: {paths['report']} (also {', '.join(p.name for k, p in paths.items() if k != 'report')})")
+    return EXIT_OK
+
+
+def describe(result: BacktestResult, total_s: float | None = None) -> str:
+    from core.backtest.report import compute_metrics
+
+    m = compute_metrics(result)
+    spec = result.spec
+    timing = f" in {result.elapsed_s:.2f} s" + (f" ({total_s:.2f} s with data and report)" if total_s else "")
+    return "\n".join([
+        f"Backtest {result.sessions[0]} .. {result.sessions[-1]}: {len(result.sessions)} sessions, "
+        f"{len(spec.symbols)} symbols, {result.source}{timing}",
+        f"Trades {m.trades} ({m.trades_per_year:.1f}/year, win rate "
+        f"{'n/a' if m.win_rate is None else f'{m.win_rate:.1%}'}); open positions median {m.positions_median:g}, "
+        f"max {m.positions_max}",
+        f"Equity ${spec.initial_cash:,.2f} -> ${m.final_equity:,.2f}: CAGR {m.cagr:.2%}, max drawdown "
+        f"{m.max_drawdown:.2%}, Sharpe {'n/a' if m.sharpe is None else f'{m.sharpe:.2f}'}, turnover "
+        f"{m.turnover_per_year:.1f}x/year",
+        f"Orders: {m.fractional_orders} fractional, {m.whole_share_orders} whole-share; zero-share skips "
+        f"{m.zero_share_skips}; Alpaca requests per iteration mean {m.requests_mean:.2f}, max {m.requests_max}",
+    ])
