@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# 20 simulated sessions, a loop every 15 simulated minutes, the scanner at each simulated 16:05.
 run: $(STAMP)
-	$(BIN)/trading-daemon demo
+	LOOP_INTERVAL_SECONDS=$${LOOP_INTERVAL_SECONDS:-900} $(BIN)/trading-daemon run --sim --sessions 20
 
 demo: $(STAMP)
 	$(BIN)/python core/tiered_position_sizer.py
@@ -33,6 +34,8 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_data.py
+	$(BIN)/python scripts/bench_loop.py
+	$(BIN)/python scripts/bench_backtest.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -158,7 +158,8 @@ class DataAgent:
             for key in REQUIRED_KEYS:
                 if key not in bars[0]:
                     return f"bar field {key!r} missing from the answer"
-            ts = pd.to_datetime([bar["t"] for bar in bars], utc=True, format="ISO8601")
+            # Explicit ns: pandas 3 may infer microseconds, and the cutoff below is in nanoseconds.
+            ts = pd.to_datetime([bar["t"] for bar in bars], utc=True, format="ISO8601").as_unit("ns")
             values = np.array(
                 [[bar["o"], bar["h"], bar["l"], bar["c"], bar["v"],
                   bar.get("n") if bar.get("n") is not None else math.nan,

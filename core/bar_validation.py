@@ -10,7 +10,7 @@ from datetime import date
 
 import numpy as np
 
-REQUIRED_KEYS = ("t", "o", "h", "l", "c", "v")
+REQUIRED_KEYS = ("t", "o", "h", "l", "c", "v", "n", "vw")  # n and vw: required by Alpaca's schema
 
 
 def validate_ohlc(opens: np.ndarray, highs: np.ndarray, lows: np.ndarray, closes: np.ndarray) -> str | None:

@@ -1,0 +1,274 @@
+"""The market-data half of the emulator: /v2/stocks/bars (daily), /bars/latest and /snapshots.
+
+Only what has happened by the clock's now is served: completed sessions, plus the in-progress
+bar of a session that is open. Multi-symbol answers are ordered by symbol, then time; `limit`
+counts bars across all symbols, and `next_page_token` is Alpaca's opaque base64 of
+`SYMBOL|D|<last timestamp>`, so a page always resumes right after the last bar sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+from config.universe import is_valid_ticker
+from core.clock import Clock
+from core.market_calendar import NEW_YORK
+from core.sim.bars import DailyBar, SyntheticBars
+from core.sim.exchange import SimAPIError, SimExchange
+
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 10_000
+DAY_TIMEFRAMES = frozenset({"1Day", "1D", "1day", "1d", "Day", "1DAY"})
+_TIMEFRAME_UNITS = ("Min", "T", "Hour", "H", "Day", "D", "Week", "W", "Month", "M")
+BAR_FEEDS = frozenset({"sip", "iex", "boats", "otc", "delayed_sip"})
+LATEST_FEEDS = frozenset({"sip", "iex", "delayed_sip", "boats", "overnight", "otc"})
+ADJUSTMENTS = frozenset({"raw", "split", "dividend", "spin-off", "all"})
+LATEST_PARAMS = frozenset({"symbols", "feed", "currency"})
+_BAR_FIELDS = ("open", "high", "low", "close", "volume", "trade_count", "vwap")
+
+
+def _bad(message: str) -> SimAPIError:
+    # Data API errors carry only a message (no code), unlike the trading API.
+    return SimAPIError(400, {"message": message})
+
+
+def _stamp_text(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _bar_json(t: str, bar: DailyBar) -> dict[str, Any]:
+    return {
+        "t": t,
+        "o": bar.open,
+        "h": bar.high,
+        "l": bar.low,
+        "c": bar.close,
+        "v": bar.volume,
+        "n": bar.trade_count,
+        "vw": bar.vwap,
+    }
+
+
+class MarketData:
+    def __init__(self, bars: SyntheticBars, clock: Clock, exchange: SimExchange | None = None) -> None:
+        self.bars = bars
+        self.clock = clock
+        self.exchange = exchange
+        self._stamps: dict[int, str] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def _stamp(self, i: int) -> str:
+        text = self._stamps.get(i)
+        if text is None:
+            text = self._stamps[i] = _stamp_text(self.bars.stamp_ts(i))
+        return text
+
+    def _symbols(self, params: Mapping[str, str]) -> list[str]:
+        raw = params.get("symbols", "")
+        symbols = list(dict.fromkeys(s.strip() for s in raw.split(",") if s.strip()))
+        if not symbols:
+            raise _bad("missing symbols")
+        bad = next((s for s in symbols if not is_valid_ticker(s)), None)
+        if bad is not None:
+            raise _bad(f"invalid symbol: {bad!r}")
+        return symbols
+
+    def _has_data(self, symbol: str) -> bool:
+        return self.exchange.has_data(symbol) if self.exchange is not None else True
+
+    def _bound(self, raw: str | None, name: str, *, is_end: bool) -> int | None:
+        """Calendar index bound for start/end (inclusive); None when the parameter is absent."""
+        if not raw:
+            return None
+        text = raw.strip().replace(" ", "+")
+        bars = self.bars
+        try:
+            if len(text) == 10:
+                day = date.fromisoformat(text)
+                return bars.last_session_on_or_before(day) if is_end else bars.first_session_on_or_after(day)
+            when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise _bad(f"invalid {name}: {raw!r}") from None
+        if when.tzinfo is None:
+            raise _bad(f"invalid {name}: {raw!r} (a time zone is required)")
+        ts = when.timestamp()
+        return bars.last_stamp_at_or_before(ts) if is_end else bars.first_stamp_at_or_after(ts)
+
+    def _window(self, params: Mapping[str, str], now: datetime) -> tuple[int, int, bool]:
+        """Sessions lo..hi-1 to serve and whether the last one is in progress at `now`."""
+        bars = self.bars
+        lo = self._bound(params.get("start"), "start", is_end=False)
+        hi_incl = self._bound(params.get("end"), "end", is_end=True)
+        if lo is None:  # Alpaca's default start: the beginning of the current day
+            today = now.astimezone(NEW_YORK).date()
+            lo = bars.first_session_on_or_after(today)
+        latest = bars.last_started(now)
+        hi = latest + 1 if hi_incl is None else min(hi_incl, latest) + 1
+        partial = latest >= 0 and hi - 1 == latest and now.timestamp() < bars.close_ts(latest)
+        return max(lo, 0), hi, partial
+
+    # ------------------------------------------------------------------ /v2/stocks/bars
+    def api_bars(self, params: Mapping[str, str]) -> dict[str, Any]:
+        symbols = sorted(self._symbols(params))
+        timeframe = params.get("timeframe")
+        if not timeframe:
+            raise _bad("missing timeframe")
+        if timeframe not in DAY_TIMEFRAMES:
+            if not any(
+                timeframe.endswith(unit) and timeframe[: -len(unit)].isdigit() for unit in _TIMEFRAME_UNITS
+            ):
+                raise _bad(f"invalid timeframe: {timeframe!r}")
+            raise _bad(f"timeframe {timeframe} is not supported by the simulated market: only 1Day")
+        try:
+            limit = int(params.get("limit") or DEFAULT_LIMIT)
+        except ValueError:
+            raise _bad(f"invalid limit: {params.get('limit')!r}") from None
+        if not 1 <= limit <= MAX_LIMIT:
+            raise _bad(f"invalid limit: must be between 1 and {MAX_LIMIT}")
+        feed = params.get("feed")
+        if feed and feed not in BAR_FEEDS:
+            raise _bad(f"invalid feed: {feed!r}")
+        adjustment = params.get("adjustment")
+        if adjustment and not set(adjustment.split(",")) <= ADJUSTMENTS:
+            raise _bad(f"invalid adjustment: {adjustment!r}")
+        sort = (params.get("sort") or "asc").lower()
+        if sort not in ("asc", "desc"):
+            raise _bad(f"invalid sort: {sort!r}")
+
+        now = self.clock.now()
+        lo, hi, partial = self._window(params, now)
+        symbols = [s for s in symbols if self._has_data(s)]
+        count = max(hi - lo, 0)
+        if count == 0 or not symbols:
+            return {"bars": {}, "next_page_token": None, "currency": "USD"}
+        # Position in the (symbol, time) order: symbol index and offset within that symbol's bars.
+        sym_i, offset = 0, 0
+        token = params.get("page_token")
+        if token:
+            sym_i, offset = self._resume(token, symbols, lo, hi, sort)
+
+        out: dict[str, list[dict[str, Any]]] = {}
+        remaining = limit
+        last: tuple[str, int] | None = None
+        page_symbols: list[tuple[str, int, int]] = []
+        while sym_i < len(symbols) and remaining > 0:
+            take = min(count - offset, remaining)
+            page_symbols.append((symbols[sym_i], offset, offset + take))
+            remaining -= take
+            if offset + take < count:
+                offset += take
+                break
+            sym_i, offset = sym_i + 1, 0
+        blocks = self.bars.windows([s for s, _, _ in page_symbols], lo, hi)
+        stamps = [self._stamp(i) for i in range(lo, hi)]
+        for (symbol, a, b), block in zip(page_symbols, blocks, strict=True):
+            # Positions a..b-1 in the requested order map to window offsets a..b-1 (asc) or
+            # count-b..count-a-1 reversed (desc).
+            k0, k1 = (a, b) if sort == "asc" else (count - b, count - a)
+            columns = [
+                stamps[k0:k1],
+                *(getattr(block, name)[k0:k1].tolist() for name in _BAR_FIELDS),
+            ]
+            rows = [
+                {"t": t, "o": o, "h": h, "l": lo_, "c": c, "v": v, "n": n, "vw": vw}
+                for t, o, h, lo_, c, v, n, vw in zip(*columns, strict=True)
+            ]
+            if partial and k1 == count:  # the session in progress: its bar as it stands now
+                bar = self.bars.bar_as_of(symbol, hi - 1, now)
+                assert bar is not None
+                rows[-1] = _bar_json(stamps[-1], bar)
+            if sort == "desc":
+                rows.reverse()
+            out[symbol] = rows
+            last = (symbol, lo + (k1 - 1 if sort == "asc" else k0))
+        more = sym_i < len(symbols) and (offset < count)
+        next_token = None
+        if more and last is not None:
+            next_token = self._token(last[0], last[1])
+        return {"bars": out, "next_page_token": next_token, "currency": "USD"}
+
+    def _token(self, symbol: str, i: int) -> str:
+        stamp = datetime.fromtimestamp(self.bars.stamp_ts(i), UTC).strftime("%Y-%m-%dT%H:%M:%S.000000000Z")
+        return base64.b64encode(f"{symbol}|D|{stamp}".encode()).decode()
+
+    def _resume(self, token: str, symbols: list[str], lo: int, hi: int, sort: str) -> tuple[int, int]:
+        try:
+            symbol, frame, stamp = base64.b64decode(token, validate=True).decode().split("|")
+            when = datetime.fromisoformat(stamp.replace("000Z", "Z").replace("Z", "+00:00"))
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            raise _bad("invalid page_token") from None
+        if frame != "D":
+            raise _bad("invalid page_token")
+        i = self.bars.last_stamp_at_or_before(when.timestamp())
+        sym_i = bisect.bisect_left(symbols, symbol)
+        if sym_i >= len(symbols) or symbols[sym_i] != symbol:
+            return sym_i, 0
+        done = (i - lo + 1) if sort == "asc" else (hi - i)
+        done = min(max(done, 0), hi - lo)
+        if done >= hi - lo:
+            return sym_i + 1, 0
+        return sym_i, done
+
+    # ------------------------------------------------------------------ latest and snapshots
+    def _check_latest(self, params: Mapping[str, str]) -> None:
+        unexpected = sorted(set(params) - LATEST_PARAMS)
+        if unexpected:
+            raise _bad(f"unexpected query parameter(s): {', '.join(unexpected)}")
+        feed = params.get("feed")
+        if feed and feed not in LATEST_FEEDS:
+            raise _bad(f"invalid feed: {feed!r}")
+
+    def api_latest_bars(self, params: Mapping[str, str]) -> dict[str, Any]:
+        self._check_latest(params)
+        now = self.clock.now()
+        out: dict[str, Any] = {}
+        for symbol in self._symbols(params):
+            if not self._has_data(symbol):
+                continue
+            minute = self.bars.minute_bar(symbol, now)
+            if minute is not None:
+                out[symbol] = _bar_json(minute[0].strftime("%Y-%m-%dT%H:%M:%SZ"), minute[1])
+        return {"bars": out}
+
+    def api_snapshots(self, params: Mapping[str, str]) -> dict[str, Any]:
+        self._check_latest(params)
+        now = self.clock.now()
+        out: dict[str, Any] = {}
+        for symbol in self._symbols(params):
+            if not self._has_data(symbol):
+                continue
+            minute = self.bars.minute_bar(symbol, now)
+            latest = self.bars.last_started(now)
+            if minute is None or latest < 0:
+                continue
+            start, mbar = minute
+            price = self.bars.price_at(symbol, now)
+            trade_time = min(now, datetime.fromtimestamp(self.bars.close_ts(latest), UTC))
+            t = trade_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            spread = max(round(price * 0.0002, 2), 0.01)
+            daily = self.bars.bar_as_of(symbol, latest, now)
+            assert daily is not None
+            prev = self.bars.bar_by_index(symbol, latest - 1) if latest > 0 else None
+            out[symbol] = {
+                "latestTrade": {"t": t, "x": "V", "p": price, "s": 100, "c": ["@"], "i": 1, "z": "A"},
+                "latestQuote": {
+                    "t": t,
+                    "ax": "V",
+                    "ap": round(price + spread / 2, 2),
+                    "as": 2,
+                    "bx": "V",
+                    "bp": round(price - spread / 2, 2),
+                    "bs": 2,
+                    "c": ["R"],
+                    "z": "A",
+                },
+                "minuteBar": _bar_json(start.strftime("%Y-%m-%dT%H:%M:%SZ"), mbar),
+                "dailyBar": _bar_json(self._stamp(latest), daily),
+                "prevDailyBar": None if prev is None else _bar_json(self._stamp(latest - 1), prev),
+            }
+        return out
