@@ -152,7 +152,7 @@ class AlpacaGateway:
                                            endpoint=endpoint)
             if status == 422 and (code == 40010001 and "unique" in message.lower()):
                 return DuplicateClientOrderIdError(text, status=status, code=code, endpoint=endpoint)
-            if status in (400, 403, 422):
+            if status in (400, 403, 422) and endpoint.startswith("POST /v2/orders"):
                 return OrderRejectedError(text, status=status, code=code, endpoint=endpoint)
             return BrokerError(text, status=status, code=code, endpoint=endpoint)
         if isinstance(exc, pydantic.ValidationError | ValueError | KeyError | TypeError):
