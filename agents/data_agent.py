@@ -8,13 +8,20 @@
   and a log line. A symbol is never dropped silently, so the universe never narrows by accident.
 - Frames hold completed sessions only. While a session is open, its in-progress bar gives
   `result.current_prices[symbol]` (used by the drift check), never a signal.
+
+Internally bars are numpy arrays (timestamps in ns, a 7-column value block) parsed in one pass
+for the whole batch; a pandas DataFrame is built only when a caller asks for a symbol, so the
+agent's own CPU stays small at hundreds of symbols.
 """
 
 from __future__ import annotations
 
-import math
 import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -32,18 +39,68 @@ from core.ports import MarketDataPort
 log = structlog.get_logger("data_agent")
 
 COLUMNS = ["open", "high", "low", "close", "volume", "trade_count", "vwap"]
+_VALUES = itemgetter("o", "h", "l", "c", "v", "n", "vw")
+_TIMESTAMP = itemgetter("t")
 
 
-class BarData(dict[str, pd.DataFrame]):
-    """`{symbol: DataFrame}` plus what the fetch learned about the symbols it could not use."""
+@dataclass(frozen=True, slots=True)
+class SymbolBars:
+    """One symbol's completed daily bars: `ts` (ns since epoch, UTC) and `values` (n x 7, COLUMNS order)."""
+
+    ts: np.ndarray
+    values: np.ndarray
+
+    def frame(self) -> pd.DataFrame:
+        index = pd.DatetimeIndex(self.ts.astype("datetime64[ns]"), name="timestamp").tz_localize("UTC")
+        return pd.DataFrame(self.values, index=index, columns=COLUMNS)
+
+    @property
+    def last_close(self) -> float:
+        return float(self.values[-1, 3])
+
+
+class BarData(Mapping[str, pd.DataFrame]):
+    """`{symbol: DataFrame}` plus what the fetch learned about the symbols it could not use.
+
+    Frames are built on first access; `closes()` gives the aligned close matrix without them.
+    """
 
     def __init__(self) -> None:
-        super().__init__()
+        self.bars: dict[str, SymbolBars] = {}
         self.excluded: dict[str, str] = {}
         self.current_prices: dict[str, float] = {}
         self.requests: int = 0
         self.as_of: date | None = None
         self.cpu_seconds: float = 0.0      # the agent's own CPU time, excluding the HTTP fetches
+        self._frames: dict[str, pd.DataFrame] = {}
+
+    def __getitem__(self, symbol: str) -> pd.DataFrame:
+        frame = self._frames.get(symbol)
+        if frame is None:
+            frame = self.bars[symbol].frame()
+            self._frames[symbol] = frame
+        return frame
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.bars)
+
+    def __len__(self) -> int:
+        return len(self.bars)
+
+    def __contains__(self, symbol: object) -> bool:
+        return symbol in self.bars
+
+    def closes(self) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """(bar timestamps ns, symbols, closes[sessions x symbols]) aligned on the union of timestamps."""
+        symbols = list(self.bars)
+        if not symbols:
+            return np.empty(0, dtype=np.int64), [], np.empty((0, 0))
+        all_ts = np.unique(np.concatenate([self.bars[s].ts for s in symbols]))
+        matrix = np.full((all_ts.size, len(symbols)), np.nan)
+        for col, symbol in enumerate(symbols):
+            bars = self.bars[symbol]
+            matrix[np.searchsorted(all_ts, bars.ts), col] = bars.values[:, 3]
+        return all_ts, symbols, matrix
 
 
 class DataAgent:
@@ -66,7 +123,7 @@ class DataAgent:
             clock = SystemClock()
         self.clock: Clock = clock
         self.calendar = calendar or get_market_calendar()
-        self._cache: dict[str, pd.DataFrame] = {}
+        self._cache: dict[str, SymbolBars] = {}
 
     # ------------------------------------------------------------------ public
     def process(self, symbols: list[str], timeframe: str = "1Day", limit: int = 252) -> BarData:
@@ -86,16 +143,14 @@ class DataAgent:
                 wanted.append(symbol)
             else:
                 self._exclude(result, str(symbol), "not a valid US equity ticker; never sent to the API")
-        if not wanted:
-            result.cpu_seconds = time.process_time() - cpu_start
-            return result
 
         cold_start = bar_timestamp(self.calendar.sessions_back(expected, limit - 1))
+        cold_ns = _ns(cold_start)
         groups: dict[datetime, list[str]] = {}
         for symbol in wanted:
             cached = self._cache.get(symbol)
-            if cached is not None and len(cached) and cached.index[-1] >= cold_start:
-                start = cached.index[-1].to_pydatetime() + timedelta(seconds=1)
+            if cached is not None and cached.ts.size and cached.ts[-1] >= cold_ns:
+                start = pd.Timestamp(int(cached.ts[-1]), tz="UTC").to_pydatetime() + timedelta(seconds=1)
             else:
                 start = cold_start
             groups.setdefault(start, []).append(symbol)
@@ -105,7 +160,7 @@ class DataAgent:
             raw = self._fetch_alpaca_batch(group, start)
             fetch_cpu += time.process_time() - fetch_start
             result.requests += 1
-            self._merge(group, raw, result, expected, limit, cold_start)
+            self._merge(group, raw, result, expected, limit, cold_ns)
         result.cpu_seconds = time.process_time() - cpu_start - fetch_cpu
         return result
 
@@ -125,79 +180,130 @@ class DataAgent:
 
     # ------------------------------------------------------------------ parse, validate, cache
     def _merge(self, symbols: list[str], raw: dict[str, list[dict[str, Any]]], result: BarData,
-               expected: date, limit: int, cold_start: datetime) -> None:
+               expected: date, limit: int, cold_ns: int) -> None:
+        parsed = _parse_batch({s: raw[s] for s in symbols if raw.get(s)}, _ns(bar_timestamp(expected)))
         for symbol in symbols:
-            bars = raw.get(symbol)
             cached = self._cache.get(symbol)
-            fresh_frame: pd.DataFrame | None = None
-            partial_price: float | None = None
-            if bars:
-                parsed = self._parse(symbol, bars, expected)
-                if isinstance(parsed, str):
-                    self._exclude(result, symbol, parsed)
-                    continue
-                fresh_frame, partial_price = parsed
-            elif cached is None:
+            fresh = parsed.get(symbol)
+            if isinstance(fresh, str):
+                self._exclude(result, symbol, fresh)
+                continue
+            if fresh is None and cached is None:
                 self._exclude(result, symbol, "missing from the batch answer (no bars returned)")
                 continue
-            frame = self._combine(cached, fresh_frame, limit, cold_start)
-            if frame is None or frame.empty:
+            fresh_bars, partial_price = fresh if fresh is not None else (None, None)
+            bars = _combine(cached, fresh_bars, limit, cold_ns)
+            if bars is None or bars.ts.size == 0:
                 self._exclude(result, symbol, "no completed daily bars in the window")
                 continue
-            last_session = session_of_bar(frame.index[-1].to_pydatetime())
+            last_session = session_of_bar(pd.Timestamp(int(bars.ts[-1]), tz="UTC").to_pydatetime())
             reason = validate_freshness(last_session, expected)
             if reason:
                 self._exclude(result, symbol, reason)
                 continue
-            self._cache[symbol] = frame
-            result[symbol] = frame
-            result.current_prices[symbol] = partial_price if partial_price is not None else float(frame["close"].to_numpy()[-1])
-
-    def _parse(self, symbol: str, bars: list[dict[str, Any]], expected: date) -> tuple[pd.DataFrame, float | None] | str:
-        try:
-            for key in REQUIRED_KEYS:
-                if key not in bars[0]:
-                    return f"bar field {key!r} missing from the answer"
-            # Explicit ns: pandas 3 may infer microseconds, and the cutoff below is in nanoseconds.
-            ts = pd.to_datetime([bar["t"] for bar in bars], utc=True, format="ISO8601").as_unit("ns")
-            values = np.array(
-                [[bar["o"], bar["h"], bar["l"], bar["c"], bar["v"],
-                  bar.get("n") if bar.get("n") is not None else math.nan,
-                  bar.get("vw") if bar.get("vw") is not None else math.nan] for bar in bars],
-                dtype=float,
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            return f"malformed bar data ({type(exc).__name__}: {str(exc)[:80]})"
-        ts_ns = ts.asi8
-        reason = validate_order(ts_ns) or validate_ohlc(values[:, 0], values[:, 1], values[:, 2], values[:, 3])
-        if reason is None and (not np.all(np.isfinite(values[:, 4])) or np.any(values[:, 4] < 0)):
-            reason = "invalid volume (NaN, inf or negative)"
-        if reason:
-            return reason
-        # Bars after the last completed session are the in-progress session: a price, not a bar.
-        cutoff_ns = int(bar_timestamp(expected).timestamp() * 1e9)
-        completed = ts_ns <= cutoff_ns
-        partial_price = float(values[~completed][-1, 3]) if not completed.all() else None
-        frame = pd.DataFrame(values[completed], index=ts[completed], columns=COLUMNS)
-        frame.index.name = "timestamp"
-        return frame, partial_price
-
-    @staticmethod
-    def _combine(cached: pd.DataFrame | None, fresh: pd.DataFrame | None, limit: int,
-                 cold_start: datetime) -> pd.DataFrame | None:
-        if cached is None or cached.empty:
-            frame = fresh
-        elif fresh is None or fresh.empty:
-            frame = cached
-        else:
-            newer = fresh[fresh.index > cached.index[-1]]
-            frame = pd.concat([cached, newer]) if len(newer) else cached
-        if frame is None:
-            return None
-        frame = frame[frame.index >= cold_start]
-        return frame.iloc[-limit:] if len(frame) > limit else frame
+            self._cache[symbol] = bars
+            result.bars[symbol] = bars
+            result.current_prices[symbol] = partial_price if partial_price is not None else bars.last_close
 
     @staticmethod
     def _exclude(result: BarData, symbol: str, reason: str) -> None:
         result.excluded[symbol] = reason
         log.warning("symbol_excluded", symbol=symbol, reason=reason)
+
+
+def _ns(when: datetime) -> int:
+    return int(pd.Timestamp(when).as_unit("ns").value)
+
+
+def _parse_batch(raw: dict[str, list[dict[str, Any]]], cutoff_ns: int
+                 ) -> dict[str, tuple[SymbolBars, float | None] | str]:
+    """Parse and validate every symbol's bars; a symbol maps to (bars, partial price) or a reason."""
+    out: dict[str, tuple[SymbolBars, float | None] | str] = {}
+    if not raw:
+        return out
+    # One pass over the whole batch: timestamps and values for every bar, then split per symbol.
+    flat = [bar for bars in raw.values() for bar in bars]
+    try:
+        stamps = list(map(_TIMESTAMP, flat))
+        unique = list(dict.fromkeys(stamps))  # a few hundred distinct sessions, not one per bar
+        parsed = pd.to_datetime(unique, utc=True, format="ISO8601").as_unit("ns").asi8
+        lookup = dict(zip(unique, parsed.tolist(), strict=True))
+        ts = np.fromiter(map(lookup.__getitem__, stamps), dtype=np.int64, count=len(stamps))
+        values = _values_array(flat)
+    except (KeyError, TypeError, ValueError):
+        # Some symbol carries a missing field or a malformed value: one symbol at a time, to name it.
+        if len(raw) == 1:
+            ((symbol, bars),) = raw.items()
+            return {symbol: _malformed_reason(bars)}
+        for symbol, bars in raw.items():
+            out.update(_parse_batch({symbol: bars}, cutoff_ns))
+        return out
+    counts = np.fromiter(map(len, raw.values()), dtype=np.int64, count=len(raw))
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    bad_rows = _bad_rows(ts, values, starts)
+    bad_per_symbol = np.add.reduceat(bad_rows, starts) if len(starts) else np.empty(0)
+    for i, symbol in enumerate(raw):
+        lo, hi = int(starts[i]), int(starts[i] + counts[i])
+        sym_ts, sym_values = ts[lo:hi], values[lo:hi]
+        if bad_per_symbol[i]:
+            out[symbol] = (validate_order(sym_ts)
+                           or validate_ohlc(sym_values[:, 0], sym_values[:, 1], sym_values[:, 2], sym_values[:, 3])
+                           or "invalid volume (NaN, inf or negative)")
+            continue
+        # Bars after the last completed session are the in-progress session: a price, not a bar.
+        completed = sym_ts <= cutoff_ns
+        partial = None if completed.all() else float(sym_values[~completed][-1, 3])
+        out[symbol] = (SymbolBars(sym_ts[completed], sym_values[completed]), partial)
+    return out
+
+
+def _values_array(flat: list[dict[str, Any]]) -> np.ndarray:
+    try:
+        # Fast path: no nulls anywhere.
+        return np.fromiter(chain.from_iterable(map(_VALUES, flat)), dtype=float,
+                           count=7 * len(flat)).reshape(len(flat), 7)
+    except TypeError:
+        # `n` and `vw` may be null; numpy turns None into NaN here, and the checks reject null prices.
+        return np.array(list(map(_VALUES, flat)), dtype=float)
+
+
+def _bad_rows(ts: np.ndarray, values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """1 for every bar that breaks a rule (see core.bar_validation), vectorised over the whole batch."""
+    prices = values[:, :4]
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(prices).all(axis=1) | (prices <= 0).any(axis=1)
+        o, h, low, c = prices[:, 0], prices[:, 1], prices[:, 2], prices[:, 3]
+        bad |= (h < np.maximum(o, c) - 1e-9) | (low > np.minimum(o, c) + 1e-9) | (low > h + 1e-9)
+        volume = values[:, 4]
+        bad |= ~np.isfinite(volume) | (volume < 0)
+    if ts.size > 1:
+        step_bad = np.diff(ts) <= 0
+        step_bad[starts[1:] - 1] = False   # the step from one symbol to the next is not an ordering error
+        bad[1:] |= step_bad
+    return bad.astype(np.int64)
+
+
+def _malformed_reason(bars: list[dict[str, Any]]) -> str:
+    for key in REQUIRED_KEYS:
+        if any(not isinstance(bar, dict) or key not in bar for bar in bars):
+            return f"bar field {key!r} missing from the answer"
+    return "malformed bar data: a timestamp or a price is not parseable"
+
+
+def _combine(cached: SymbolBars | None, fresh: SymbolBars | None, limit: int, cold_ns: int) -> SymbolBars | None:
+    if cached is None or cached.ts.size == 0:
+        bars = fresh
+    elif fresh is None or fresh.ts.size == 0:
+        bars = cached
+    else:
+        newer = fresh.ts > cached.ts[-1]
+        bars = cached if not newer.any() else SymbolBars(
+            np.concatenate([cached.ts, fresh.ts[newer]]), np.concatenate([cached.values, fresh.values[newer]]))
+    if bars is None:
+        return None
+    keep = bars.ts >= cold_ns
+    if not keep.all():
+        bars = SymbolBars(bars.ts[keep], bars.values[keep])
+    if bars.ts.size > limit:
+        bars = SymbolBars(bars.ts[-limit:], bars.values[-limit:])
+    return bars

@@ -17,14 +17,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from core.indicators import rolling_zscore
-from core.market_calendar import MarketCalendar, bar_timestamp
+from core.market_calendar import MarketCalendar, bar_timestamp, session_of_bar
 from core.models import Side, Signal, SignalReason
 
 
@@ -68,6 +68,11 @@ class ClosePanel:
 
     @classmethod
     def from_frames(cls, frames: Mapping[str, pd.DataFrame], lookback: int) -> ClosePanel:
+        closes_of = getattr(frames, "closes", None)
+        if callable(closes_of):  # the DataAgent's BarData: aligned closes without building frames
+            ts_ns, symbols, matrix = closes_of()
+            sessions = [session_of_bar(datetime.fromtimestamp(int(t) / 1e9, tz=UTC)) for t in ts_ns]
+            return cls.from_closes(sessions, symbols, matrix, lookback)
         if not frames:
             return cls([], [], np.empty((0, 0)), np.empty((0, 0)))
         wide = pd.concat({symbol: frame["close"] for symbol, frame in frames.items()}, axis=1).sort_index()
