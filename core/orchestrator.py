@@ -36,7 +36,7 @@ from core.clock import Clock
 from core.errors import CandidatesError, DataError, TradingDaemonError
 from core.market_calendar import MarketCalendar, get_market_calendar
 from core.market_clock import MarketClock
-from core.models import PortfolioSnapshot, PositionView, Side, SignalReason
+from core.models import PortfolioSnapshot, PositionView, Rejection, Side, SignalReason
 from core.ports import IntentState
 from core.reconcile import Reconciler
 from core.signal_validator import SignalValidator
@@ -62,6 +62,7 @@ class IterationResult:
     cpu_s: float = 0.0
     excluded: dict[str, str] = field(default_factory=dict)
     halts: list[str] = field(default_factory=list)
+    risk_rejections: list[Rejection] = field(default_factory=list)
     execution: ExecutionReport | None = None
 
 
@@ -91,6 +92,7 @@ class Orchestrator:
         self.iterations_run = 0
         self.last_result: IterationResult | None = None
         self._known_positions: set[str] = set()
+        self._rejections: dict[tuple[str, str, date], tuple[Any, datetime]] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def request_stop(self, reason: str = "signal") -> None:
@@ -179,8 +181,12 @@ class Orchestrator:
         handled = self.store.handled_signals(signal_session)
         accepted, rejected = self.validator.validate(signals, started, data.current_prices, handled)
         result.rejected += len(rejected)
+        fingerprint = (tuple(sorted((s, round(p.qty, 9)) for s, p in positions.items())),
+                       len(self.store.open_orders()))
+        accepted = self._without_recent_rejections(accepted, fingerprint, started)
         if accepted and not self.stopping:
             self._decide_and_execute(accepted, positions, data.current_prices, trading_session, market_open, result)
+            self._remember_rejections(result, fingerprint, started)
         result.duration_s = time.perf_counter() - wall0
         result.cpu_s = time.process_time() - cpu0
         if stats is not None:
@@ -220,6 +226,7 @@ class Orchestrator:
                                      entry_sessions={s: p.entry_session for s, p in book.items() if p.entry_session},
                                      entry_prices={s: p.avg_entry_price for s, p in book.items()})
         decision = self.risk_agent.evaluate(accepted, snapshot, context)
+        result.risk_rejections = list(decision.rejected)
         known = {h.reason for h in self.store.active_halts()}
         for halt in decision.halts:
             if halt not in known:
@@ -242,6 +249,29 @@ class Orchestrator:
         result.submitted += len(report.submitted)
         result.rejected += len(report.rejected)
         result.dry_run += len(report.dry_run)
+
+    # ------------------------------------------------------------------ repeated rejections
+    def _without_recent_rejections(self, signals: list[Any], fingerprint: Any, now: datetime) -> list[Any]:
+        """Drop signals risk already refused while nothing that could change its answer has changed.
+
+        Without this a refused signal (below the minimum notional, say) would cost an account and an
+        open-orders request on every iteration of the session. A change of positions or open orders
+        (which is what moves buying power, exposure and position counts) sends it through risk again;
+        a new session starts afresh.
+        """
+        kept = []
+        for signal in signals:
+            seen = self._rejections.get((signal.symbol, signal.side.value, signal.session))
+            if seen is not None and seen[0] == fingerprint:
+                continue
+            kept.append(signal)
+        return kept
+
+    def _remember_rejections(self, result: IterationResult, fingerprint: Any, now: datetime) -> None:
+        session = self.calendar.last_completed_session(now)
+        self._rejections = {k: v for k, v in self._rejections.items() if k[2] == session}
+        for rejection in result.risk_rejections:
+            self._rejections[(rejection.symbol, rejection.side.value, session)] = (fingerprint, now)
 
     # ------------------------------------------------------------------ focus symbols
     def load_focus_symbols(self) -> list[str]:

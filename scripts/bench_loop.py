@@ -2,7 +2,7 @@
 
 The real orchestrator, agents, state store and alpaca-py SDK run against the simulated market on
 127.0.0.1 with a simulated clock advancing one loop interval per iteration. CPU is the main
-thread's (`time.thread_time`), so the simulated server's threads are not counted. RSS is read from
+thread's (`time.thread_time`), so the simulated server's threads are not counted. RSS (MiB) is read from
 /proc at iteration 100 (after warm-up) and at the end. Run: `.venv/bin/python scripts/bench_loop.py`.
 """
 
@@ -26,7 +26,7 @@ from scripts.bench_data import synthetic_symbols  # noqa: E402
 def rss_mb() -> float:
     with open("/proc/self/statm") as handle:
         pages = int(handle.read().split()[1])
-    return pages * resource.getpagesize() / 1e6
+    return pages * resource.getpagesize() / 2**20
 
 
 def run(focus: int, iterations: int) -> dict[str, Any]:
@@ -78,7 +78,7 @@ def run(focus: int, iterations: int) -> dict[str, Any]:
         "steady_requests_max": max(steady), "steady_requests_median": statistics.median(steady),
         "cpu_ms_median": statistics.median(cpu) * 1000, "cpu_ms_p95": sorted(cpu)[int(0.95 * len(cpu))] * 1000,
         "rss_warm_mb": rss_warm, "rss_end_mb": rss_end,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux -> MiB
     }
 
 
