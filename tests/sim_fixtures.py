@@ -5,25 +5,18 @@ A test module enables them with `pytest_plugins = ("tests.sim_fixtures",)`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from core.clock import SimClock
-from core.sim import SimMarket, start_sim_market
-
-START = datetime(2025, 3, 10, 15, 0, tzinfo=UTC)  # Monday 11:00 New York: the market is open
+from core.sim import SimMarket
 
 
 @pytest.fixture
-def market() -> Iterator[SimMarket]:
-    sim = start_sim_market(clock=SimClock(START), seed=42, initial_cash=10_000.0)
-    try:
-        yield sim
-    finally:
-        sim.stop()
+def market(sim: SimMarket) -> SimMarket:
+    """The simulated market at START (Monday 11:00 New York, open); the same fixture as `sim`."""
+    return sim
 
 
 @pytest.fixture
