@@ -46,6 +46,7 @@ log = structlog.get_logger("orchestrator")
 MAX_FOCUS_CANDIDATES = 10
 MAX_SLEEP_STEP_SECONDS = 300.0
 MAX_BACKOFF_SECONDS = 900.0
+RERUN_REJECTED_AFTER = timedelta(minutes=30)
 
 
 @dataclass
@@ -256,13 +257,14 @@ class Orchestrator:
 
         Without this a refused signal (below the minimum notional, say) would cost an account and an
         open-orders request on every iteration of the session. A change of positions or open orders
-        (which is what moves buying power, exposure and position counts) sends it through risk again;
-        a new session starts afresh.
+        (which is what moves buying power, exposure and position counts) sends it through risk again at
+        once; otherwise it is re-checked every RERUN_REJECTED_AFTER, since cash held by an order placed
+        outside the daemon can come back without anything here changing. A new session starts afresh.
         """
         kept = []
         for signal in signals:
             seen = self._rejections.get((signal.symbol, signal.side.value, signal.session))
-            if seen is not None and seen[0] == fingerprint:
+            if seen is not None and seen[0] == fingerprint and now - seen[1] < RERUN_REJECTED_AFTER:
                 continue
             kept.append(signal)
         return kept
