@@ -181,7 +181,8 @@ class DataAgent:
     # ------------------------------------------------------------------ parse, validate, cache
     def _merge(self, symbols: list[str], raw: dict[str, list[dict[str, Any]]], result: BarData,
                expected: date, limit: int, cold_ns: int) -> None:
-        parsed = _parse_batch({s: raw[s] for s in symbols if raw.get(s)}, _ns(bar_timestamp(expected)))
+        parsed = _parse_batch({s: raw[s] for s in symbols if raw.get(s)}, _ns(bar_timestamp(expected)),
+                              now_ns=_ns(self.clock.now()))
         for symbol in symbols:
             cached = self._cache.get(symbol)
             fresh = parsed.get(symbol)
@@ -215,7 +216,7 @@ def _ns(when: datetime) -> int:
     return int(pd.Timestamp(when).as_unit("ns").value)
 
 
-def _parse_batch(raw: dict[str, list[dict[str, Any]]], cutoff_ns: int
+def _parse_batch(raw: dict[str, list[dict[str, Any]]], cutoff_ns: int, *, now_ns: int | None = None
                  ) -> dict[str, tuple[SymbolBars, float | None] | str]:
     """Parse and validate every symbol's bars; a symbol maps to (bars, partial price) or a reason."""
     out: dict[str, tuple[SymbolBars, float | None] | str] = {}
@@ -236,7 +237,7 @@ def _parse_batch(raw: dict[str, list[dict[str, Any]]], cutoff_ns: int
             ((symbol, bars),) = raw.items()
             return {symbol: _malformed_reason(bars)}
         for symbol, bars in raw.items():
-            out.update(_parse_batch({symbol: bars}, cutoff_ns))
+            out.update(_parse_batch({symbol: bars}, cutoff_ns, now_ns=now_ns))
         return out
     counts = np.fromiter(map(len, raw.values()), dtype=np.int64, count=len(raw))
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
@@ -249,6 +250,10 @@ def _parse_batch(raw: dict[str, list[dict[str, Any]]], cutoff_ns: int
             out[symbol] = (validate_order(sym_ts)
                            or validate_ohlc(sym_values[:, 0], sym_values[:, 1], sym_values[:, 2], sym_values[:, 3])
                            or "invalid volume (NaN, inf or negative)")
+            continue
+        if now_ns is not None and sym_ts[-1] > now_ns:  # sorted: the last bar is the newest
+            # Its close would become the drift-check price: a bar from the future is bad data.
+            out[symbol] = "bar for a future session (stamped after the current time)"
             continue
         # Bars after the last completed session are the in-progress session: a price, not a bar.
         completed = sym_ts <= cutoff_ns

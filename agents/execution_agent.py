@@ -24,6 +24,7 @@ import structlog
 
 from core.errors import (
     AmbiguousBrokerError,
+    BadBrokerResponseError,
     BrokerError,
     DuplicateClientOrderIdError,
     OrderRejectedError,
@@ -203,7 +204,8 @@ class ExecutionAgent:
                 report.rejected.append(Rejection(spec.symbol, spec.side, "broker", str(exc)))
                 log.warning("order_rejected", client_order_id=cid, reason=str(exc))
                 return
-            except AmbiguousBrokerError as exc:
+            except (AmbiguousBrokerError, BadBrokerResponseError) as exc:
+                # A garbled answer (non-JSON, unknown status) is no rejection: the order may exist.
                 log.warning("order_submit_ambiguous", client_order_id=cid, attempt=attempt, reason=str(exc))
                 found = self._lookup(cid)
                 if isinstance(found, BrokerOrder):

@@ -61,6 +61,8 @@ def load_candidates(path: Path, universe: Collection[str], calendar: MarketCalen
     """The validated file, or CandidatesError with one message saying what is wrong."""
     if not path.exists():
         raise CandidatesError(f"{path} does not exist (the scanner has not run yet)")
+    if not path.is_file():  # a directory, FIFO or device: reading it could fail, block or never end
+        raise CandidatesError(f"{path} is not a regular file")
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise CandidatesError(f"{path} is {size:,} bytes: expected at most {MAX_FILE_BYTES:,}")
@@ -68,6 +70,10 @@ def load_candidates(path: Path, universe: Collection[str], calendar: MarketCalen
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CandidatesError(f"{path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CandidatesError(f"{path} is not valid JSON: nested too deeply") from None
+    except OSError as exc:
+        raise CandidatesError(f"{path} cannot be read: {exc.strerror or type(exc).__name__}") from None
     if not isinstance(raw, dict):
         raise CandidatesError(f"{path}: expected a JSON object, got {type(raw).__name__}")
     try:

@@ -8,7 +8,8 @@ is one more thing to install on the server.
 
 Rules the daemon relies on:
 - Without `$NOTIFY_SOCKET` (a terminal, tests, cron) every call is a no-op returning False.
-- A notification can never take the trading loop down: socket errors are logged at debug and
+- A notification can never take the trading loop down, nor block it: the socket is non-blocking
+  (a manager whose queue is full loses a ping), and socket errors are logged at debug and
   reported as False. A lost ping is systemd's problem to notice, not ours to crash on.
 - `sent` counts delivered messages per kind (`READY`, `WATCHDOG`, `STATUS`, `STOPPING`...) and
   `attempted` counts every call, delivered or not, so tests can assert that the loop pinged, or
@@ -85,6 +86,9 @@ class SystemdNotifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # close-on-exec by default
+                # Never wait on the manager: with its queue full (a stalled or busy PID 1), a blocking
+                # sendto would hang the trading loop. EAGAIN is an OSError: the ping is lost, not the loop.
+                self._sock.setblocking(False)
             self._sock.sendto(message.encode("utf-8"), self.address)
         except OSError as exc:
             # Drop the socket so the next call starts clean (e.g. after ENOBUFS or a manager restart).

@@ -94,6 +94,21 @@ def _error_body(exc: APIError) -> tuple[int | None, str]:
     return (code if isinstance(code, int) else None), message
 
 
+def _validation_summary(exc: pydantic.ValidationError) -> str:
+    """The first bad field of an SDK model, e.g. `status='teleported': Input should be 'new', ...`."""
+    errors = exc.errors(include_url=False)
+    if not errors:
+        return str(exc).splitlines()[0][:200]
+    first = errors[0]
+    where = ".".join(str(part) for part in first.get("loc", ())) or exc.title
+    if first.get("type") == "missing":
+        text = f"field {where} is missing"
+    else:
+        text = f"{where}={first.get('input')!r}"[:80] + f": {first.get('msg', 'invalid')}"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{exc.title}: {text}"[:240] + more
+
+
 class AlpacaGateway:
     """Typed, policy-enforcing facade over TradingClient and StockHistoricalDataClient."""
 
@@ -127,6 +142,12 @@ class AlpacaGateway:
     def _map_error(self, exc: BaseException, endpoint: str) -> BrokerError:
         if isinstance(exc, BrokerError):
             return exc
+        if isinstance(exc, requests.exceptions.InvalidJSONError):
+            # A 2xx whose body is not JSON (a proxy's or captive portal's HTML page): an answer we
+            # cannot trust, not a connection failure.
+            doc = getattr(exc, "doc", None)
+            snippet = " ".join(str(doc).split())[:160] if doc else str(exc)[:160]
+            return BadBrokerResponseError(f"{endpoint}: the answer is not JSON: {snippet!r}", endpoint=endpoint)
         if isinstance(exc, requests.exceptions.Timeout):
             return BrokerTimeout(f"{endpoint}: no answer within {self.config.request_timeout_seconds:g}s",
                                  endpoint=endpoint)
@@ -145,6 +166,10 @@ class AlpacaGateway:
                 return RateLimitedError(text, reset_at=reset, endpoint=endpoint)
             if status is not None and status >= 500:
                 return BrokerServerError(text, status=status, code=code, endpoint=endpoint)
+            if status == 404 and message.startswith(("non-JSON error body", "unexpected error body")):
+                # Not Alpaca saying "no such order" (its 404s are JSON) but a proxy or a wrong URL:
+                # never proof that an order is absent.
+                return BadBrokerResponseError(text, status=status, endpoint=endpoint)
             if status == 404:
                 return NotFoundError(text, status=status, code=code, endpoint=endpoint)
             if status == 401:
@@ -155,7 +180,10 @@ class AlpacaGateway:
             if status in (400, 403, 422) and endpoint.startswith("POST /v2/orders"):
                 return OrderRejectedError(text, status=status, code=code, endpoint=endpoint)
             return BrokerError(text, status=status, code=code, endpoint=endpoint)
-        if isinstance(exc, pydantic.ValidationError | ValueError | KeyError | TypeError):
+        if isinstance(exc, pydantic.ValidationError):
+            return BadBrokerResponseError(f"{endpoint}: unexpected answer: {_validation_summary(exc)}",
+                                          endpoint=endpoint)
+        if isinstance(exc, ValueError | KeyError | TypeError | AttributeError | IndexError):
             first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             return BadBrokerResponseError(f"{endpoint}: unexpected answer: {first}", endpoint=endpoint)
         return BrokerError(f"{endpoint}: {type(exc).__name__}", endpoint=endpoint)

@@ -17,6 +17,7 @@ from collections import deque
 from core.clock import Clock
 
 WINDOW_SECONDS = 61.0
+MAX_BLOCK_SECONDS = 65.0  # Alpaca's window is 60 s; a reset further away than this is not believed
 
 
 class RateLimiter:
@@ -53,7 +54,11 @@ class RateLimiter:
                 raise InterruptedError("shutdown requested while waiting for the rate limiter")
 
     def block_until(self, api: str, reset_epoch: float) -> None:
+        """Hold `api` until `reset_epoch` (a 429's X-RateLimit-Reset), but never longer than
+        MAX_BLOCK_SECONDS from now: a bogus or hostile reset must not stall the loop (and starve the
+        watchdog) for an hour. A broker that still refuses after that answers 429 again."""
         with self._lock:
+            reset_epoch = min(reset_epoch, self._clock.now().timestamp() + MAX_BLOCK_SECONDS)
             self._blocked_until[api] = max(self._blocked_until.get(api, 0.0), reset_epoch)
 
     def used(self, api: str) -> int:
