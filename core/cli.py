@@ -79,15 +79,23 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a message, not a traceback
         from core.errors import ReconciliationError, StateError, TradingDaemonError
 
+        message = _redact(str(exc), config)  # stderr is a log too: no key, even inside a message
         if isinstance(exc, ReconciliationError | StateError):
-            print(f"trading-daemon: {exc}", file=sys.stderr)
+            print(f"trading-daemon: {message}", file=sys.stderr)
             return EXIT_REFUSED
         if isinstance(exc, TradingDaemonError):
-            print(f"trading-daemon: {exc}", file=sys.stderr)
+            print(f"trading-daemon: {message}", file=sys.stderr)
             return EXIT_FAILURE
         crash = _write_crash_report(config, exc)
-        print(f"trading-daemon: internal error {type(exc).__name__}: {exc} (details in {crash})", file=sys.stderr)
+        print(f"trading-daemon: internal error {type(exc).__name__}: {message} (details in {crash})", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _redact(text: str, config: AppConfig) -> str:
+    for secret in config.secret_values():
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _write_crash_report(config: AppConfig, exc: BaseException) -> Path:
@@ -98,6 +106,7 @@ def _write_crash_report(config: AppConfig, exc: BaseException) -> Path:
     text = _scrub("".join(traceback.format_exception(exc)))
     path = Path(config.state_dir) / "crash.log"
     try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # like StateDirLock: a new state dir is private
         write_atomic(path, text)
     except OSError:
         return Path("(unwritable)")

@@ -46,4 +46,4 @@ class MemoryJournal:
 
     def handled_signals(self, session: date) -> set[tuple[str, str]]:
         return {(r.symbol, r.side) for r in self.intents.values()
-                if r.signal_session == session and r.state != IntentState.ABANDONED}
+                if r.signal_session == session and r.state not in (IntentState.ABANDONED, IntentState.PENDING)}

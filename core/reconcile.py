@@ -4,7 +4,8 @@ Start-up, before any trading:
 1. fetch positions and open orders from the broker;
 2. resolve every PENDING intent by client_order_id: found -> SUBMITTED; surely absent and still
    for the current decision session -> submitted exactly once; absent but for an older session ->
-   ABANDONED (never trade on a stale decision); the broker cannot say -> refuse to trade;
+   ABANDONED (never trade on a stale decision); the broker cannot say -> refuse to trade for now
+   (a `BrokerError`, exit 1: transient, systemd's restart retries; not exit 3, which needs a human);
 3. refresh every order the store believes open (fills are applied from cumulative quantities);
 4. compare the daemon's position book with the broker: a position gone at the broker is recorded
    as closed externally; a position the daemon does not know is adopted or flagged
@@ -15,6 +16,7 @@ Start-up, before any trading:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -66,6 +68,7 @@ class Reconciler:
     def reconcile(self, *, accept_broker_quantities: bool = False) -> ReconcileReport:
         report = ReconcileReport()
         problems: list[str] = []
+        unconfirmed: list[str] = []  # the broker could not answer now: transient, a restart retries
         now = self.clock.now()
         session = self.calendar.current_or_next_session(now)
         decision_session = self.calendar.last_completed_session(now)
@@ -73,7 +76,9 @@ class Reconciler:
             positions = self.gateway.get_positions()
             broker_open = self.gateway.get_open_orders()
         except BrokerError as exc:
-            raise ReconciliationError(f"cannot reconcile: the broker did not answer ({exc})") from exc
+            # Not exit 3 (a human must act): an outage at start-up is ridden out by systemd's restarts.
+            raise BrokerError(f"not trading yet: cannot reconcile, the broker did not answer ({exc})",
+                              status=exc.status, code=exc.code, endpoint=exc.endpoint) from exc
         report.positions = positions
 
         for intent in self.store.pending_intents():
@@ -81,7 +86,7 @@ class Reconciler:
             try:
                 order = self.gateway.get_order_by_client_id(cid)
             except BrokerError as exc:
-                problems.append(f"intent {cid}: the broker cannot say whether it exists ({exc})")
+                unconfirmed.append(f"intent {cid}: the broker cannot say whether it exists ({exc})")
                 continue
             if order is not None:
                 self.store.mark_intent(cid, IntentState.SUBMITTED, broker_order_id=order.id, message="found at start-up")
@@ -90,7 +95,7 @@ class Reconciler:
             elif intent.signal_session == decision_session and not self.execution.dry_run:
                 placed = self.execution.resume_intent(intent)
                 if placed is None:
-                    problems.append(f"intent {cid}: resubmission did not reach a known state")
+                    unconfirmed.append(f"intent {cid}: resubmission did not reach a known state")
                 else:
                     self.apply_order_update(placed, session)
                     report.resubmitted.append(cid)
@@ -105,7 +110,7 @@ class Reconciler:
             try:
                 order = self.gateway.get_order_by_client_id(stored.client_order_id)
             except BrokerError as exc:
-                problems.append(f"order {stored.client_order_id}: cannot refresh ({exc})")
+                unconfirmed.append(f"order {stored.client_order_id}: cannot refresh ({exc})")
                 continue
             if order is None:
                 problems.append(f"order {stored.client_order_id} is open in the state database but unknown to the broker")
@@ -114,12 +119,28 @@ class Reconciler:
 
         prefix = f"{self.execution.strategy_id}-"
         for order in broker_open:
-            if order.client_order_id.startswith(prefix) and self.store.get_intent(order.client_order_id) is None:
+            if not order.client_order_id.startswith(prefix):
+                continue
+            intent = self.store.get_intent(order.client_order_id)
+            if intent is None:
                 problems.append(
                     f"broker has open order {order.client_order_id} ({order.side.value} {order.symbol}) from this "
                     "strategy that the state database does not know (was STATE_DIR replaced?)"
                 )
+            elif self.store.order_by_client_id(order.client_order_id) is None:
+                # A POST that reached the broker late (after its intent was abandoned or resolved as absent):
+                # it is ours, so track it rather than let its fill appear as an unknown position.
+                self.store.mark_intent(order.client_order_id, IntentState.SUBMITTED, broker_order_id=order.id,
+                                       message="arrived at the broker late; tracked at start-up")
+                self.apply_order_update(order, session)
+                report.resolved.append(order.client_order_id)
 
+        if unconfirmed:
+            # Raised before the book comparison: a fill not yet applied would otherwise make a broker
+            # position look unknown (and be adopted or flagged), and every difference may only be an
+            # effect of what could not be confirmed. A restart retries.
+            raise BrokerError("not trading yet: the broker could not confirm the state at start-up (a restart "
+                              "retries):\n  - " + "\n  - ".join(unconfirmed + problems))
         problems += self._compare_book(positions, session, report, strict=not accept_broker_quantities)
         if problems:
             raise ReconciliationError(
@@ -140,10 +161,17 @@ class Reconciler:
         previous = self.store.order_by_client_id(order.client_order_id)
         prev_qty = previous.filled_qty if previous is not None else 0.0
         prev_avg = (previous.filled_avg_price or 0.0) if previous is not None else 0.0
-        delta = self.store.record_order(order)
+        atomic = getattr(self.store, "atomic", None)
+        # The order's new cumulative fill and its book change commit together (or not at all): after a
+        # crash between two commits the order would already count the fill and no refresh would apply it.
+        with atomic() if atomic is not None else contextlib.nullcontext():
+            delta = self.store.record_order(order)
+            price = 0.0
+            if delta > QTY_TOLERANCE and order.filled_avg_price:
+                price = (order.filled_qty * order.filled_avg_price - prev_qty * prev_avg) / delta
+                self.store.apply_fill(order.symbol, order.side.value, delta, price,
+                                      self._fill_session(order, session))
         if delta > QTY_TOLERANCE and order.filled_avg_price:
-            price = (order.filled_qty * order.filled_avg_price - prev_qty * prev_avg) / delta
-            self.store.apply_fill(order.symbol, order.side.value, delta, price, self._fill_session(order, session))
             log.info("fill_applied", symbol=order.symbol, side=order.side.value, delta_qty=delta,
                      price=round(price, 4), cumulative_qty=order.filled_qty, status=order.status.value)
         return delta

@@ -9,6 +9,7 @@ Progress is one line per session; the JSON event log goes to STATE_DIR/sim/daemo
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 from datetime import date, datetime, time
@@ -29,6 +30,16 @@ def sim_config(config: AppConfig) -> AppConfig:
 
 
 def run_simulated(config: AppConfig, args: argparse.Namespace) -> int:
+    from core.process_lock import StateDirLock
+
+    # One instance per STATE_DIR, simulated runs included. The lock is on STATE_DIR itself and is
+    # taken BEFORE the sim directory inside it is wiped: the sim directory's own lock file is deleted
+    # with it, so a second run would otherwise remove a running daemon's state and start anyway.
+    with StateDirLock(Path(config.state_dir)):
+        return _run_simulated(config, args)
+
+
+def _run_simulated(config: AppConfig, args: argparse.Namespace) -> int:
     from core.broker.factory import connect
     from core.logging_setup import configure_logging
     from core.orchestrator import Orchestrator, ScheduledTask
@@ -50,7 +61,10 @@ def run_simulated(config: AppConfig, args: argparse.Namespace) -> int:
     if state_dir.exists():
         shutil.rmtree(state_dir)
     state_dir.mkdir(parents=True, mode=0o700)
-    log_file = (state_dir / "daemon.log").open("a", encoding="utf-8")
+    # 0600 like every other state file (the umask could make it world-readable).
+    log_fd = os.open(state_dir / "daemon.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(log_fd, 0o600)
+    log_file = os.fdopen(log_fd, "a", encoding="utf-8")
     configure_logging(config.log_level, json_output=True, secrets=config.secret_values(), stream=log_file)
 
     start = datetime.combine(first, time(9, 45) if args.once else time(9, 0), tzinfo=NEW_YORK)

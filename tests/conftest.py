@@ -32,9 +32,8 @@ def make_config(tmp_path: Path, **overrides: Any) -> AppConfig:
 
 @pytest.fixture
 def sim() -> Iterator[Any]:
-    from core.sim import start_sim_market
-
     from core.clock import SimClock
+    from core.sim import start_sim_market
 
     market = start_sim_market(clock=SimClock(SIM_START), seed=42, initial_cash=10_000.0)
     try:

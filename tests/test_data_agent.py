@@ -40,9 +40,8 @@ print(f'Fetched {len(data)} symbols in 1 API call')
 
 def test_seed_batch_fetching_command_makes_exactly_one_data_request(tmp_path: Path) -> None:
     """The seed's "Batch Fetching Test", verbatim, against the simulated market at the real time."""
-    from core.sim import start_sim_market
-
     from core.clock import SimClock
+    from core.sim import start_sim_market
 
     market = start_sim_market(clock=SimClock(datetime.now(UTC)), seed=42)
     try:

@@ -6,7 +6,8 @@ X-RateLimit-Limit/Remaining/Reset; the trading and data APIs each get a sliding 
 exchange clock (simulated time under a SimClock), and a request over the limit gets Alpaca's 429.
 
 Test hooks: `faults` injects failures (see `FaultInjector`), `request_log` records every request,
-`rate_limited_count` counts the 429s the limiter itself sent.
+`rate_limited_count` counts the 429s the limiter itself sent. `GET /_sim/clock` and
+`POST /_sim/advance` share a simulated clock with a daemon in another process (see `_control`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from core.sim.marketdata import MarketData
 WINDOW_SECONDS = 60.0
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 IDLE_TIMEOUT_SECONDS = 120.0
+CONTROL_PREFIX = "/_sim/"
 
 FAULT_KINDS = frozenset(
     {"429", "500", "503", "504", "hang", "drop", "accept_then_drop", "504_after_accept", "body", "transform"}
@@ -424,6 +426,10 @@ class SimMarketServer:
         api = "data" if path.startswith(("/v2/stocks", "/v1beta")) else "trading"
         length = int(handler.headers.get("Content-Length") or 0)
         raw_body = handler.rfile.read(length) if length > 0 else b""
+        if path.startswith(CONTROL_PREFIX):
+            # Test controls: neither logged, rate-limited nor subject to faults.
+            handler.send(self._control(handler, method, path, raw_body), {})
+            return
         record = RequestRecord(method, path, query, api, time.time(), self.clock.now())
         with self._lock:
             self.request_log.append(record)
@@ -467,6 +473,29 @@ class SimMarketServer:
                 response.payload = fault.params["fn"](response.payload)
         record.status = response.status
         handler.send(response, headers)
+
+    def _control(self, handler: _Handler, method: str, path: str, raw_body: bytes) -> _Response:
+        """`GET /_sim/clock` -> {"now": iso}; `POST /_sim/advance` {"seconds": s} -> {"now": iso}.
+
+        They let a daemon in another process share this market's simulated clock (the kill -9
+        tests). Same API key headers as every other route.
+        """
+        if not self._authorized(handler):
+            return _Response(401, {"message": "unauthorized."})
+        if path == f"{CONTROL_PREFIX}clock" and method == "GET":
+            return _Response(200, {"now": self.clock.now().isoformat()})
+        if path == f"{CONTROL_PREFIX}advance" and method == "POST":
+            advance = getattr(self.clock, "advance", None)
+            if advance is None:
+                return _Response(409, {"message": "the market's clock is not simulated; it cannot be advanced"})
+            try:
+                seconds = float(json.loads(raw_body or b"{}").get("seconds", 0.0))
+            except (ValueError, TypeError, AttributeError):
+                return _Response(400, {"message": 'expected a JSON body {"seconds": number}'})
+            if not math.isfinite(seconds) or seconds < 0:
+                return _Response(422, {"message": f"seconds must be a finite number >= 0, not {seconds!r}"})
+            return _Response(200, {"now": advance(seconds).isoformat()})
+        return _Response(404, {"message": f"no control endpoint {method} {path}"})
 
     def _fault_response(self, fault: Fault, headers: dict[str, str]) -> _Response:
         if fault.kind == "429":

@@ -42,6 +42,7 @@ Schema (versioned by `core.state.migrations`, `PRAGMA user_version`)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -229,6 +230,11 @@ class StateStore:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             conn = self._connection()
+            if conn.in_transaction:
+                # Inside `atomic()` (the lock is ours, so the open transaction is too): join it; the
+                # outermost block commits, or rolls back everything if anything raises.
+                yield conn
+                return
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -241,6 +247,15 @@ class StateStore:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise StateError(f"state database {self.path}: write failed: {exc}") from exc
+
+    def atomic(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One transaction around several write methods: all of them are committed, or none.
+
+        E.g. an order's new cumulative fill and the book change it causes: a crash between two
+        separate commits would leave the fill counted in `orders` but missing from `positions`,
+        and no later refresh would apply it again.
+        """
+        return self._transaction()
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -312,9 +327,12 @@ class StateStore:
         return [_intent(row) for row in rows]
 
     def handled_signals(self, session: date) -> set[tuple[str, str]]:
-        """(symbol, side) already acted on for this signal session; an ABANDONED intent does not count."""
-        rows = self._query("SELECT DISTINCT symbol, side FROM order_intents WHERE signal_session = ? AND state != ?",
-                           (session.isoformat(), IntentState.ABANDONED))
+        """(symbol, side) already acted on for this signal session. An ABANDONED intent does not count,
+        nor does a PENDING one: its outcome is unknown (429, unanswered lookup), so the signal must
+        reach the ExecutionAgent again, which looks the order up by client_order_id before any resend."""
+        rows = self._query("SELECT DISTINCT symbol, side FROM order_intents WHERE signal_session = ? "
+                           "AND state NOT IN (?, ?)",
+                           (session.isoformat(), IntentState.ABANDONED, IntentState.PENDING))
         return {(row["symbol"], row["side"]) for row in rows}
 
     # ------------------------------------------------------------------ orders and fills
