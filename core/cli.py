@@ -12,7 +12,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -210,10 +210,6 @@ def _cmd_backtest(args: argparse.Namespace, config: AppConfig) -> int:
 
     configure_logging("WARNING", secrets=config.secret_values())
     return run_backtest_command(args, config)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 if __name__ == "__main__":

@@ -33,11 +33,10 @@ from config.settings import AppConfig
 from config.universe import BASELINE_SYMBOLS
 from core.candidates import load_candidates
 from core.clock import Clock
-from core.errors import CandidatesError, DataError, TradingDaemonError
+from core.errors import CandidatesError, TradingDaemonError
 from core.market_calendar import MarketCalendar, get_market_calendar
 from core.market_clock import MarketClock
 from core.models import PortfolioSnapshot, PositionView, Rejection, Side, SignalReason
-from core.ports import IntentState
 from core.reconcile import Reconciler
 from core.signal_validator import SignalValidator
 
@@ -403,5 +402,3 @@ class ScheduledTask:
         log.info("scheduled_task_start", task=self.name, at=now.isoformat())
         self.action(now)
 
-
-__all__ = ["Orchestrator", "IterationResult", "ScheduledTask", "IntentState", "DataError"]

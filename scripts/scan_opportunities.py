@@ -8,7 +8,6 @@ One batched bars fetch for the universe; symbols whose data fails validation are
 from __future__ import annotations
 
 import sys
-from datetime import datetime
 from pathlib import Path
 
 import structlog
@@ -66,7 +65,7 @@ def scan_with_config(config: AppConfig, clock: Clock | None = None) -> Candidate
         connection.close()
 
 
-def describe(result: CandidatesFile | None, when: datetime | None = None) -> str:
+def describe(result: CandidatesFile | None) -> str:
     if result is None:
         return "scan skipped: not a trading session"
     shown = ", ".join(f"{s} ({result.scores.get(s, float('nan')):+.2f})" for s in result.symbols)

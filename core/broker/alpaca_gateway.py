@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pydantic
@@ -359,9 +359,3 @@ class AlpacaGateway:
             status=status, qty=qty, notional=notional, filled_qty=filled_qty, filled_avg_price=avg,
             submitted_at=raw.submitted_at, order_type=order_type,
         )
-
-
-def session_start(session: date) -> datetime:
-    from core.market_calendar import bar_timestamp
-
-    return bar_timestamp(session)
