@@ -133,9 +133,9 @@ def _cmd_run(args: argparse.Namespace, config: AppConfig) -> int:
         print(f"trading-daemon: --iterations {args.iterations}: expected a whole number >= 1", file=sys.stderr)
         return EXIT_CONFIG
     if simulated:
-        from core.broker.factory import SIM_BANNER
+        from core.broker.factory import sim_banner
 
-        print(SIM_BANNER, flush=True)
+        print(sim_banner(config), flush=True)
         from core.sim_run import run_simulated
 
         if args.show_settings or (args.once and args.dry_run):

@@ -39,7 +39,7 @@ import structlog
 
 from config.settings import AppConfig
 from config.universe import BASELINE_SYMBOLS
-from core.broker.factory import SIM_BANNER
+from core.broker.factory import SIM_BANNER, SIM_BANNER_FORCED
 from core.clock import SimClock
 from core.logging_setup import configure_logging
 from core.market_calendar import NEW_YORK, get_market_calendar
@@ -778,7 +778,7 @@ def test_cli_run_sim_masks_configured_keys(tmp_path: Path) -> None:
     key, secret = "PKSHOULDNEVERAPPEAR1", "SECRETSHOULDNEVERAPPEAR2"
     result = _cli(tmp_path, "run", "--sim", "--once", "--dry-run", ALPACA_API_KEY=key, ALPACA_SECRET_KEY=secret)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == SIM_BANNER
+    assert result.stdout.splitlines()[0] == SIM_BANNER_FORCED  # keys are set: --sim is why it simulates
     assert "set (masked)" in result.stdout
     log = (tmp_path / "state" / "sim" / "daemon.log").read_text()
     for text in (result.stdout, result.stderr, log):

@@ -13,6 +13,12 @@ from core.clock import Clock, SimClock, SystemClock
 
 SIM_BANNER = ("Using the built-in simulated market on 127.0.0.1 (no Alpaca credentials configured): "
               "no account, no network, no real orders.")
+SIM_BANNER_FORCED = ("Using the built-in simulated market on 127.0.0.1 (--sim; the configured Alpaca keys are "
+                     "not used): no account, no network, no real orders.")
+
+
+def sim_banner(config: AppConfig) -> str:
+    return SIM_BANNER_FORCED if config.has_credentials else SIM_BANNER
 
 
 @dataclass
