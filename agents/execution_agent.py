@@ -234,8 +234,10 @@ class ExecutionAgent:
             return _UNKNOWN
 
     def _accept(self, order: BrokerOrder, report: ExecutionReport, spec: OrderSpec, how: str) -> None:
-        self.journal.mark_intent(spec.client_order_id, IntentState.SUBMITTED, broker_order_id=order.id, message=how)
+        # The order row first: a crash between the two leaves a PENDING intent whose order start-up
+        # finds by client_order_id, never a SUBMITTED intent with no order to refresh.
         self.order_sink(order)
+        self.journal.mark_intent(spec.client_order_id, IntentState.SUBMITTED, broker_order_id=order.id, message=how)
         report.submitted.append(order)
         if spec.notional is not None or (spec.qty is not None and abs(spec.qty - round(spec.qty)) > 1e-9):
             report.fractional_orders += 1

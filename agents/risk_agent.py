@@ -31,7 +31,6 @@ from core.models import (
     RiskDecision,
     Side,
     Signal,
-    SignalReason,
 )
 from core.tier_exposure_tracker import TierExposureTracker
 from core.tiered_position_sizer import FRACTIONAL_DECIMALS, TieredPositionSizer, build_tiers, floor_to
@@ -297,6 +296,3 @@ class _EntryState:
         self.position_count += 1
         self.pending_symbols.add(target.symbol)
 
-
-def is_stop_loss(signal: Signal) -> bool:
-    return signal.reason is SignalReason.EXIT_STOP_LOSS

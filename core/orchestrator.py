@@ -185,7 +185,8 @@ class Orchestrator:
                        len(self.store.open_orders()))
         accepted = self._without_recent_rejections(accepted, fingerprint, started)
         if accepted and not self.stopping:
-            self._decide_and_execute(accepted, positions, data.current_prices, trading_session, market_open, result)
+            self._decide_and_execute(accepted, positions, book, data.current_prices, trading_session, market_open,
+                                     result)
             self._remember_rejections(result, fingerprint, started)
         result.duration_s = time.perf_counter() - wall0
         result.cpu_s = time.process_time() - cpu0
@@ -203,7 +204,7 @@ class Orchestrator:
                  duration_s=round(result.duration_s, 4))
         return result
 
-    def _decide_and_execute(self, accepted: list[Any], positions: dict[str, PositionView],
+    def _decide_and_execute(self, accepted: list[Any], positions: dict[str, PositionView], book: dict[str, Any],
                             current_prices: dict[str, float], trading_session: date, market_open: bool,
                             result: IterationResult) -> None:
         account = self.gateway.get_account()
@@ -214,7 +215,6 @@ class Orchestrator:
         peak = max(float(self.store.get_value("peak_equity", "0") or 0.0), account.equity)
         self.store.set_value("peak_equity", repr(peak))
         self.store.clear_expired_halts(trading_session)
-        book = self.store.book()
         context = RiskContext(
             session=accepted[0].session, current_prices=current_prices,
             fractionable={s: a.fractionable and a.tradable for s, a in flags.items()},
