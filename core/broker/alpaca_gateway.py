@@ -49,6 +49,7 @@ from core.errors import (
     OrderRejectedError,
     RateLimitedError,
 )
+from core.logging_setup import redact, register_secrets
 from core.models import (
     AccountView,
     AssetInfo,
@@ -80,8 +81,12 @@ def _num(value: Any, what: str, endpoint: str, *, allow_none: bool = False) -> f
 
 
 def _error_body(exc: APIError) -> tuple[int | None, str]:
-    """(code, message) from an Alpaca error body, tolerating non-JSON and HTML bodies."""
-    text = str(exc)
+    """(code, message) from an Alpaca error body, tolerating non-JSON and HTML bodies.
+
+    Redacted first: a body that echoes the request (a proxy's error page, say) can carry the keys,
+    and a snippet cut from it later could keep part of one where no redaction would recognise it.
+    """
+    text = redact(str(exc))
     try:
         body = json.loads(text)
     except (ValueError, TypeError):
@@ -121,6 +126,9 @@ class AlpacaGateway:
         secret = secret_key or (config.alpaca_secret_key.get_secret_value() if config.alpaca_secret_key else None)
         if not key or not secret:
             raise AuthenticationError("ALPACA_API_KEY and ALPACA_SECRET_KEY are required for the Alpaca gateway")
+        # An error body can echo the request, keys included: whatever this process logs or stores is
+        # redacted for the keys actually in use, whether or not logging was configured with them.
+        register_secrets((key, secret))
         self.stats = RequestStats()
         self.limiter = RateLimiter(self.clock, config.api_rate_limit_per_minute)
         self.feed = DataFeed(config.alpaca_data_feed)
@@ -146,7 +154,7 @@ class AlpacaGateway:
             # A 2xx whose body is not JSON (a proxy's or captive portal's HTML page): an answer we
             # cannot trust, not a connection failure.
             doc = getattr(exc, "doc", None)
-            snippet = " ".join(str(doc).split())[:160] if doc else str(exc)[:160]
+            snippet = " ".join(redact(str(doc)).split())[:160] if doc else redact(str(exc))[:160]
             return BadBrokerResponseError(f"{endpoint}: the answer is not JSON: {snippet!r}", endpoint=endpoint)
         if isinstance(exc, requests.exceptions.Timeout):
             return BrokerTimeout(f"{endpoint}: no answer within {self.config.request_timeout_seconds:g}s",
@@ -184,7 +192,7 @@ class AlpacaGateway:
             return BadBrokerResponseError(f"{endpoint}: unexpected answer: {_validation_summary(exc)}",
                                           endpoint=endpoint)
         if isinstance(exc, ValueError | KeyError | TypeError | AttributeError | IndexError):
-            first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            first = redact(str(exc)).splitlines()[0][:200] if str(exc) else type(exc).__name__
             return BadBrokerResponseError(f"{endpoint}: unexpected answer: {first}", endpoint=endpoint)
         return BrokerError(f"{endpoint}: {type(exc).__name__}", endpoint=endpoint)
 

@@ -8,7 +8,9 @@ Durability and safety
   `BEGIN IMMEDIATE` transaction so a crash never leaves half of them.
 - The directory is created 0700 and the database with its `-wal`/`-shm` files end up 0600 (a
   0077 umask while they are created, then a chmod, which also fixes files made by older code).
-- No secret is ever stored: no table has a column for keys or credentials.
+- No secret is ever stored: no table has a column for keys or credentials, and every text value
+  written goes through `core.logging_setup.redact` first (`_RedactingConnection`, the one door of
+  every write), because a broker's error body can echo the request, key included.
 - All timestamps are ISO-8601 UTC from the injected clock; sessions are ISO dates.
 
 Schema (versioned by `core.state.migrations`, `PRAGMA user_version`)
@@ -47,16 +49,17 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, overload
+from typing import Any, cast, overload
 
 from core.clock import Clock
 from core.errors import StateError
+from core.logging_setup import redact
 from core.models import BrokerOrder, OrderSpec, OrderStatus, PositionView, Side
 from core.ports import IntentRecord, IntentState
 from core.state.migrations import LATEST_VERSION, migrate
@@ -230,15 +233,18 @@ class StateStore:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             conn = self._connection()
+            # Every write method runs its statements through this proxy: the one place where text
+            # is redacted before it is stored, whatever the table or column.
+            writer = cast(sqlite3.Connection, _RedactingConnection(conn))
             if conn.in_transaction:
                 # Inside `atomic()` (the lock is ours, so the open transaction is too): join it; the
                 # outermost block commits, or rolls back everything if anything raises.
-                yield conn
+                yield writer
                 return
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    yield conn
+                    yield writer
                 except BaseException:
                     # SQLite may already have rolled back on its own (disk full, I/O error).
                     if conn.in_transaction:
@@ -638,6 +644,35 @@ class StateStore:
 
 
 # ---------------------------------------------------------------------- helpers
+class _RedactingConnection:
+    """A connection whose `execute`/`executemany` redact every text parameter (see `redact`).
+
+    Messages reach the store from broker answers (a rejected order's reason, a failed iteration's
+    error), and a broker or proxy may echo the request with its key id and secret. Redacting here,
+    rather than at each caller, covers every table and column, including ones added later.
+    """
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> sqlite3.Cursor:
+        return self._conn.execute(sql, _redacted(params))
+
+    def executemany(self, sql: str, rows: Iterable[Iterable[Any] | Mapping[str, Any]]) -> sqlite3.Cursor:
+        return self._conn.executemany(sql, (_redacted(row) for row in rows))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+def _redacted(params: Iterable[Any] | Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+    if isinstance(params, Mapping):
+        return {name: redact(value) if isinstance(value, str) else value for name, value in params.items()}
+    return tuple(redact(value) if isinstance(value, str) else value for value in params)
+
+
 def api_of(endpoint: str) -> str:
     """'data' for Alpaca market-data paths, 'trading' for the rest."""
     path = endpoint.split(" ", 1)[-1]
