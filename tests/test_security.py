@@ -337,9 +337,10 @@ def test_a_crash_writes_a_scrubbed_private_crash_log_and_no_traceback(
         raise RuntimeError(f"unexpected: key={API_KEY} secret={SECRET_KEY}")
 
     monkeypatch.setattr(cli, "_cmd_status", boom)
+    (tmp_path / "empty.env").write_text("")
     old = os.umask(0o022)
     try:
-        code = cli.main(["--env-file", str(tmp_path / "none.env"), "status"])
+        code = cli.main(["--env-file", str(tmp_path / "empty.env"), "status"])
     finally:
         os.umask(old)
     err = capsys.readouterr().err
@@ -362,13 +363,14 @@ def test_a_daemon_error_message_on_stderr_is_scrubbed(
     monkeypatch.setenv("ALPACA_API_KEY", API_KEY)
     monkeypatch.setenv("ALPACA_SECRET_KEY", SECRET_KEY)
     monkeypatch.setenv("STATE_DIR", str(tmp_path / "state"))
+    (tmp_path / "empty.env").write_text("")
     for error, code in ((BrokerError(f"echoed {SECRET_KEY}"), cli.EXIT_FAILURE),
                         (StateError(f"echoed {API_KEY}"), cli.EXIT_REFUSED)):
         def fail(args: Any, config: AppConfig, error: Exception = error) -> int:
             raise error
 
         monkeypatch.setattr(cli, "_cmd_status", fail)
-        assert cli.main(["--env-file", str(tmp_path / "none.env"), "status"]) == code
+        assert cli.main(["--env-file", str(tmp_path / "empty.env"), "status"]) == code
         err = capsys.readouterr().err
         assert err.startswith("trading-daemon: echoed ***")
         assert_no_secret(err, "stderr")
