@@ -29,6 +29,7 @@ from structlog.testing import capture_logs
 
 from agents.execution_agent import client_order_id
 from core.errors import DataError
+from core.loop_backoff import MAX_BACKOFF_SECONDS
 from core.market_calendar import NEW_YORK
 from core.models import OrderSpec, Side
 from core.systemd_notify import SystemdNotifier
@@ -562,7 +563,8 @@ def test_08_incomplete_batch_is_a_failed_iteration_not_a_smaller_universe(
     assert recovered["status"] == "ok"
     done = [e for e in logs if e["event"] == "iteration_complete"]
     assert len(done) == 1 and done[0]["excluded"] == 0 and len(done[0]["focus_symbols"]) == len(universe)
-    assert (recovered["started_at"] - failed["started_at"]).total_seconds() >= scn.config.loop_interval_seconds
+    # The loop waited for the broker's rate-limit reset (2 s ahead), not a loop interval or longer.
+    assert 0 < (recovered["started_at"] - failed["started_at"]).total_seconds() < scn.config.loop_interval_seconds
     orders = scn.broker_orders()
     assert len(orders) == 1 and orders[0].client_order_id.startswith("zmr-20250310-")
     assert [i["state"] for i in scn.intents().values()] == ["submitted"]
@@ -731,7 +733,8 @@ def test_11_network_down_for_ten_simulated_minutes(scenario: Callable[..., Scena
         notifier.close()
         datagrams = manager.close()
 
-    # No busy loop: a handful of attempts, each a bounded burst of retries, spaced by a growing backoff.
+    # No busy loop: about one attempt a minute, each a bounded burst of retries, spaced by a backoff that
+    # grows from the loop interval to its 60 s cap (so the loop is back within a minute of the network).
     dropped = [r for r in scn.requests(since=mark) if r.fault == "drop"]
     per_attempt = 1 + scn.config.max_get_retries
     attempts: list[list[datetime]] = []
@@ -740,10 +743,11 @@ def test_11_network_down_for_ten_simulated_minutes(scenario: Callable[..., Scena
             attempts[-1].append(r.sim_time)
         else:
             attempts.append([r.sim_time])
-    assert 3 <= len(attempts) <= 6 and all(len(a) <= per_attempt for a in attempts)
-    assert len(dropped) <= 6 * per_attempt
+    assert 8 <= len(attempts) <= 12 and all(len(a) <= per_attempt for a in attempts)
+    assert len(dropped) <= 12 * per_attempt
     gaps = [(b[0] - a[-1]).total_seconds() for a, b in zip(attempts, attempts[1:], strict=False)]
-    assert all(later >= 1.9 * earlier for earlier, later in zip(gaps, gaps[1:], strict=False)), gaps
+    assert all(later >= earlier for earlier, later in zip(gaps, gaps[1:], strict=False)), gaps
+    assert gaps[0] >= scn.config.loop_interval_seconds and max(gaps) <= MAX_BACKOFF_SECONDS + 1, gaps
     assert all(r.sim_time < back for r in dropped)
     assert wall < 10
 
@@ -754,7 +758,7 @@ def test_11_network_down_for_ten_simulated_minutes(scenario: Callable[..., Scena
     iterations = [it for it in iterations if it["status"] == "ok"]
     # No watchdog ping while stalled; pings again once iterations succeed.
     first_ok = iterations[0]["started_at"]
-    assert first_ok >= back
+    assert back <= first_ok <= back + timedelta(seconds=MAX_BACKOFF_SECONDS + 1)
     pings = [at for at, message in notifier.log if message == "WATCHDOG=1"]
     assert not [at for at in pings if t0 <= at < first_ok], "the watchdog was fed while nothing worked"
     assert len([at for at in pings if at >= first_ok]) == len(iterations)
