@@ -6,6 +6,7 @@ calls `SimExchange.<name>(...)`, so a test whose market runs in another process 
     POST /_sim/set_bad_print {"symbol": "SPY", "session": "2025-03-10", "factor": 0.1}
     POST /_sim/clear_bad_prints {}
     POST /_sim/set_asset {"symbol": "AAPL", "tradable": false}
+    POST /_sim/add_split {"symbol": "NVDA", "ex_date": "2025-03-12", "ratio": 10}
 
 Answers: 200 {"ok": true, ...}; 400 for a body that is not a JSON object or a parameter of the wrong
 type; 422 when the exchange refuses the values (its ValueError's message); 404 for an unknown name.
@@ -43,6 +44,10 @@ class Control:
     call: Callable[[SimExchange, dict[str, Any]], Any]
 
 
+def _action_json(action: Any) -> dict[str, Any]:
+    return {"id": action.id, "symbol": action.symbol, "ex_date": action.ex_date.isoformat()}
+
+
 def _set_asset(ex: SimExchange, a: dict[str, Any]) -> Any:
     flags = {k: v for k, v in a.items() if k != "symbol"}
     return ex.set_asset(a["symbol"], **flags).to_json()
@@ -57,6 +62,10 @@ CONTROLS: dict[str, Control] = {
         lambda ex, a: ex.set_bad_print(a["symbol"], a["session"], a["factor"]),
     ),
     "clear_bad_prints": Control((), lambda ex, a: ex.clear_bad_prints()),
+    "add_split": Control(
+        (Param("symbol", "str"), Param("ex_date", "date"), Param("ratio", "number")),
+        lambda ex, a: _action_json(ex.add_split(a["symbol"], a["ex_date"], a["ratio"])),
+    ),
     "set_asset": Control(
         (
             Param("symbol", "str"),

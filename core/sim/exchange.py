@@ -30,6 +30,7 @@ from config.universe import DEFAULT_SYMBOL_TIERS, is_valid_ticker
 from core.clock import Clock
 from core.market_calendar import NEW_YORK, MarketCalendar
 from core.sim.bars import SyntheticBars
+from core.sim.corporate_actions import Action, Split
 
 ASSET_NAMESPACE = uuid.UUID("6f1d9a52-3c1e-4c8e-9f57-5a3e0b1d2c40")
 ACCOUNT_ID = "9b1c6a1e-5f0e-4f7a-9a8e-51a0c0de0001"
@@ -297,6 +298,7 @@ class SimExchange:
         self._baseline_positions: dict[str, float] = {}
         self._trading_blocked = False
         self._bad_prints: dict[tuple[str, date], float] = {}
+        self._applied_actions: set[str] = set()
         for symbol in DEFAULT_SYMBOL_TIERS:
             self._asset(symbol)
         for symbol, flags in (assets or {}).items():
@@ -458,6 +460,33 @@ class SimExchange:
         with self._lock:
             return dict(self._bad_prints)
 
+    def add_split(self, symbol: str, ex_date: date, ratio: float) -> Split:
+        """A split of `ratio` new shares per old share (10.0: 10-for-1; 0.1: 1-for-10 reverse).
+
+        Raw prices of the sessions before `ex_date` become the model price x ratio (volume / ratio),
+        so prices after the split stay at the model's level; at the ex-date's open a held position's
+        qty is multiplied by the ratio and its avg_entry_price divided by it (cost kept), open orders
+        in the symbol are canceled, and `lastday_price` is given in the new basis. Bars requested with
+        `adjustment=split|all` on or after the ex-date are divided by the ratio before it. The
+        ex-date's open must still be ahead, and the symbol must not have traded in this market yet
+        (registering rewrites the raw tape of every earlier session, so register at set-up).
+        """
+        if not is_valid_ticker(symbol):
+            raise ValueError(f"invalid symbol {symbol!r}")
+        if not (isinstance(ratio, int | float) and math.isfinite(ratio) and ratio > 0 and ratio != 1):
+            raise ValueError(f"ratio must be a finite number > 0 other than 1, not {ratio!r}")
+        with self._lock:
+            now = self._process_locked()
+            if self._action_open_ts(ex_date) <= now.timestamp():
+                raise ValueError(f"the ex-date {ex_date} has opened already; register a split before its open")
+            if symbol in self._positions or any(o.symbol == symbol for o in self._orders):
+                raise ValueError(
+                    f"{symbol} has traded in this market already; register its splits before it trades"
+                )
+            split = self.bars.actions.add_split(symbol, ex_date, float(ratio))
+            self.bars.splits_changed()
+            return split
+
     # ================================================================== assets
     def _asset(self, symbol: str) -> SimAsset:
         asset = self._assets.get(symbol)
@@ -552,9 +581,14 @@ class SimExchange:
                 if event is not None and event.ts <= now_ts:
                     heapq.heappush(heap, event)
         closes = self._closes_between(self._cursor, now_ts)
-        ci = 0
-        while heap or ci < len(closes):
-            if heap and (ci >= len(closes) or heap[0].ts <= self.bars.close_ts(closes[ci])):
+        due = self._actions_due(now_ts) if self.bars.actions.has_any else []
+        ci = ai = 0
+        while heap or ci < len(closes) or ai < len(due):
+            next_close = self.bars.close_ts(closes[ci]) if ci < len(closes) else math.inf
+            if ai < len(due) and due[ai][0] <= min(heap[0].ts if heap else math.inf, next_close):
+                self._apply_action(due[ai][2], due[ai][0])  # at the open, before any fill
+                ai += 1
+            elif heap and (ci >= len(closes) or heap[0].ts <= self.bars.close_ts(closes[ci])):
                 event = heapq.heappop(heap)
                 target = event.order
                 assert target is not None
@@ -571,6 +605,54 @@ class SimExchange:
                 ci += 1
         self._cursor = max(self._cursor, now_ts)
         return now
+
+    # ================================================================== corporate actions
+    def _action_open_ts(self, ex_date: date) -> float:
+        """When an action takes effect: the open of the first session on or after its ex-date."""
+        i = self.bars.next_trading_index(self.bars.first_session_on_or_after(ex_date))
+        if i >= len(self.bars):
+            raise ValueError(f"ex-date {ex_date} is beyond the calendar")
+        return self.bars.open_ts(i)
+
+    def _actions_due(self, now_ts: float) -> list[tuple[float, int, Action]]:
+        """Actions not applied yet whose ex-date open is at or before now: (open ts, splits before
+        dividends, action), in time order."""
+        due = []
+        for action in self.bars.actions.all():
+            if action.id not in self._applied_actions:
+                ts = self._action_open_ts(action.ex_date)
+                if ts <= now_ts:
+                    due.append((ts, 0 if isinstance(action, Split) else 1, action))
+        due.sort(key=lambda item: (item[0], item[1], item[2].seq))
+        return due
+
+    def _apply_action(self, action: Action, ts: float) -> None:
+        self._applied_actions.add(action.id)
+        when = datetime.fromtimestamp(ts, UTC)
+        if isinstance(action, Split):
+            self._apply_split(action, when)
+
+    def _apply_split(self, split: Split, when: datetime) -> None:
+        """At the ex-date open: open orders in the symbol are canceled (their prices and quantities
+        are in the old share basis), and a held position's qty x ratio, avg_entry_price / ratio, cost
+        kept. A fractional remainder (a reverse split of 15 shares 1-for-10: 1.5) is kept as
+        fractional shares, as Alpaca has done since 2021 instead of paying cash in lieu."""
+        for order in self._orders:
+            if order.is_open and order.symbol == split.symbol:
+                order.status = "canceled"
+                order.canceled_at = order.updated_at = when
+        pos = self._positions.get(split.symbol)
+        if pos is not None:
+            pos.qty = round(pos.qty * split.ratio, 9)
+            pos.avg_entry_price = pos.avg_entry_price / split.ratio
+
+    def _split_adjusted_lastday(self, symbol: str, prev: int, close: float) -> float:
+        """The previous close in today's share basis: / the ratio of each split applied since."""
+        for split in self.bars.actions.splits(symbol):
+            k = self.bars.next_trading_index(self.bars.first_session_on_or_after(split.ex_date))
+            if k > prev and split.id in self._applied_actions:
+                close /= split.ratio
+        return close
 
     def _closes_between(self, after_ts: float, upto_ts: float) -> list[int]:
         closes = self.bars._closes
@@ -1065,6 +1147,8 @@ class SimExchange:
         price = self.bars.price_at(pos.symbol, now)
         prev = self._previous_session(now)
         lastday = self.bars.bar_by_index(pos.symbol, prev).close if prev >= 0 else pos.avg_entry_price
+        if prev >= 0 and self.bars.actions.has_splits:
+            lastday = self._split_adjusted_lastday(pos.symbol, prev, lastday)
         market_value = pos.qty * price
         cost = pos.cost_basis
         held = self._held_for_sells(pos.symbol, now)
