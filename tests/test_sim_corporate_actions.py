@@ -245,3 +245,77 @@ def test_no_action_registered_leaves_the_tape_untouched(market: SimMarket, clock
     raw = _bars(data, "NVDA", Adjustment.RAW)
     assert _bars(data, "NVDA", Adjustment.ALL) == raw
     assert [raw[d].close for d in (MON, TUE, WED)] == [MODEL.session_bar("NVDA", d).close for d in (MON, TUE, WED)]
+
+
+# ------------------------------------------------------------------------------ cash dividends
+def test_dividend_adjustment_factor_once_the_ex_date_has_come(market: SimMarket, clock: SimClock, data: Any) -> None:
+    market.exchange.add_dividend("JPM", WED, 1.5)
+    clock.set(_ny(TUE, 18))
+    raw_tue = _bars(data, "JPM", Adjustment.RAW)
+    assert _bars(data, "JPM", Adjustment.DIVIDEND) == _bars(data, "JPM", Adjustment.ALL) == raw_tue
+
+    clock.set(_ny(WED, 18))
+    raw = _bars(data, "JPM", Adjustment.RAW)
+    dividend = _bars(data, "JPM", Adjustment.DIVIDEND)
+    assert _bars(data, "JPM", Adjustment.ALL) == dividend
+    assert _bars(data, "JPM", Adjustment.SPLIT) == raw
+    factor = 1 - 1.5 / raw[TUE].close
+    assert raw[TUE].close == MODEL.session_bar("JPM", TUE).close  # the raw tape does not move
+    for day in (date(2025, 3, 7), MON, TUE):
+        for field in ("open", "high", "low", "close", "vwap"):
+            assert getattr(dividend[day], field) == round(getattr(raw[day], field) * factor, 4)
+        assert dividend[day].volume == raw[day].volume
+    assert dividend[WED] == raw[WED]
+
+
+def test_dividend_cash_is_credited_to_holders_at_the_ex_date_open(
+    market: SimMarket, clock: SimClock, trading: Any
+) -> None:
+    market.exchange.add_dividend("JPM", WED, 1.5)
+    market.exchange.add_dividend("MSFT", WED, 0.83)  # not held: nothing
+    trading.submit_order(_buy("JPM", 10))
+    clock.advance(5)
+    cash = float(trading.get_account().cash)
+    clock.set(_ny(WED, 9, 29))
+    assert float(trading.get_account().cash) == cash
+    clock.set(_ny(WED, 9, 31))
+    assert float(trading.get_account().cash) == pytest.approx(cash + 15.0, abs=1e-9)
+    assert float(trading.get_open_position("JPM").qty) == 10
+    clock.set(_ny(THU, 12))
+    assert float(trading.get_account().cash) == pytest.approx(cash + 15.0, abs=1e-9)  # paid once
+
+
+def test_dividend_with_splits_is_in_the_ex_date_share_basis(
+    market: SimMarket, clock: SimClock, trading: Any, data: Any
+) -> None:
+    market.exchange.add_split("NVDA", WED, 10.0)
+    market.exchange.add_dividend("NVDA", WED, 0.04)  # per post-split share
+    market.exchange.add_dividend("NVDA", THU, 0.05)
+    market.exchange.add_position("NVDA", 3, 1150.0)
+    cash = market.exchange.account().cash
+    clock.set(_ny(WED, 10))
+    assert market.exchange.account().cash == pytest.approx(cash + 30 * 0.04, abs=1e-9)  # 3 x 10 shares
+    clock.set(_ny(THU, 18))
+    assert market.exchange.account().cash == pytest.approx(cash + 30 * 0.04 + 30 * 0.05, abs=1e-9)
+
+    raw = _bars(data, "NVDA", Adjustment.RAW)
+    every = _bars(data, "NVDA", Adjustment.ALL)
+    wed_factor = 1 - 0.04 / (raw[TUE].close / 10)  # Tuesday's close in Wednesday's basis: 118.82
+    thu_factor = 1 - 0.05 / raw[WED].close
+    assert every[TUE].close == round(raw[TUE].close / 10 * wed_factor * thu_factor, 4)
+    assert every[WED].close == round(raw[WED].close * thu_factor, 4)
+    assert every[THU] == raw[THU]
+    assert _bars(data, "NVDA", Adjustment.DIVIDEND)[TUE].close == round(raw[TUE].close * wed_factor * thu_factor, 4)
+
+
+def test_dividend_registration_rules(market: SimMarket) -> None:
+    ex = market.exchange
+    with pytest.raises(ValueError, match="opened already"):
+        ex.add_dividend("JPM", MON, 1.0)
+    with pytest.raises(ValueError, match="amount"):
+        ex.add_dividend("JPM", WED, 0.0)
+    with pytest.raises(ValueError, match="not below the previous close"):
+        ex.add_dividend("JPM", WED, 10_000.0)
+    ex.add_dividend("JPM", WED, 1.0)
+    with pytest.raises(ValueError, match="already has a cash dividend"):
+        ex.add_dividend("JPM", WED, 2.0)

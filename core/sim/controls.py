@@ -7,6 +7,7 @@ calls `SimExchange.<name>(...)`, so a test whose market runs in another process 
     POST /_sim/clear_bad_prints {}
     POST /_sim/set_asset {"symbol": "AAPL", "tradable": false}
     POST /_sim/add_split {"symbol": "NVDA", "ex_date": "2025-03-12", "ratio": 10}
+    POST /_sim/add_dividend {"symbol": "JPM", "ex_date": "2025-03-12", "amount": 1.5}
 
 Answers: 200 {"ok": true, ...}; 400 for a body that is not a JSON object or a parameter of the wrong
 type; 422 when the exchange refuses the values (its ValueError's message); 404 for an unknown name.
@@ -65,6 +66,10 @@ CONTROLS: dict[str, Control] = {
     "add_split": Control(
         (Param("symbol", "str"), Param("ex_date", "date"), Param("ratio", "number")),
         lambda ex, a: _action_json(ex.add_split(a["symbol"], a["ex_date"], a["ratio"])),
+    ),
+    "add_dividend": Control(
+        (Param("symbol", "str"), Param("ex_date", "date"), Param("amount", "number")),
+        lambda ex, a: _action_json(ex.add_dividend(a["symbol"], a["ex_date"], a["amount"])),
     ),
     "set_asset": Control(
         (

@@ -183,16 +183,23 @@ def adjustment_factors(
 
 
 def dividend_factor(bars: SyntheticBars, actions: CorporateActions, dividend: CashDividend) -> float | None:
-    """1 - amount / previous close, the close taken in the ex-date's share basis; None when there is
-    no session before the ex-date or the dividend is not below that close."""
-    ex_index = bars.first_session_on_or_after(dividend.ex_date)
+    """1 - amount / previous close (in the ex-date's share basis); None when there is no session
+    before the ex-date or the dividend is not below that close."""
+    close = previous_close(bars, actions, dividend.symbol, dividend.ex_date)
+    if close is None or dividend.amount >= close:
+        return None
+    return 1.0 - dividend.amount / close
+
+
+def previous_close(bars: SyntheticBars, actions: CorporateActions, symbol: str, ex_date: date) -> float | None:
+    """The raw close of the last session before `ex_date`, re-based by the splits that take effect
+    between that close and the ex-date (inclusive); None before the first session."""
+    ex_index = bars.next_trading_index(bars.first_session_on_or_after(ex_date))
     before = bars.trading_index_before(ex_index)
     if before < 0:
         return None
-    close = bars.bar_by_index(dividend.symbol, before).close
-    for s in actions.splits(dividend.symbol):  # splits between that close and the ex-date re-base it
-        if before < bars.first_session_on_or_after(s.ex_date) <= ex_index:
+    close = bars.bar_by_index(symbol, before).close
+    for s in actions.splits(symbol):
+        if before < bars.next_trading_index(bars.first_session_on_or_after(s.ex_date)) <= ex_index:
             close /= s.ratio
-    if dividend.amount >= close:
-        return None
-    return 1.0 - dividend.amount / close
+    return close

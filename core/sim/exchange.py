@@ -30,7 +30,7 @@ from config.universe import DEFAULT_SYMBOL_TIERS, is_valid_ticker
 from core.clock import Clock
 from core.market_calendar import NEW_YORK, MarketCalendar
 from core.sim.bars import SyntheticBars
-from core.sim.corporate_actions import Action, Split
+from core.sim.corporate_actions import Action, CashDividend, Split, previous_close
 
 ASSET_NAMESPACE = uuid.UUID("6f1d9a52-3c1e-4c8e-9f57-5a3e0b1d2c40")
 ACCOUNT_ID = "9b1c6a1e-5f0e-4f7a-9a8e-51a0c0de0001"
@@ -487,6 +487,28 @@ class SimExchange:
             self.bars.splits_changed()
             return split
 
+    def add_dividend(self, symbol: str, ex_date: date, amount: float) -> CashDividend:
+        """A cash dividend of `amount` per share (in the ex-date's share basis).
+
+        At the ex-date's open a held position earns qty x amount in cash (rounded to the cent), recorded
+        as a `DIV` account activity; the shares and the raw tape are unchanged (the model's price does
+        not drop by the dividend). Bars requested with `adjustment=dividend|all` on or after the
+        ex-date have every bar before it multiplied by 1 - amount / previous close. The ex-date's open
+        must still be ahead and the amount below the previous session's close.
+        """
+        if not is_valid_ticker(symbol):
+            raise ValueError(f"invalid symbol {symbol!r}")
+        if not (isinstance(amount, int | float) and math.isfinite(amount) and amount > 0):
+            raise ValueError(f"amount must be a finite number > 0, not {amount!r}")
+        with self._lock:
+            now = self._process_locked()
+            if self._action_open_ts(ex_date) <= now.timestamp():
+                raise ValueError(f"the ex-date {ex_date} has opened already; register a dividend before its open")
+            close = previous_close(self.bars, self.bars.actions, symbol, ex_date)
+            if close is not None and amount >= close:
+                raise ValueError(f"amount {amount} is not below the previous close {close}")
+            return self.bars.actions.add_dividend(symbol, ex_date, float(amount))
+
     # ================================================================== assets
     def _asset(self, symbol: str) -> SimAsset:
         asset = self._assets.get(symbol)
@@ -631,6 +653,16 @@ class SimExchange:
         when = datetime.fromtimestamp(ts, UTC)
         if isinstance(action, Split):
             self._apply_split(action, when)
+        else:
+            self._apply_dividend(action, when)
+
+    def _apply_dividend(self, dividend: CashDividend, when: datetime) -> None:
+        """At the ex-date's open the holder of record is paid: qty x amount, to the cent. (Alpaca pays
+        on the payable date; the sim pays at the ex-date's open, so a test sees the cash on one day.)"""
+        pos = self._positions.get(dividend.symbol)
+        if pos is None:
+            return
+        self._cash = round(self._cash + round(pos.qty * dividend.amount, 2), 2)
 
     def _apply_split(self, split: Split, when: datetime) -> None:
         """At the ex-date open: open orders in the symbol are canceled (their prices and quantities
