@@ -8,6 +8,7 @@ calls `SimExchange.<name>(...)`, so a test whose market runs in another process 
     POST /_sim/set_asset {"symbol": "AAPL", "tradable": false}
     POST /_sim/add_split {"symbol": "NVDA", "ex_date": "2025-03-12", "ratio": 10}
     POST /_sim/add_dividend {"symbol": "JPM", "ex_date": "2025-03-12", "amount": 1.5}
+    POST /_sim/deposit {"amount": 5000}      POST /_sim/withdraw {"amount": 2500}
 
 Answers: 200 {"ok": true, ...}; 400 for a body that is not a JSON object or a parameter of the wrong
 type; 422 when the exchange refuses the values (its ValueError's message); 404 for an unknown name.
@@ -71,6 +72,8 @@ CONTROLS: dict[str, Control] = {
         (Param("symbol", "str"), Param("ex_date", "date"), Param("amount", "number")),
         lambda ex, a: _action_json(ex.add_dividend(a["symbol"], a["ex_date"], a["amount"])),
     ),
+    "deposit": Control((Param("amount", "number"),), lambda ex, a: ex.deposit(a["amount"])),
+    "withdraw": Control((Param("amount", "number"),), lambda ex, a: ex.withdraw(a["amount"])),
     "set_asset": Control(
         (
             Param("symbol", "str"),

@@ -29,6 +29,7 @@ import numpy as np
 from config.universe import DEFAULT_SYMBOL_TIERS, is_valid_ticker
 from core.clock import Clock
 from core.market_calendar import NEW_YORK, MarketCalendar
+from core.sim.activities import ActivityLog, ActivityQueryError
 from core.sim.bars import SyntheticBars
 from core.sim.corporate_actions import Action, CashDividend, Split, previous_close
 
@@ -299,6 +300,7 @@ class SimExchange:
         self._trading_blocked = False
         self._bad_prints: dict[tuple[str, date], float] = {}
         self._applied_actions: set[str] = set()
+        self._activities = ActivityLog(ACCOUNT_ID)
         for symbol in DEFAULT_SYMBOL_TIERS:
             self._asset(symbol)
         for symbol, flags in (assets or {}).items():
@@ -459,6 +461,38 @@ class SimExchange:
         """{(symbol, session): factor} registered now (a copy; empty unless a test set one)."""
         with self._lock:
             return dict(self._bad_prints)
+
+    def deposit(self, amount: float) -> dict[str, Any]:
+        """Cash in (a bank transfer landing now): cash += amount, recorded as a `CSD` activity
+        with a positive net_amount. Returns the activity."""
+        amount = self._cash_amount(amount)
+        with self._lock:
+            now = self._process_locked()
+            self._cash = round(self._cash + amount, 2)
+            return self._activities.add_non_trade("CSD", now, fmt_money(amount), "Cash deposit")
+
+    def withdraw(self, amount: float) -> dict[str, Any]:
+        """Cash out now: cash -= amount, recorded as a `CSW` activity with a negative net_amount.
+        More than the cash is refused (Alpaca lets only withdrawable cash go). Returns the activity."""
+        amount = self._cash_amount(amount)
+        with self._lock:
+            now = self._process_locked()
+            if amount > self._cash + 1e-9:
+                raise ValueError(f"withdrawal {fmt_money(amount)} exceeds the cash {fmt_money(self._cash)}")
+            self._cash = round(self._cash - amount, 2)
+            return self._activities.add_non_trade("CSW", now, fmt_money(-amount), "Cash withdrawal")
+
+    @staticmethod
+    def _cash_amount(amount: float) -> float:
+        if not (isinstance(amount, int | float) and math.isfinite(amount) and round(amount, 2) > 0):
+            raise ValueError(f"amount must be a finite number of dollars >= 0.01, not {amount!r}")
+        return round(float(amount), 2)
+
+    def activities(self) -> list[dict[str, Any]]:
+        """Every account activity so far, oldest first (the JSON /v2/account/activities serves)."""
+        with self._lock:
+            self._process_locked()
+            return [dict(a.body) for a in self._activities.items()]
 
     def add_split(self, symbol: str, ex_date: date, ratio: float) -> Split:
         """A split of `ratio` new shares per old share (10.0: 10-for-1; 0.1: 1-for-10 reverse).
@@ -657,12 +691,23 @@ class SimExchange:
             self._apply_dividend(action, when)
 
     def _apply_dividend(self, dividend: CashDividend, when: datetime) -> None:
-        """At the ex-date's open the holder of record is paid: qty x amount, to the cent. (Alpaca pays
-        on the payable date; the sim pays at the ex-date's open, so a test sees the cash on one day.)"""
+        """At the ex-date's open the holder of record is paid: qty x amount, to the cent, as a `DIV`
+        activity. (Alpaca pays on the payable date; the sim pays at the ex-date's open, so a test
+        sees the whole event on one day.)"""
         pos = self._positions.get(dividend.symbol)
         if pos is None:
             return
-        self._cash = round(self._cash + round(pos.qty * dividend.amount, 2), 2)
+        paid = round(pos.qty * dividend.amount, 2)
+        self._cash = round(self._cash + paid, 2)
+        self._activities.add_non_trade(
+            "DIV",
+            when,
+            fmt_money(paid),
+            f"Cash dividend of ${fmt_num(dividend.amount)} per share on {fmt_num(pos.qty)} {dividend.symbol} shares",
+            symbol=dividend.symbol,
+            qty=fmt_num(pos.qty),
+            per_share_amount=fmt_num(dividend.amount),
+        )
 
     def _apply_split(self, split: Split, when: datetime) -> None:
         """At the ex-date open: open orders in the symbol are canceled (their prices and quantities
@@ -675,8 +720,38 @@ class SimExchange:
                 order.canceled_at = order.updated_at = when
         pos = self._positions.get(split.symbol)
         if pos is not None:
+            old_qty = pos.qty
             pos.qty = round(pos.qty * split.ratio, 9)
             pos.avg_entry_price = pos.avg_entry_price / split.ratio
+            new_rate, old_rate = split.rates
+            self._activities.add_non_trade(
+                "SPLIT",
+                when,
+                "0",
+                f"{new_rate}-for-{old_rate} {'reverse ' if split.is_reverse else ''}split: "
+                f"{fmt_num(old_qty)} -> {fmt_num(pos.qty)} {split.symbol} shares",
+                symbol=split.symbol,
+                qty=fmt_num(round(pos.qty - old_qty, 9)),
+            )
+
+    def _record_fill_activity(self, order: SimOrder, when: datetime, price: float, qty: float) -> None:
+        leaves = 0.0 if order.qty is None or order.status == "filled" else max(order.qty - order.filled_qty, 0.0)
+        self._activities.add(
+            "FILL",
+            when,
+            {
+                "transaction_time": fmt_time(when),
+                "type": "fill" if order.status == "filled" else "partial_fill",
+                "price": fmt_num(price, 4),
+                "qty": fmt_num(qty),
+                "side": order.side,
+                "symbol": order.symbol,
+                "leaves_qty": fmt_num(leaves),
+                "order_id": order.id,
+                "cum_qty": fmt_num(order.filled_qty),
+                "order_status": order.status,
+            },
+        )
 
     def _split_adjusted_lastday(self, symbol: str, prev: int, close: float) -> float:
         """The previous close in today's share basis: / the ratio of each split applied since."""
@@ -751,6 +826,7 @@ class SimExchange:
         full = order.qty is None or order.filled_qty >= order.qty - QTY_EPS
         order.status = "partially_filled" if order.partial_fraction is not None or not full else "filled"
         self.fills.append(Fill(order.id, order.client_order_id, symbol, order.side, qty, price, when))
+        self._record_fill_activity(order, when, price, qty)
 
     # ================================================================== account math
     def _reserved(self, now: datetime) -> float:
@@ -1257,6 +1333,15 @@ class SimExchange:
                 except SimAPIError as exc:
                     out.append({"symbol": symbol, "status": exc.status, "body": exc.body})
             return out
+
+    def api_activities(self, params: Mapping[str, str], activity_type: str | None = None) -> list[dict[str, Any]]:
+        """GET /v2/account/activities[/{activity_type}] (core/sim/activities.py)."""
+        with self._lock:
+            self._process_locked()
+            try:
+                return self._activities.query(params, activity_type)
+            except ActivityQueryError as exc:
+                raise _error(422, CODE_UNPROCESSABLE, str(exc)) from None
 
     def api_submit_order(self, body: Any) -> dict[str, Any]:
         return self.submit_order(body).to_json()
