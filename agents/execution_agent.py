@@ -1,7 +1,9 @@
 """ExecutionAgent: approved targets -> broker orders, at most one per decision, ever.
 
 - `client_order_id` is derived from strategy, signal session, symbol and side, so a retry or a
-  restart can only ever name the same order again; the broker refuses a second one (422).
+  restart can only ever name the same order again; the broker refuses a second one (422). It also
+  carries the state directory's instance id, so two daemons on one account can tell their orders
+  apart (core/order_ids.py, core/instance_guard.py).
 - The intent is written to the journal BEFORE the POST. After any unclear outcome (timeout, 5xx,
   504, dropped connection) the order is looked up by client_order_id, and only an order that is
   surely absent (a 404 answer) is sent again. See docs/failure-policy.md for every outcome.
@@ -17,7 +19,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from core.errors import (
     RateLimitedError,
 )
 from core.models import AssetInfo, BrokerOrder, OrderSpec, OrderTarget, Rejection, Side
+from core.order_ids import format_client_order_id
 from core.ports import BrokerPort, IntentRecord, IntentState, OrderJournal
 from core.tiered_position_sizer import FRACTIONAL_DECIMALS, floor_to
 
@@ -42,11 +44,9 @@ log = structlog.get_logger("execution_agent")
 MAX_SUBMIT_ATTEMPTS = 3
 
 
-def client_order_id(strategy: str, session: date, symbol: str, side: Side) -> str:
+def client_order_id(strategy: str, session: date, symbol: str, side: Side, instance: str | None = None) -> str:
     """Deterministic id for one decision. Readable prefix plus a short hash of the full key."""
-    key = f"{strategy}|{session.isoformat()}|{symbol}|{side.value}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    return f"{strategy}-{session:%Y%m%d}-{symbol}-{side.value}-{digest}"
+    return format_client_order_id(strategy, session, symbol, side, instance)
 
 
 @dataclass
@@ -64,8 +64,9 @@ class ExecutionAgent:
     def __init__(self, broker: BrokerPort, journal: OrderJournal, *, strategy_id: str = "zmr",
                  dry_run: bool = False, enable_fractional: bool = True, min_notional: float = 1.0,
                  order_sink: Callable[[BrokerOrder], object] | None = None,
-                 stop_requested: Callable[[], bool] | None = None) -> None:
+                 stop_requested: Callable[[], bool] | None = None, instance_id: str | None = None) -> None:
         self.broker = broker
+        self.instance_id = instance_id
         self.stop_requested: Callable[[], bool] = stop_requested or (lambda: False)
         self.journal = journal
         # Where every broker answer goes. The daemon points this at the reconciler, so a fill that is
@@ -122,7 +123,7 @@ class ExecutionAgent:
     # ------------------------------------------------------------------ building the request
     def client_order_id_for(self, signal_session: date, symbol: str, side: Side) -> str:
         """The id this agent gives the order for one decision (strategy, signal session, symbol, side)."""
-        return client_order_id(self.strategy_id, signal_session, symbol, side)
+        return client_order_id(self.strategy_id, signal_session, symbol, side, self.instance_id)
 
     def _build_spec(self, target: OrderTarget, session: date) -> OrderSpec:
         cid = self.client_order_id_for(target.signal.session, target.symbol, target.side)

@@ -9,6 +9,7 @@ Secret values are never part of a repr, a log line or an error message.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -106,6 +107,8 @@ class AppConfig(BaseSettings):
     loop_interval_seconds: float = Field(default=60.0, ge=1.0, le=3600.0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     unknown_position_policy: Literal["adopt", "flag"] = "flag"
+    # First part of every client_order_id; daemons sharing one account need different ones.
+    order_id_prefix: str = "zmr"
 
     # --- Strategy: z-score mean reversion on daily closes -----------------------------------
     zscore_lookback: int = Field(default=20, ge=2, le=500)
@@ -145,6 +148,13 @@ class AppConfig(BaseSettings):
                 raise ValueError("expected at least one SYM:TIER entry")
             return checked
         raise ValueError("expected a string of SYM:TIER entries")
+
+    @field_validator("order_id_prefix", mode="after")
+    @classmethod
+    def _check_order_id_prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9]{1,9}", value):
+            raise ValueError("expected 2-10 lower-case letters and digits, starting with a letter, e.g. zmr")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -35,6 +35,7 @@ from config.universe import BASELINE_SYMBOLS
 from core.candidates import load_candidates
 from core.clock import Clock
 from core.errors import BrokerError, CandidatesError, TradingDaemonError
+from core.instance_guard import InstanceGuard
 from core.loop_backoff import loop_backoff_seconds
 from core.market_calendar import MarketCalendar, get_market_calendar
 from core.market_clock import MarketClock
@@ -87,7 +88,9 @@ class Orchestrator:
         self.execution = ExecutionAgent(gateway, store, dry_run=dry_run,
                                         enable_fractional=config.enable_fractional_shares,
                                         min_notional=config.min_order_notional,
-                                        stop_requested=lambda: self.stopping)
+                                        stop_requested=lambda: self.stopping, strategy_id=config.order_id_prefix,
+                                        instance_id=store.instance_id)
+        self.instance_guard = InstanceGuard(config.order_id_prefix, store.instance_id, store.instance_created_at)
         self.reconciler = Reconciler(config, gateway, store, self.execution, self.calendar, clock)
         self.execution.order_sink = self.reconciler.apply_order_update
         self.stopping = False
@@ -105,6 +108,7 @@ class Orchestrator:
 
     def startup(self, *, accept_broker_quantities: bool = False) -> None:
         """Reconcile with the broker before anything else; raises ReconciliationError to refuse."""
+        self.instance_guard.check_at_startup(self.gateway.get_orders("all"))
         try:
             report = self.reconciler.reconcile(accept_broker_quantities=accept_broker_quantities)
         except BrokerError:
@@ -218,6 +222,7 @@ class Orchestrator:
                             result: IterationResult) -> None:
         account = self.gateway.get_account()
         open_orders = self.gateway.get_open_orders()
+        self.instance_guard.halt_if_present(open_orders, self.store, trading_session)
         entry_symbols = [s.symbol for s in accepted if s.side is Side.BUY]
         flags = self.execution.asset_flags(entry_symbols, trading_session) if entry_symbols else {}
         account_fractional = self.execution.account_fractional(trading_session) if entry_symbols else True

@@ -38,7 +38,9 @@ Schema (versioned by `core.state.migrations`, `PRAGMA user_version`)
                        halt per kind (partial unique index).
 - `iterations`         n PK, started_at, duration_s, focus_symbols JSON, requests JSON, signals,
                        submitted, rejected, status, message.
-- `kv`                 key PK, value TEXT (e.g. peak equity).
+- `kv`                 key PK, value TEXT (e.g. peak equity; `instance_id` and `instance_created_at`:
+                       this state directory's identity in every client_order_id, written once when the
+                       database is first opened and never changed, see core/order_ids.py).
 - `api_usage`          (api, endpoint) PK, count: cumulative request counts.
 """
 
@@ -61,6 +63,7 @@ from core.clock import Clock
 from core.errors import StateError
 from core.logging_setup import redact
 from core.models import BrokerOrder, OrderSpec, OrderStatus, PositionView, Side
+from core.order_ids import is_instance_id, new_instance_id
 from core.ports import IntentRecord, IntentState
 from core.state.migrations import LATEST_VERSION, migrate
 from core.state.migrations import schema_version as read_schema_version
@@ -146,6 +149,7 @@ class StateStore:
         conn = self._open(busy_timeout_s)
         try:
             migrate(conn, name=f"state database {self.path}")
+            self.instance_id, self.instance_created_at = self._instance(conn)
             self._secure_files()
         except sqlite3.Error as exc:
             conn.close()
@@ -194,6 +198,25 @@ class StateStore:
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.DatabaseError as exc:
             raise StateError(f"state database {self.path} cannot be used: {exc}") from exc
+
+    def _instance(self, conn: sqlite3.Connection) -> tuple[str, datetime]:
+        """This state directory's instance id and creation time, made on first use and then kept."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("INSERT OR IGNORE INTO kv (key, value) VALUES (?, ?)",
+                             [("instance_id", new_instance_id()), ("instance_created_at", self._now())])
+            rows = dict(conn.execute("SELECT key, value FROM kv WHERE key IN ('instance_id', 'instance_created_at')")
+                        .fetchall())
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        instance = str(rows["instance_id"])
+        if not is_instance_id(instance):
+            raise StateError(f"state database {self.path}: instance_id {instance!r} is not an instance id "
+                             "(expected 'i' and 8 hex digits); it must never be edited")
+        return instance, _datetime(str(rows["instance_created_at"]))
 
     def _secure_files(self) -> None:
         for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
