@@ -2,7 +2,8 @@
 
 - One multi-symbol request (`_fetch_alpaca_batch`) for all symbols, de-duplicated; the SDK pages
   only when more than 10,000 bars are due, and the gateway splits it only when the URL would be too
-  long (above ~1,000 symbols). `result.requests` counts the HTTP requests, pages included. Windows are set by start/end, never by the global
+  long (above ~1,000 symbols). `result.requests` counts the HTTP requests, pages included.
+  Windows are set by start/end, never by the global
   `limit` (which counts all symbols together and would starve the later ones).
 - An incremental cache: a later call for the same symbols asks only for bars newer than the cache.
 - Every symbol's bars are validated; a bad set is excluded with a reason in `result.excluded`
