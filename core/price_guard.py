@@ -96,7 +96,8 @@ class PriceGuard:
                                                        session, unavailable)
             if reason is not None:
                 result.rejected.append(Rejection(target.symbol, target.side, STAGE, reason,
-                                                 {"reason": reason, "bar_price": target.price}))
+                                                 {"reason": reason, "bar_price": target.price, "qty": target.qty,
+                                                  "notional": target.notional, "fractional": target.fractional}))
                 continue
             tier = self._tier_of(target.symbol)
             if tier is not None:
