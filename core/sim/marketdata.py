@@ -16,10 +16,13 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
+import numpy as np
+
 from config.universe import is_valid_ticker
 from core.clock import Clock
 from core.market_calendar import NEW_YORK
-from core.sim.bars import DailyBar, SyntheticBars
+from core.sim.bars import DailyBar, SyntheticBars, _Block
+from core.sim.corporate_actions import adjustment_factors
 from core.sim.exchange import SimAPIError, SimExchange
 
 DEFAULT_LIMIT = 1000
@@ -174,6 +177,8 @@ class MarketData:
                 break
             sym_i, offset = sym_i + 1, 0
         blocks = self.bars.windows([s for s, _, _ in page_symbols], lo, hi)
+        if self.bars.actions.has_any:
+            blocks = self._adjusted(page_symbols, blocks, adjustment, now)
         stamps = [self._stamp(i) for i in range(lo, hi)]
         bad = self._bad_prints()
         for (symbol, a, b), block in zip(page_symbols, blocks, strict=True):
@@ -203,6 +208,30 @@ class MarketData:
         if more and last is not None:
             next_token = self._token(last[0], last[1])
         return {"bars": out, "next_page_token": next_token, "currency": "USD"}
+
+    def _adjusted(
+        self, page_symbols: list[tuple[str, int, int]], blocks: list[_Block], adjustment: str | None, now: datetime
+    ) -> list[_Block]:
+        """Raw blocks adjusted as Alpaca adjusts them on `now`'s New York date: `split` and `all` for
+        splits, `dividend` and `all` for cash dividends (core/sim/corporate_actions.py)."""
+        modes = set((adjustment or "raw").split(","))
+        split, dividend = bool(modes & {"split", "all"}), bool(modes & {"dividend", "all"})
+        if not (split or dividend):
+            return blocks
+        as_of = now.astimezone(NEW_YORK).date()
+        out = []
+        for (symbol, _, _), block in zip(page_symbols, blocks, strict=True):
+            factors = adjustment_factors(
+                self.bars, self.bars.actions, symbol, block.start, len(block), as_of, split=split, dividend=dividend
+            )
+            if factors is None:
+                out.append(block)
+                continue
+            price, volume = factors
+            o, h, lo_, c, vw = (np.round(getattr(block, n) * price, 4) for n in ("open", "high", "low", "close", "vwap"))
+            v = np.rint(block.volume * volume).astype(np.int64)
+            out.append(_Block(block.start, o, h, lo_, c, v, block.trade_count, vw))
+        return out
 
     def _token(self, symbol: str, i: int) -> str:
         stamp = datetime.fromtimestamp(self.bars.stamp_ts(i), UTC).strftime("%Y-%m-%dT%H:%M:%S.000000000Z")

@@ -585,6 +585,12 @@ class SimMarketServer:
         table: list[tuple[str, str, Route]] = [
             ("GET", r"/v2/account", lambda q, b, m: ok(ex.api_account())),
             ("GET", r"/v2/account/configurations", lambda q, b, m: ok(ex.api_account_configurations())),
+            ("GET", r"/v2/account/activities", lambda q, b, m: ok(ex.api_activities(q))),
+            (
+                "GET",
+                r"/v2/account/activities/(?P<type>[^/]+)",
+                lambda q, b, m: ok(ex.api_activities(q, m["type"])),
+            ),
             (
                 "PATCH",
                 r"/v2/account/configurations",
