@@ -230,7 +230,8 @@ class Orchestrator:
                                      entry_sessions={s: p.entry_session for s, p in book.items() if p.entry_session},
                                      entry_prices={s: p.avg_entry_price for s, p in book.items()})
         decision = self.risk_agent.evaluate(accepted, snapshot, context)
-        result.risk_rejections = list(decision.rejected)
+        # Refusals while the cash flows are unreadable are not remembered: the next iteration reads them again.
+        result.risk_rejections = list(decision.rejected) if figures.unknown is None else []
         self._record_halts(decision, len(context.active_halts), trading_session)
         result.halts = list(decision.halts)
         result.rejected += len(decision.rejected)
