@@ -7,6 +7,10 @@ One iteration, in order (stages never call each other; typed objects flow one wa
     -> [only if signals survive] account + open orders + asset flags -> RiskAgent -> ExecutionAgent
     -> iteration record + one `iteration_complete` log event
 
+A decision also reads the account activities (deposits and withdrawals are netted out of the loss
+figures: core/cash_flow_tracker.py), and every approved order is checked against the broker's own
+price before it is sent (core/price_guard.py; one latest-trade request when entries are about to go).
+
 A steady-state iteration with no signals and no open orders costs 2 requests (bars, positions):
 the clock is cached until its next boundary and the account is fetched only when a decision needs it.
 
