@@ -62,7 +62,7 @@ class CashFlowTracker:
             fetched = self.gateway.get_cash_flows(self._after(previous_session))
         except TradingDaemonError as exc:
             log.warning("cash_flows_unavailable", reason=str(exc))
-            return FlowFigures(peak=peak, flows_today=0.0, unknown=f"account activities unavailable ({exc})")
+            return FlowFigures(peak=peak, flows_today=0.0, unknown=f"account activities unavailable ({_summary(exc)})")
         known = self.store.known_cash_flow_ids(flow.id for flow in fetched)
         new = [flow for flow in fetched if flow.id not in known]
         adjusted = adjust_peak(peak, account.equity, net_amount(new)) if new else peak
@@ -89,3 +89,10 @@ class CashFlowTracker:
             except ValueError:
                 pass
         return start - OVERLAP
+
+
+def _summary(exc: TradingDaemonError) -> str:
+    """Endpoint, status and kind of a failure, for the halt row: not the broker's text, which may echo a request."""
+    endpoint = getattr(exc, "endpoint", "") or "request"
+    status = getattr(exc, "status", None)
+    return f"{endpoint}: " + (f"HTTP {status}" if status else type(exc).__name__)

@@ -297,7 +297,8 @@ def test_unreadable_activities_halt_entries_for_the_moment_without_tripping_the_
     s.faults.inject("503", path_prefix=ACTIVITIES, count=None)
     s.clock.advance(31 * 60)
     result = daemon.orchestrator.run_iteration()
-    assert [h.split(":", 1)[0] for h in result.halts] == ["cash_flows_unknown"]
+    assert result.halts == ["cash_flows_unknown: account activities unavailable (GET /v2/account/activities: "
+                            "HTTP 503): no entries until deposits and withdrawals can be told from trading losses"]
     assert _active_kinds(s) == ["cash_flows_unknown"]
     s.faults.clear()
     s.clock.advance(60)                                        # a failed read is not a remembered refusal
