@@ -243,3 +243,15 @@ def test_controls_refuse_bad_requests_with_one_clear_message(
 def test_controls_need_the_api_keys(market: SimMarket) -> None:
     answer = requests.post(f"{market.url}/_sim/set_trading_blocked", json={"blocked": True}, timeout=5)
     assert answer.status_code == 401 and not market.exchange.trading_blocked
+
+
+def test_start_sim_market_takes_the_url_bound(clock: SimClock) -> None:
+    from core.sim import start_sim_market
+
+    small = start_sim_market(clock=clock, max_url_bytes=100)
+    try:
+        assert small.server.max_url_bytes == 100
+        url = f"{small.url}/v2/stocks/trades/latest?symbols=" + ",".join(["AAPL"] * 20)
+        assert requests.get(url, headers=_headers(small), timeout=5).status_code == 414
+    finally:
+        small.stop()

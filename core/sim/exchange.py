@@ -9,6 +9,11 @@ at Monday's open at Monday's opening price, and the account's equity at every cl
 known (`last_equity`).
 
 Errors are raised as `SimAPIError(status, body)`; the server sends them as they are.
+
+Real-market events (none unless a test registers one; docs/simulated-market.md): splits and cash
+dividends take effect at their ex-date's open in the same time-ordered replay, before that open's
+fills; deposits, withdrawals, a trading block, bad prints (data feed only) and unscheduled closures
+have their own controls; every fill and cash movement is an account activity.
 """
 
 from __future__ import annotations
