@@ -81,6 +81,9 @@ CONTROLS: dict[str, Control] = {
         (Param("symbol", "str"), Param("side", "str"), Param("qty", "number")),
         lambda ex, a: ex.trade_externally(a["symbol"], a["side"], a["qty"]),
     ),
+    "close_position_externally": Control(
+        (Param("symbol", "str"),), lambda ex, a: ex.close_position_externally(a["symbol"])
+    ),
     "set_asset": Control(
         (
             Param("symbol", "str"),
