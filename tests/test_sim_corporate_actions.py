@@ -319,3 +319,124 @@ def test_dividend_registration_rules(market: SimMarket) -> None:
     ex.add_dividend("JPM", WED, 1.0)
     with pytest.raises(ValueError, match="already has a cash dividend"):
         ex.add_dividend("JPM", WED, 2.0)
+
+
+# ------------------------------------------------------------------------------ GET /v1/corporate-actions
+def _ca_client(market: SimMarket) -> Any:
+    client = market.corporate_actions_client()  # alpaca-py's CorporateActionsClient on the sim's URL
+    client._retry = 0
+    return client
+
+
+def _register_some(market: SimMarket) -> None:
+    market.exchange.add_split("NVDA", WED, 10.0)
+    market.exchange.add_split("XLF", THU, 0.1)
+    market.exchange.add_dividend("JPM", WED, 1.5)
+    market.exchange.add_dividend("MSFT", date(2025, 3, 20), 0.83)
+
+
+def test_corporate_actions_parse_in_the_sdks_models(market: SimMarket) -> None:
+    from alpaca.data.models.corporate_actions import CashDividend, ForwardSplit, ReverseSplit
+    from alpaca.data.requests import CorporateActionsRequest
+
+    _register_some(market)
+    found = _ca_client(market).get_corporate_actions(CorporateActionsRequest(start=MON, end=date(2025, 3, 31)))
+    assert sorted(found.data) == ["cash_dividends", "forward_splits", "reverse_splits"]
+    (nvda,) = found.data["forward_splits"]
+    assert isinstance(nvda, ForwardSplit)
+    assert (nvda.symbol, nvda.new_rate, nvda.old_rate, nvda.ex_date, nvda.process_date) == ("NVDA", 10, 1, WED, WED)
+    assert (nvda.record_date, nvda.payable_date) == (MON, TUE) and len(nvda.cusip) == 9
+    assert str(nvda.id) == market.bars.actions.splits("NVDA")[0].id
+    (xlf,) = found.data["reverse_splits"]
+    assert isinstance(xlf, ReverseSplit)
+    assert (xlf.symbol, xlf.new_rate, xlf.old_rate, xlf.ex_date) == ("XLF", 1, 10, THU)
+    assert xlf.old_cusip != xlf.new_cusip
+    dividends = found.data["cash_dividends"]
+    assert all(isinstance(d, CashDividend) for d in dividends)
+    assert [(d.symbol, d.rate, d.ex_date, d.payable_date) for d in dividends] == [
+        ("JPM", 1.5, WED, WED), ("MSFT", 0.83, date(2025, 3, 20), date(2025, 3, 20))
+    ]
+    assert found.df.shape[0] == 4
+
+
+def test_corporate_actions_filters_default_window_and_ids(market: SimMarket, clock: SimClock) -> None:
+    from alpaca.data.enums import CorporateActionsType
+    from alpaca.data.requests import CorporateActionsRequest
+
+    _register_some(market)
+    client = _ca_client(market)
+    assert client.get_corporate_actions(CorporateActionsRequest()).data == {}  # default: today (Monday)
+    clock.set(_ny(WED, 8))
+    today = client.get_corporate_actions(CorporateActionsRequest())
+    assert {a.symbol for group in today.data.values() for a in group} == {"NVDA", "JPM"}
+    month = {"start": date(2025, 3, 1), "end": date(2025, 3, 31)}
+    splits = client.get_corporate_actions(
+        CorporateActionsRequest(
+            types=[CorporateActionsType.FORWARD_SPLIT, CorporateActionsType.REVERSE_SPLIT], **month
+        )
+    )
+    assert sorted(splits.data) == ["forward_splits", "reverse_splits"]
+    jpm = client.get_corporate_actions(CorporateActionsRequest(symbols=["JPM", "AAPL"], **month))
+    assert [a.symbol for a in jpm.data["cash_dividends"]] == ["JPM"] and list(jpm.data) == ["cash_dividends"]
+    by_cusip = client.get_corporate_actions(
+        CorporateActionsRequest(cusips=[jpm.data["cash_dividends"][0].cusip], **month)
+    )
+    assert [a.symbol for a in by_cusip.data["cash_dividends"]] == ["JPM"]
+    wanted = market.bars.actions.dividends("MSFT")[0].id
+    by_id = client.get_corporate_actions(CorporateActionsRequest(ids=[wanted]))
+    assert [str(a.id) for a in by_id.data["cash_dividends"]] == [wanted]
+
+
+def test_corporate_actions_page_with_a_token_across_groups(market: SimMarket) -> None:
+    from alpaca.data.requests import CorporateActionsRequest
+
+    symbols = ["AAPL", "AMZN", "COST", "GOOGL", "HD", "JNJ", "KO", "LLY", "MA", "META", "PG"]
+    for k, symbol in enumerate(symbols):
+        market.exchange.add_dividend(symbol, date(2025, 3, 11) + timedelta(days=k), 0.5)
+    market.exchange.add_split("NVDA", date(2025, 3, 14), 10.0)
+    headers = {"APCA-API-KEY-ID": market.api_key, "APCA-API-SECRET-KEY": market.secret_key}
+    params: dict[str, Any] = {"start": "2025-03-01", "end": "2025-03-31", "limit": 5}
+    pages, token = [], None
+    while True:
+        answer = requests.get(
+            f"{market.url}/v1/corporate-actions", params={**params, **({"page_token": token} if token else {})},
+            headers=headers, timeout=5,
+        ).json()
+        pages.append(answer["corporate_actions"])
+        token = answer["next_page_token"]
+        if token is None:
+            break
+    assert [sum(len(g) for g in page.values()) for page in pages] == [5, 5, 2]
+    seen = [(a["ex_date"], a["symbol"]) for page in pages for group in page.values() for a in group]
+    assert sorted(seen) == sorted(set(seen)) and len(seen) == 12
+    assert "forward_splits" in pages[0]  # NVDA's ex-date 03-14 is among the first five
+
+    whole = _ca_client(market).get_corporate_actions(
+        CorporateActionsRequest(start=date(2025, 3, 1), end=date(2025, 3, 31), limit=7)
+    )
+    assert sum(len(g) for g in whole.data.values()) == 7  # the SDK's own limit loop
+    desc = requests.get(
+        f"{market.url}/v1/corporate-actions", params={**params, "limit": 3, "sort": "desc"}, headers=headers,
+        timeout=5,
+    ).json()
+    assert [a["symbol"] for a in desc["corporate_actions"]["cash_dividends"]] == ["PG", "META", "MA"]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"types": "forward_split,spinoff"}, "invalid types: spinoff"),
+        ({"start": "03/10/2025"}, "invalid start"),
+        ({"start": "2025-03-12", "end": "2025-03-11"}, "start must not be after end"),
+        ({"limit": "1001"}, "invalid limit"),
+        ({"sort": "up"}, "invalid sort"),
+        ({"ids": "x", "symbols": "AAPL"}, "ids cannot be combined"),
+        ({"page_token": "%%%"}, "invalid page_token"),
+    ],
+)
+def test_corporate_actions_refuse_bad_parameters(market: SimMarket, params: dict[str, str], message: str) -> None:
+    headers = {"APCA-API-KEY-ID": market.api_key, "APCA-API-SECRET-KEY": market.secret_key}
+    answer = requests.get(f"{market.url}/v1/corporate-actions", params=params, headers=headers, timeout=5)
+    assert answer.status_code == 400 and message in answer.json()["message"]
+    assert "code" not in answer.json()  # a data-API error: a message only
+    assert market.server.request_log[-1].api == "data"

@@ -203,3 +203,65 @@ def previous_close(bars: SyntheticBars, actions: CorporateActions, symbol: str, 
         if before < bars.next_trading_index(bars.first_session_on_or_after(s.ex_date)) <= ex_index:
             close /= s.ratio
     return close
+
+
+# ----------------------------------------------------------------------------- GET /v1/corporate-actions
+# Alpaca's type names (alpaca.data.enums.CorporateActionsType) and the response group of each.
+ACTION_TYPES = (
+    "reverse_split", "forward_split", "unit_split", "cash_dividend", "stock_dividend", "spin_off", "cash_merger",
+    "stock_merger", "stock_and_cash_merger", "redemption", "name_change", "worthless_removal", "rights_distribution",
+)
+_CUSIP_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def action_type(action: Action) -> str:
+    if isinstance(action, CashDividend):
+        return "cash_dividend"
+    return "reverse_split" if action.is_reverse else "forward_split"
+
+
+def group_name(kind: str) -> str:
+    return f"{kind}s"
+
+
+def cusip(key: str) -> str:
+    """A stable, well-formed CUSIP (8 characters and the standard check digit) for a simulated name."""
+    digest = uuid.uuid5(ACTION_NAMESPACE, key).int
+    body = "".join(_CUSIP_ALPHABET[(digest >> (6 * k)) % 36] for k in range(8))
+    total = 0
+    for position, char in enumerate(body):
+        value = _CUSIP_ALPHABET.index(char)
+        value = value * 2 if position % 2 else value
+        total += value // 10 + value % 10
+    return body + str((10 - total % 10) % 10)
+
+
+def action_json(bars: SyntheticBars, action: Action) -> dict[str, object]:
+    """One action in the shape alpaca-py 0.44's CorporateActionsSet parses. process_date is the
+    ex-date; a forward split is recorded two sessions and paid one session before it (as NVDA's
+    2024 split was); a reverse split and a dividend are recorded and paid on the ex-date (the sim
+    pays dividends at the ex-date's open)."""
+    ex = action.ex_date.isoformat()
+    if isinstance(action, CashDividend):
+        return {
+            "id": action.id, "symbol": action.symbol, "cusip": cusip(action.symbol), "rate": action.amount,
+            "special": False, "foreign": False, "process_date": ex, "ex_date": ex, "record_date": ex,
+            "payable_date": ex, "due_bill_on_date": None, "due_bill_off_date": None,
+        }
+    new_rate, old_rate = action.rates
+    if action.is_reverse:
+        return {
+            "id": action.id, "symbol": action.symbol, "old_cusip": cusip(action.symbol),
+            "new_cusip": cusip(f"{action.symbol}|{ex}"), "new_rate": new_rate, "old_rate": old_rate,
+            "process_date": ex, "ex_date": ex, "record_date": ex, "payable_date": ex,
+        }
+    ex_index = bars.next_trading_index(bars.first_session_on_or_after(action.ex_date))
+    payable = bars.trading_index_before(ex_index)
+    record = bars.trading_index_before(payable) if payable >= 0 else -1
+    return {
+        "id": action.id, "symbol": action.symbol, "cusip": cusip(action.symbol), "new_rate": new_rate,
+        "old_rate": old_rate, "process_date": ex, "ex_date": ex,
+        "record_date": bars.session_at(record).isoformat() if record >= 0 else None,
+        "payable_date": bars.session_at(payable).isoformat() if payable >= 0 else None,
+        "due_bill_redemption_date": None,
+    }
