@@ -124,6 +124,7 @@ class AppConfig(BaseSettings):
     daily_loss_limit_pct: float = Field(default=0.03, gt=0.0, lt=1.0)
     max_drawdown_pct: float = Field(default=0.15, gt=0.0, lt=1.0)
     stop_loss_cooldown_sessions: int = Field(default=3, ge=0, le=100)
+    max_price_disagreement_pct: float = Field(default=0.05, gt=0.0, le=0.5)
 
     # --- Scanner -------------------------------------------------------------------------
     scanner_top_n: int = Field(default=10, ge=5, le=10)

@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("scan", help="rank the universe and write candidates.json (daily at 16:05 New York)")
     sub.add_parser("status", help="positions, exposure, orders, halts and API usage from the state database")
     sub.add_parser("demo", help="print the tiered sizing demo")
+    halts = sub.add_parser("halts", help="list active and recent risk halts (who cleared them, and why)")
+    halts_sub = halts.add_subparsers(dest="halts_action")
+    clear = halts_sub.add_parser("clear", help="clear one active halt, with an audit record")
+    clear.add_argument("name", help="the halt's kind, e.g. max_drawdown (as `trading-daemon halts` lists it)")
+    clear.add_argument("--reason", default="", help="why it is cleared (kept in the state database and the log)")
 
     backtest = sub.add_parser("backtest", help="run the agents over historical daily bars")
     try:
@@ -80,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     handlers: dict[str, Callable[[argparse.Namespace, AppConfig], int]] = {
         "run": _cmd_run, "scan": _cmd_scan, "status": _cmd_status, "demo": _cmd_demo, "backtest": _cmd_backtest,
+        "halts": _cmd_halts,
     }
     try:
         return handlers[args.command](args, config)
@@ -203,6 +209,22 @@ def _cmd_status(args: argparse.Namespace, config: AppConfig) -> int:
     from core.status import render_status
 
     print(render_status(config))
+    return EXIT_OK
+
+
+def _cmd_halts(args: argparse.Namespace, config: AppConfig) -> int:
+    from core.halts_command import clear_halt, render_halts
+    from core.logging_setup import configure_logging
+
+    if args.halts_action != "clear":
+        print(render_halts(config))
+        return EXIT_OK
+    configure_logging(config.log_level, secrets=config.secret_values())
+    outcome = clear_halt(config, args.name, args.reason)
+    if outcome.code != EXIT_OK:
+        print(f"trading-daemon: {outcome.text}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(outcome.text)
     return EXIT_OK
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import partial
 from typing import Any, TypeVar
 
@@ -27,7 +27,7 @@ from alpaca.common.enums import BaseURL
 from alpaca.common.exceptions import APIError
 from alpaca.data.enums import Adjustment, DataFeed
 from alpaca.data.historical.stock import StockHistoricalDataClient
-from alpaca.data.requests import StockBarsRequest
+from alpaca.data.requests import StockBarsRequest, StockLatestQuoteRequest, StockLatestTradeRequest
 from alpaca.data.timeframe import TimeFrame
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
@@ -39,6 +39,7 @@ from core.broker.http_session import GuardedSession
 from core.broker.rate_limiter import RateLimiter
 from core.broker.request_stats import RequestStats
 from core.broker.url_batches import PAGE_TOKEN_RESERVE_BYTES, pack_symbols
+from core.cash_flows import FLOW_ACTIVITY_TYPES, is_counted, parse_activity
 from core.clock import Clock, SystemClock
 from core.errors import (
     AuthenticationError,
@@ -57,7 +58,9 @@ from core.models import (
     AccountView,
     AssetInfo,
     BrokerOrder,
+    CashFlow,
     ClockView,
+    LatestPrice,
     OrderSpec,
     OrderStatus,
     PositionView,
@@ -69,6 +72,8 @@ T = TypeVar("T")
 RawBars = dict[str, list[dict[str, Any]]]
 BARS_PAGE_SIZE = 10_000  # the SDK's page size for bars (alpaca.data.historical.stock.get_stock_bars)
 MAX_RATE_LIMIT_WAIT_SECONDS = 65.0
+ACTIVITIES_PAGE_SIZE = 100
+MAX_ACTIVITY_PAGES = 20
 
 
 def _num(value: Any, what: str, endpoint: str, *, allow_none: bool = False) -> float:
@@ -367,6 +372,72 @@ class AlpacaGateway:
         url = requests.Request("GET", f"{self._data_base_url}/v2/stocks/bars", params=fields).prepare().url or ""
         return len(url) - len("A") + PAGE_TOKEN_RESERVE_BYTES
 
+    def get_latest_prices(self, symbols: list[str]) -> dict[str, LatestPrice]:
+        """The broker's latest price per symbol: the last trade, else the quote's midpoint.
+
+        One batched `GET /v2/stocks/trades/latest` for all symbols; a second batched
+        `GET /v2/stocks/quotes/latest` only for symbols without a usable trade. A symbol with
+        neither is absent from the answer (the caller refuses to size it).
+        """
+        for symbol in symbols:
+            self._check_symbol(symbol)
+        if not symbols:
+            return {}
+        ep = "GET /v2/stocks/trades/latest"
+        trades: Any = self._call(ep, lambda: self._data.get_stock_latest_trade(
+            StockLatestTradeRequest(symbol_or_symbols=list(symbols), feed=self.feed)), idempotent=True)
+        prices: dict[str, LatestPrice] = {}
+        for symbol in symbols:
+            raw = trades.get(symbol) if isinstance(trades, dict) else None
+            found = _latest(symbol, raw, "trade")
+            if found is not None:
+                prices[symbol] = found
+        missing = [s for s in symbols if s not in prices]
+        if missing:
+            ep = "GET /v2/stocks/quotes/latest"
+            quotes: Any = self._call(ep, lambda: self._data.get_stock_latest_quote(
+                StockLatestQuoteRequest(symbol_or_symbols=missing, feed=self.feed)), idempotent=True)
+            for symbol in missing:
+                raw = quotes.get(symbol) if isinstance(quotes, dict) else None
+                found = _latest(symbol, raw, "quote")
+                if found is not None:
+                    prices[symbol] = found
+        return prices
+
+    def get_cash_flows(self, after: date) -> list[CashFlow]:
+        """Deposits, withdrawals and cash journals (CSD, CSW, JNLC) dated after `after`, oldest first.
+
+        alpaca-py has no method for account activities; the trading client's public `get()` sends
+        the request through this adapter's session (timeout, limiter, counting) and `_call` (retries,
+        error mapping). Pages of 100 follow `page_token` (the last id), at most MAX_ACTIVITY_PAGES.
+        """
+        ep = "GET /v2/account/activities"
+        params: dict[str, Any] = {"activity_types": ",".join(FLOW_ACTIVITY_TYPES), "after": after.isoformat(),
+                                  "direction": "asc", "page_size": ACTIVITIES_PAGE_SIZE}
+        flows: list[CashFlow] = []
+        for _ in range(MAX_ACTIVITY_PAGES):
+            page: Any = self._call(ep, lambda: self._trading.get("/account/activities", dict(params)),
+                                   idempotent=True)
+            if not isinstance(page, list):
+                raise BadBrokerResponseError(f"{ep}: expected a list of activities, got {type(page).__name__}",
+                                             endpoint=ep)
+            for raw in page:
+                if not is_counted(raw):
+                    continue
+                try:
+                    flow = parse_activity(raw)
+                except ValueError as exc:
+                    raise BadBrokerResponseError(f"{ep}: {exc}", endpoint=ep) from None
+                if flow.kind in FLOW_ACTIVITY_TYPES:
+                    flows.append(flow)
+            if len(page) < ACTIVITIES_PAGE_SIZE:
+                return flows
+            params["page_token"] = page[-1].get("id") if isinstance(page[-1], dict) else None
+            if not params["page_token"]:
+                break
+        raise BadBrokerResponseError(f"{ep}: more than {MAX_ACTIVITY_PAGES} pages of cash activities after {after}",
+                                     endpoint=ep)
+
     # ------------------------------------------------------------------ helpers
     @staticmethod
     def _check_symbol(symbol: str) -> None:
@@ -390,3 +461,23 @@ class AlpacaGateway:
             status=status, qty=qty, notional=notional, filled_qty=filled_qty, filled_avg_price=avg,
             submitted_at=raw.submitted_at, order_type=order_type,
         )
+
+
+def _latest(symbol: str, raw: Any, source: str) -> LatestPrice | None:
+    """A LatestPrice from one raw trade ({"t", "p"}) or quote ({"t", "ap", "bp"}), or None if unusable."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        at = datetime.fromisoformat(str(raw.get("t")))
+        if source == "trade":
+            price = float(raw.get("p"))  # type: ignore[arg-type]
+        else:
+            ask, bid = float(raw.get("ap")), float(raw.get("bp"))  # type: ignore[arg-type]
+            if not (math.isfinite(ask) and math.isfinite(bid) and ask > 0 and bid > 0 and ask >= bid):
+                return None
+            price = (ask + bid) / 2.0
+    except (TypeError, ValueError):
+        return None
+    if at.tzinfo is None or not (math.isfinite(price) and price > 0):
+        return None
+    return LatestPrice(symbol=symbol, price=price, at=at.astimezone(UTC), source=source)
