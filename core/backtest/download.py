@@ -27,9 +27,7 @@ from __future__ import annotations
 import io
 import json
 import math
-import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -40,6 +38,7 @@ import pandas as pd
 
 from core.atomic_file import write_atomic
 from core.backtest.engine import DEFAULT_YEARS, _years_before
+from core.backtest.progress import progress_reporter
 from core.market_calendar import MarketCalendar, bar_timestamp, get_market_calendar, session_of_bar
 
 MANIFEST = "download.json"
@@ -222,32 +221,6 @@ def write_bars(out: Path, symbol: str, frame: pd.DataFrame) -> None:
 
 def write_manifest(out: Path, manifest: dict[str, Any]) -> None:
     write_atomic(out / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n", mode=0o644)
-
-
-# --------------------------------------------------------------------------------------------
-# Progress
-# --------------------------------------------------------------------------------------------
-@contextmanager
-def progress_reporter(total: int, label: str, stream: Any = None) -> Iterator[Callable[[str], None]]:
-    """A rich progress bar on a terminal; plain lines otherwise. Yields `step(description)`."""
-    stream = stream or sys.stderr
-    if total and stream.isatty():
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      TextColumn("{task.description}"), console=Console(file=stream), transient=True) as bar:
-            task = bar.add_task("", total=total)
-            yield lambda text: bar.update(task, advance=1, description=text)
-        return
-    done = 0
-
-    def step(text: str) -> None:
-        nonlocal done
-        done += 1
-        print(f"{label}: {done}/{total} {text}", file=stream, flush=True)
-
-    yield step
 
 
 # --------------------------------------------------------------------------------------------
