@@ -181,3 +181,32 @@ def test_cli_download_then_backtest(sim: Any, tmp_path: Path, capsys: pytest.Cap
     assert (report / "trades.csv").read_text().count("\n") > 1
     assert main(["--env-file", str(env), "download", "--start", "2020-13-01"]) == 2
     assert "--start '2020-13-01': expected a date" in capsys.readouterr().err
+
+
+def test_split_in_the_simulated_market_refetches_only_that_symbol(sim: Any, tmp_path: Path) -> None:
+    """A 4-for-1 AAPL split with ex-date 2025-03-12: bars stored before it are in the old basis (x4);
+    asked after it, Alpaca (and the sim) divide every earlier bar by 4. The rerun sees the overlap bar
+    change and replaces AAPL's whole history; the result has no split-like jump."""
+    from core.backtest.adjustment import suspect_splits
+
+    sim.exchange.add_split("AAPL", date(2025, 3, 12), 4.0)
+    config = make_config(tmp_path, request_timeout_seconds=5.0)
+    gateway = gateway_for(sim, config)
+    out = tmp_path / "bars"
+    _run(sim, gateway, out, start=date(2023, 1, 3))
+    old_basis = read_bars(out, "AAPL")["close"].iloc[-1]
+    assert old_basis == sim.bars.session_bar("AAPL", date(2025, 3, 7)).close     # the raw, pre-split basis
+
+    sim.clock.advance(3 * DAY)                                     # Thursday 2025-03-13: the 12th is complete
+    before = _bars_requests(sim)
+    summary = _run(sim, gateway, out, start=date(2023, 1, 3))
+    assert summary.readjusted == ["AAPL"]
+    assert _bars_requests(sim) - before == summary.requests == 2   # the tail for all five, then AAPL whole
+    assert sim.server.request_log[-1].query["symbols"] == "AAPL"
+    aapl = read_bars(out, "AAPL")
+    assert aapl.index[0] == date(2023, 1, 3) and aapl.index[-1] == date(2025, 3, 12)
+    assert aapl["close"].loc[date(2025, 3, 7)] == pytest.approx(old_basis / 4, rel=1e-9)
+    history = load_history(out, SYMBOLS, calendar=CAL)
+    assert suspect_splits(history) == []
+    # The other symbols kept their files and only gained the new sessions.
+    assert read_bars(out, "MSFT").index[-1] == date(2025, 3, 12)
