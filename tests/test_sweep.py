@@ -290,3 +290,20 @@ def test_sweep_on_an_existing_scheduler(tmp_path: Path, capsys: pytest.CaptureFi
         # A rerun has nothing left to do and does not even connect.
         assert main(argv) == 0
         assert "2 taken from an earlier run of this sweep" in capsys.readouterr().out
+
+
+def test_parser_and_research_modules_import_no_plotting_or_cluster_code() -> None:
+    """`trading-daemon --help`, download and the sweep's planning import neither matplotlib nor dask:
+    matplotlib only when a sweep or a backtest writes its PNGs, dask only when the sweep runs tasks."""
+    code = (
+        "import sys\n"
+        "from core.cli import build_parser\n"
+        "build_parser()\n"
+        "import core.backtest.download, core.backtest.download_cli, core.backtest.sweep, core.backtest.sweep_cli\n"
+        "import core.backtest.sweep_space, core.backtest.sweep_report, core.backtest.walk_forward\n"
+        "import core.backtest.deflated_sharpe, core.backtest.metrics, core.backtest.adjustment\n"
+        "print(sorted(m for m in ('matplotlib', 'dask', 'distributed', 'alpaca') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
