@@ -307,3 +307,33 @@ def test_parser_and_research_modules_import_no_plotting_or_cluster_code() -> Non
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_point_on_file_data_equals_cli_backtest(tmp_path: Path) -> None:
+    """With --data a point runs on the whole file, as `backtest --data` does (bars before the start are
+    its warm-up), and the worker reads the file itself: the task carries only its path and stamp."""
+    from core.backtest.data import synthetic_history
+    from core.backtest.sweep import file_source
+    from core.backtest.sweep_space import Point
+    from core.cli import main
+
+    symbols = ("SPY", "QQQ", "AAPL")
+    bars = synthetic_history(list(symbols), date(2021, 1, 4), date(2023, 12, 29), seed=5, calendar=CAL)
+    path = tmp_path / "bars.csv"
+    bars.to_long_frame().to_csv(path, index=False)
+    config = make_config(tmp_path)
+    point = Point(0, (("ENTRY_Z", "1.5"),), Universe("three", symbols))
+    window = Window(0, date(2021, 6, 1), date(2022, 12, 30), date(2023, 1, 3), date(2023, 12, 29))
+    source = file_source(path, set(config.symbols) | set(symbols))
+    task = SweepTask("k", 0, point.label, window, {**base_values(config), **point.overrides()}, symbols,
+                     BacktestOptions(), source)
+    assert len(pickle.dumps(task)) < 4096
+    row = run_task(task)
+    assert "error" not in row
+    env = tmp_path / "cli.env"
+    env.write_text(f"STATE_DIR={tmp_path / 'state'}\nENTRY_Z=1.5\n")
+    out = tmp_path / "single"
+    assert main(["--env-file", str(env), "backtest", "--data", str(path), "--symbols", ",".join(symbols),
+                 "--start", "2023-01-03", "--end", "2023-12-29", "--out", str(out)]) == 0
+    assert row["out_of_sample"]["trades_sha256"] == _sha(out / "trades.csv")
+    assert row["out_of_sample"]["summary_sha256"] == _sha(out / "summary.json")

@@ -63,7 +63,9 @@ class DataSource:
 
 def file_source(path: str | Path, allowed: Iterable[str]) -> DataSource:
     stat = Path(path).stat()
-    return DataSource(kind="file", symbols=tuple(sorted(set(allowed))), path=str(Path(path).resolve()),
+    # The path as given: the report names the data as `backtest --data` does (on a cluster, give a path
+    # every worker can read, e.g. an absolute one on a shared file system).
+    return DataSource(kind="file", symbols=tuple(sorted(set(allowed))), path=str(path),
                       stamp=f"{stat.st_size}:{stat.st_mtime_ns}")
 
 
@@ -213,6 +215,10 @@ class ResultsFile:
 # --------------------------------------------------------------------------------------------
 # Dask (on the driver)
 # --------------------------------------------------------------------------------------------
+class SweepRunError(RuntimeError):
+    """The sweep could not run its tasks (e.g. no scheduler). Finished results stay in the results file."""
+
+
 @dataclass
 class RunStats:
     submitted: int = 0
@@ -236,7 +242,10 @@ def execute(tasks: list[SweepTask], results: ResultsFile, *, scheduler: str | No
 
     cluster = None
     if scheduler:
-        client = Client(scheduler, timeout="30s")
+        try:
+            client = Client(scheduler, timeout="30s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise SweepRunError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     else:
         import logging
 

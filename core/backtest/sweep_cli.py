@@ -64,15 +64,19 @@ def run_sweep_command(args: argparse.Namespace, config: Any) -> int:
             return EXIT_BAD_INPUT
         raise
     from core.backtest.progress import progress_reporter
-    from core.backtest.sweep import ResultsFile, execute
+    from core.backtest.sweep import ResultsFile, SweepRunError, execute
 
     out = Path(args.out)
     results = ResultsFile(out / "results.jsonl")
     print(f"Sweep: {len(plan['points'])} points x {len(plan['windows'])} windows = {len(plan['tasks'])} tasks "
           f"(train {args.train}, test {args.test}, metric {args.metric}) on {plan['source_text']}", flush=True)
-    with progress_reporter(len(plan["tasks"]), "sweep") as step:
-        stats = execute(plan["tasks"], results, scheduler=args.scheduler, workers=args.workers, step=step,
-                        on_start=lambda text: print(text, flush=True))
+    try:
+        with progress_reporter(len(plan["tasks"]), "sweep") as step:
+            stats = execute(plan["tasks"], results, scheduler=args.scheduler, workers=args.workers, step=step,
+                            on_start=lambda text: print(text, flush=True))
+    except SweepRunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     text = _write_outputs(plan, results, out, stats, args)
     print(text)
     print(f"Done in {time.perf_counter() - started:.1f} s: {out / 'sweep.md'}, {out / 'sweep.csv'}")

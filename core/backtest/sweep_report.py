@@ -221,17 +221,19 @@ def sweep_markdown(*, command: str, source: str, metric: str, points: Sequence[P
         add(f"| probabilistic Sharpe ratio (P[true Sharpe > 0]) | {_fmt(head.psr, 'prob')} |")
         add("")
     add("## Each window: the in-sample choice and what it did out of sample\n")
-    add(f"| window | train | test | chosen point | IS {metric} | OOS {metric} | IS Sharpe | OOS Sharpe | "
-        "OOS return | trials | deflated Sharpe (P) |")
-    add("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    sharpe_cols = metric != "sharpe"      # the Sharpe columns, unless the metric already is the Sharpe ratio
+    add(f"| window | train | test | chosen point | IS {metric} | OOS {metric} | "
+        + ("IS Sharpe | OOS Sharpe | " if sharpe_cols else "") + "OOS return | trials | deflated Sharpe (P) |")
+    add("|---:|---|---|---|---:|---:|" + ("---:|---:|" if sharpe_cols else "") + "---:|---:|---:|")
     labels = {p.index: p.label for p in points}
     for sel in selections:
         w = sel.window
+        sharpes = (f"{_fmt(sel.in_sample.get('sharpe'))} | {_fmt(sel.out_of_sample.get('sharpe'))} | "
+                   if sharpe_cols else "")
         add(f"| {w.index} | {w.train_start} .. {w.train_end} | {w.test_start} .. {w.test_end} | "
             f"{sel.point}: {labels[sel.point]} | {_fmt(sel.in_sample.get(metric), kind)} | "
-            f"{_fmt(sel.out_of_sample.get(metric), kind)} | {_fmt(sel.in_sample.get('sharpe'))} | "
-            f"{_fmt(sel.out_of_sample.get('sharpe'))} | {_fmt(sel.out_of_sample.get('total_return'), 'pct')} | "
-            f"{sel.trials} | {_fmt(sel.deflated_sharpe, 'prob')} |")
+            f"{_fmt(sel.out_of_sample.get(metric), kind)} | {sharpes}"
+            f"{_fmt(sel.out_of_sample.get('total_return'), 'pct')} | {sel.trials} | {_fmt(sel.deflated_sharpe, 'prob')} |")
     add("")
     if selections:
         is_mean = np.mean([metric_value(s.in_sample, "sharpe") for s in selections])
