@@ -29,7 +29,8 @@ def bench_download(work: Path) -> None:
 
     calendar = get_market_calendar()
     config = get_config(env_file=None, state_dir=work / "state")
-    sim = start_sim_market(clock=SimClock(datetime(2026, 11, 2, 21, 0, tzinfo=UTC)), seed=42)
+    clock = SimClock(datetime(2026, 11, 2, 21, 0, tzinfo=UTC))
+    sim = start_sim_market(clock=clock, seed=42)
     try:
         gateway = AlpacaGateway(config, sim.clock, api_key=sim.api_key, secret_key=sim.secret_key,
                                 trading_url=sim.url, data_url=sim.url)
@@ -37,7 +38,7 @@ def bench_download(work: Path) -> None:
         null = open("/dev/null", "w")  # noqa: SIM115 - progress lines are not the figures
         for label in ("first run", "rerun", "one session later"):
             if label == "one session later":
-                sim.clock.advance(86_400)
+                clock.advance(86_400)
             last = calendar.last_completed_session(gateway.get_clock().timestamp)
             before = sim.server.count("/v2/stocks/bars")
             started = time.perf_counter()

@@ -94,6 +94,13 @@ def test_download_then_backtest_and_minimal_reruns(sim: Any, tmp_path: Path) -> 
     assert _bars_requests(sim) - before == again.requests == 1
     assert read_bars(out, "MSFT").index[0] == date(2015, 1, 2)
 
+    # A file deleted by hand is fetched again although download.json lists it.
+    (out / "QQQ.parquet").unlink()
+    before = _bars_requests(sim)
+    again = _run(sim, gateway, out, start=date(2015, 1, 2))
+    assert _bars_requests(sim) - before == again.requests == 1 and again.written == {"QQQ"}
+    assert sim.server.request_log[-1].query["symbols"] == "QQQ"
+
 
 def test_readjusted_history_is_fetched_whole(sim: Any, tmp_path: Path) -> None:
     """After a 2-for-1 split the provider divides every earlier AAPL bar by 2: the overlap bar no
@@ -181,6 +188,8 @@ def test_cli_download_then_backtest(sim: Any, tmp_path: Path, capsys: pytest.Cap
     assert (report / "trades.csv").read_text().count("\n") > 1
     assert main(["--env-file", str(env), "download", "--start", "2020-13-01"]) == 2
     assert "--start '2020-13-01': expected a date" in capsys.readouterr().err
+    assert main(["--env-file", str(env), "download", "--start", "2026-01-02", "--out", str(out)]) == 2
+    assert "--start 2026-01-02 is after the last session to fetch, 2025-03-07" in capsys.readouterr().err
 
 
 def test_split_in_the_simulated_market_refetches_only_that_symbol(sim: Any, tmp_path: Path) -> None:

@@ -62,6 +62,10 @@ class DownloadError(Exception):
     """The download stopped; what was written stays, and a rerun continues."""
 
 
+class DownloadOptionsError(DownloadError):
+    """The requested period or symbols cannot be downloaded (exit code 2)."""
+
+
 @dataclass(frozen=True)
 class Fetch:
     """One request: these symbols, sessions first..last inclusive."""
@@ -152,7 +156,7 @@ def read_manifest(out: Path) -> dict[str, Any]:
 def coverage(manifest: dict[str, Any], out: Path, symbol: str) -> tuple[date, date] | None:
     """Sessions already fetched for `symbol`: the manifest's, else the file's first and last bar."""
     entry = manifest.get("symbols", {}).get(symbol)
-    if isinstance(entry, dict):
+    if isinstance(entry, dict) and not (entry.get("bars") and not symbol_path(out, symbol).is_file()):
         try:
             return date.fromisoformat(entry["from"]), date.fromisoformat(entry["to"])
         except (KeyError, TypeError, ValueError):
@@ -200,13 +204,15 @@ def bad_bars(frame: pd.DataFrame) -> str | None:
 
 
 def readjusted(stored: pd.DataFrame | None, fresh: pd.DataFrame) -> date | None:
-    """The first session where a stored bar differs from the fresh one (prices or volume), or None."""
+    """The first session where a stored bar's prices differ from the fresh one's, or None. Volume alone
+    is not compared: a provider may correct a recent bar's volume, which is no re-adjustment (the fresh
+    bar replaces it anyway); a split or dividend adjustment always moves the prices."""
     if stored is None or stored.empty or fresh.empty:
         return None
     common = stored.index.intersection(fresh.index)
     for session in common:
         old, new = stored.loc[session], fresh.loc[session]
-        for name in ("open", "high", "low", "close", "volume"):
+        for name in ("open", "high", "low", "close"):
             a, b = float(old[name]), float(new[name])
             if not math.isclose(a, b, rel_tol=PRICE_TOLERANCE, abs_tol=0.0):
                 return session
@@ -233,7 +239,8 @@ def download(source: BarsSource, symbols: Sequence[str], out: Path, *, last_comp
     calendar = calendar or get_market_calendar()
     first, last = default_window(calendar, last_completed, start, end)
     if first > last:
-        raise DownloadError(f"--start {first} is after the last session to fetch, {last}")
+        raise DownloadOptionsError(f"--start {first} is after the last session to fetch, {last} (the last "
+                                   "completed session at the broker's clock, or --end)")
     out.mkdir(parents=True, exist_ok=True)
     feed = str(getattr(source.feed, "value", source.feed))
     adjustment = str(getattr(source.DAILY_BARS_ADJUSTMENT, "value", source.DAILY_BARS_ADJUSTMENT))

@@ -55,7 +55,7 @@ def run_download_command(args: argparse.Namespace, config: Any) -> int:
     else:
         symbols = list(config.symbols)
 
-    from core.backtest.download import DownloadError, download
+    from core.backtest.download import DownloadError, DownloadOptionsError, download
     from core.broker.factory import connect, sim_banner
     from core.market_calendar import get_market_calendar
 
@@ -69,6 +69,9 @@ def run_download_command(args: argparse.Namespace, config: Any) -> int:
         last_completed = calendar.last_completed_session(now)
         summary = download(connection.gateway, symbols, out, last_completed=last_completed, start=start, end=end,
                            calendar=calendar)
+    except DownloadOptionsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except DownloadError as exc:
         print(f"error: download stopped: {exc}. Every file in {out} is complete as far as download.json says; "
               "run the same command again to continue.", file=sys.stderr)

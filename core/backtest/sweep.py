@@ -152,7 +152,8 @@ def result_figures(result: BacktestResult) -> dict[str, Any]:
 def run_task(task: SweepTask) -> dict[str, Any]:
     """One (point, window): the in-sample and the out-of-sample backtest. Runs on a worker."""
     history = worker_history(task.source)
-    config = get_config(env_file=None, **task.values)
+    # Secrets explicitly unset: a worker's own environment must not add keys (nor half a pair).
+    config = get_config(env_file=None, alpaca_api_key=None, alpaca_secret_key=None, **task.values)
     w = task.window
     row: dict[str, Any] = {"key": task.key, "point": task.point, "label": task.label, "window": w.index,
                            "worker_pid": os.getpid(), "worker_loads": _LOADS[task.source.key]}

@@ -200,7 +200,7 @@ def base_values(config: AppConfig) -> dict[str, Any]:
 
 def point_config(values: dict[str, Any], point: Point) -> AppConfig:
     """The point's configuration; raises ConfigError naming the bad value."""
-    return get_config(env_file=None, **{**values, **point.overrides()})
+    return get_config(env_file=None, alpaca_api_key=None, alpaca_secret_key=None, **{**values, **point.overrides()})
 
 
 def validate_points(values: dict[str, Any], points: list[Point]) -> None:
