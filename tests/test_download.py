@@ -219,3 +219,30 @@ def test_split_in_the_simulated_market_refetches_only_that_symbol(sim: Any, tmp_
     assert suspect_splits(history) == []
     # The other symbols kept their files and only gained the new sessions.
     assert read_bars(out, "MSFT").index[-1] == date(2025, 3, 12)
+
+
+def test_download_command_imports_neither_matplotlib_nor_dask(tmp_path: Path) -> None:
+    """A command that does not plot does not import matplotlib (nor the sweep's Dask)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    code = f"""
+import sys
+from datetime import UTC, datetime
+from core.clock import SimClock
+from core.sim import start_sim_market
+sim = start_sim_market(clock=SimClock(datetime(2025, 3, 10, 15, tzinfo=UTC)), seed=42)
+env = {str(tmp_path / 'e.env')!r}
+open(env, "w").write(f"ALPACA_API_KEY={{sim.api_key}}\\nALPACA_SECRET_KEY={{sim.secret_key}}\\n"
+                     f"ALPACA_TRADING_URL={{sim.url}}\\nALPACA_DATA_URL={{sim.url}}\\nSTATE_DIR={str(tmp_path / 'state')}\\n")
+from core.cli import main
+rc = main(["--env-file", env, "download", "--symbols", "SPY,QQQ", "--start", "2024-01-02",
+           "--out", {str(tmp_path / 'bars')!r}])
+sim.stop()
+print("RESULT", rc, sorted(m for m in ("matplotlib", "dask", "distributed") if m in sys.modules))
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert "RESULT 0 []" in result.stdout, result.stdout + result.stderr
+    assert (tmp_path / "bars" / "SPY.parquet").is_file()
