@@ -4,12 +4,14 @@ re-fetching a re-adjusted history, and resuming after the connection drops or a 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import structlog
 
 from core.backtest.data import load_history
 from core.backtest.download import (
@@ -25,6 +27,14 @@ from core.market_calendar import get_market_calendar
 from tests.conftest import gateway_for, make_config
 
 CAL = get_market_calendar()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """`main()` configures structlog to print to the stream of the moment (pytest's capture, closed after
+    the test): put the defaults back so later tests do not log into a closed file."""
+    yield
+    structlog.reset_defaults()
 SYMBOLS = ["AAPL", "COST", "MSFT", "QQQ", "SPY"]
 START = date(2016, 1, 4)
 BARS = "/v2/stocks/bars"

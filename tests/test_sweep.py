@@ -13,10 +13,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import pytest
+import structlog
 
 from core.backtest.deflated_sharpe import (
     ReturnMoments,
@@ -42,6 +44,14 @@ from core.market_calendar import get_market_calendar
 from tests.conftest import REPO_ROOT, make_config, venv_env
 
 CAL = get_market_calendar()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """`main()` configures structlog to print to the stream of the moment (pytest's capture, closed after
+    the test): put the defaults back so later tests do not log into a closed file."""
+    yield
+    structlog.reset_defaults()
 
 
 # ------------------------------------------------------------------------------------------------
