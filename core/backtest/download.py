@@ -284,7 +284,8 @@ def _run(source: BarsSource, plan: list[Fetch], out: Path, manifest: dict[str, A
                                         end=bar_timestamp(fetch.last))
         except Exception as exc:  # the adapter already retried what can be retried
             raise DownloadError(f"{exc}") from exc
-        summary.requests += 1
+        # HTTP requests, as the adapter counts them (URL batches x pages, retries included).
+        summary.requests += int(getattr(raw, "requests", 1))
         for symbol in fetch.symbols:
             rows = [bar for bar in raw.get(symbol) or [] if isinstance(bar, dict)]
             fresh = _fresh_frame(rows, fetch)
