@@ -52,7 +52,9 @@ def bench_download(work: Path) -> None:
 
 
 def bench_sweep(work: Path) -> None:
-    command = [sys.executable, "-m", "core.cli", "--env-file", "/dev/null", "sweep", "--grid", "ENTRY_Z=1.5,2,2.5",
+    env_file = work / "empty.env"        # the defaults, whatever .env the working directory holds
+    env_file.write_text("")
+    command = [sys.executable, "-m", "core.cli", "--env-file", str(env_file), "sweep", "--grid", "ENTRY_Z=1.5,2,2.5",
                "--grid", "ZSCORE_LOOKBACK=10,20,40", "--start", "2019-10-31", "--out", str(work / "sweep")]
     started = time.perf_counter()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
