@@ -65,7 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
         add_backtest_arguments(backtest)
     except ImportError:  # the backtest package is optional at import time
         pass
+    _add_research_commands(sub)
     return parser
+
+
+def _add_research_commands(sub: Any) -> None:
+    """download and sweep: their argument modules import nothing heavy (no SDK, dask or matplotlib)."""
+    from core.backtest.download_cli import add_download_arguments
+    from core.backtest.sweep_cli import add_sweep_arguments
+
+    add_download_arguments(sub.add_parser("download", help="fetch adjusted daily bars into backtest Parquet files"))
+    add_sweep_arguments(sub.add_parser("sweep", help="parameter sweep with walk-forward windows on Dask"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     handlers: dict[str, Callable[[argparse.Namespace, AppConfig], int]] = {
         "run": _cmd_run, "scan": _cmd_scan, "status": _cmd_status, "demo": _cmd_demo, "backtest": _cmd_backtest,
-        "halts": _cmd_halts,
+        "halts": _cmd_halts, "download": _cmd_download, "sweep": _cmd_sweep,
     }
     try:
         return handlers[args.command](args, config)
@@ -241,6 +251,22 @@ def _cmd_backtest(args: argparse.Namespace, config: AppConfig) -> int:
 
     configure_logging("WARNING", secrets=config.secret_values())
     return run_backtest_command(args, config)
+
+
+def _cmd_download(args: argparse.Namespace, config: AppConfig) -> int:
+    from core.backtest.download_cli import run_download_command
+    from core.logging_setup import configure_logging
+
+    configure_logging("WARNING", secrets=config.secret_values())
+    return run_download_command(args, config)
+
+
+def _cmd_sweep(args: argparse.Namespace, config: AppConfig) -> int:
+    from core.backtest.sweep_cli import run_sweep_command
+    from core.logging_setup import configure_logging
+
+    configure_logging("WARNING", secrets=config.secret_values())
+    return run_sweep_command(args, config)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,14 @@ from typing import Any
 from config.settings import AppConfig
 from config.universe import is_valid_ticker
 from core.backtest.data import History, load_history, synthetic_history
-from core.backtest.engine import BacktestOptions, BacktestResult, resolve, run_backtest, warmup_sessions
+from core.backtest.engine import (
+    BENCHMARK_SYMBOL,
+    BacktestOptions,
+    BacktestResult,
+    resolve,
+    run_backtest,
+    warmup_sessions,
+)
 from core.backtest.errors import BacktestError, BacktestOptionsError
 from core.market_calendar import MarketCalendar, get_market_calendar
 
@@ -139,8 +146,32 @@ def load_data(options: BacktestOptions, config: AppConfig, data: str | Path | No
             f"--start {spec.start}: the synthetic market needs {warmup} warm-up sessions before the start and its "
             f"calendar begins on {calendar.first_session}, so the earliest start is {earliest}")
     first = calendar.sessions_back(spec.start, warmup)
-    history = synthetic_history(list(spec.symbols), first, spec.end, spec.seed, calendar=calendar)
+    # The benchmark's bars come along for the report; each symbol's bars are independent of the others.
+    generated = list(dict.fromkeys([*spec.symbols, BENCHMARK_SYMBOL]))
+    history = synthetic_history(generated, first, spec.end, spec.seed, calendar=calendar)
     return history, options
+
+
+def period_line(options: BacktestOptions, config: AppConfig, history: History) -> str:
+    """The period a run on file data covers, saying which ends are defaults and what the file holds."""
+    spec = resolve(options, config, history)
+    first, last = history.sessions[0], history.sessions[-1]
+    import bisect
+
+    lo = min(bisect.bisect_left(history.sessions, spec.start), len(history.sessions) - 1)
+    hi = max(bisect.bisect_right(history.sessions, spec.end) - 1, 0)
+    start, end = history.sessions[lo], history.sessions[hi]   # the sessions the run covers
+    notes = []
+    if options.start is None:
+        cut = start > first
+        notes.append(f"start: default, {'ten years before the end' if cut else 'the first bar'}")
+    if options.end is None:
+        notes.append("end: default, the last bar")
+    said = f" ({'; '.join(notes)})" if notes else ""
+    held = f"the data holds {first} .. {last}"
+    if start > first:
+        held += f"; bars before {start} serve as warm-up only, --start {first} uses them all"
+    return f"Period {start} .. {end}{said}; {held}."
 
 
 def _with_symbols(options: BacktestOptions, symbols: tuple[str, ...]) -> BacktestOptions:
@@ -184,7 +215,15 @@ def run_backtest_command(args: argparse.Namespace, config: AppConfig) -> int:
             from core.backtest.compare import run_compare
 
             return run_compare(config, options, getattr(args, "data", None), out, command=command_line(args))
-        history, options = load_data(options, config, getattr(args, "data", None))
+        data = getattr(args, "data", None)
+        history, options = load_data(options, config, data)
+        if data is not None:
+            # First line: the period, so a file longer than ten years is never cut silently.
+            print(period_line(options, config, history), flush=True)
+            from core.backtest.adjustment import unadjusted_warnings
+
+            for warning in unadjusted_warnings(history, data):
+                print(warning, file=sys.stderr)
         result = run_backtest(history, config, options)
         from core.backtest.report import write_report
 

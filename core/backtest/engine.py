@@ -59,6 +59,7 @@ PROGRESS_MIN_SESSIONS = 250
 BARS_REQUESTS_PER_ITERATION = 1    # the DataAgent's one batched bars request (modelled, no data port here)
 BARE_MIN_NOTIONAL = 0.01
 TIER_COLUMNS: tuple[str, ...] = ("TIER1", "TIER2", "TIER3", UNTIERED)
+BENCHMARK_SYMBOL = "SPY"           # the report's buy-and-hold line, when the data holds it
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,7 @@ class BacktestResult:
     elapsed_s: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)
     zero_share_symbols: Counter[str] = field(default_factory=Counter)
+    benchmark_closes: np.ndarray | None = None   # BENCHMARK_SYMBOL's close per session, when in the data
 
     @property
     def final_equity(self) -> float:
@@ -340,6 +342,15 @@ def run_backtest(history: History, config: AppConfig, options: BacktestOptions, 
     return _Engine(history, config, spec, calendar, options.show_progress).run()
 
 
+def _benchmark_closes(history: History, sessions: list[date]) -> np.ndarray | None:
+    """The benchmark's closes on the run's sessions, read from the whole data (it need not be traded)."""
+    if BENCHMARK_SYMBOL not in history.symbols or not sessions:
+        return None
+    column = history.close[:, history.symbols.index(BENCHMARK_SYMBOL)]
+    lo = bisect.bisect_left(history.sessions, sessions[0])
+    return np.array(column[lo:lo + len(sessions)], dtype=float)
+
+
 class _Engine:
     def __init__(self, history: History, config: AppConfig, spec: RunSpec, calendar: MarketCalendar,
                  show_progress: bool) -> None:
@@ -358,6 +369,7 @@ class _Engine:
                 f"(its bars run from {history.sessions[0]} to {history.sessions[-1]})")
         self.history = hist
         self.first_row = first
+        self.benchmark_closes = _benchmark_closes(history, hist.sessions[first:])
         self.params = StrategyParams.from_config(config)
         self.panel = ClosePanel.from_closes(hist.sessions, hist.symbols, hist.close, self.params.lookback)
         self.signal_agent = SignalAgent(self.params, calendar)
@@ -430,6 +442,7 @@ class _Engine:
             fills=list(broker.fills), requests=self.requests, request_totals=dict(broker.calls.totals),
             counts=self.counts, rejection_kinds=self.kinds, halted_sessions=self.halted_sessions,
             min_cash=broker.min_cash, elapsed_s=elapsed, zero_share_symbols=self.zero_share_symbols,
+            benchmark_closes=self.benchmark_closes,
             params={"lookback": self.params.lookback, "entry_z": self.params.entry_z, "exit_z": self.params.exit_z,
                     "stop_loss_pct": self.params.stop_loss_pct,
                     "max_holding_sessions": self.params.max_holding_sessions,

@@ -30,7 +30,25 @@ from typing import Any
 
 import numpy as np
 
-from core.backtest.engine import BARS_REQUESTS_PER_ITERATION, TIER_COLUMNS, BacktestResult, Trade
+from core.backtest.engine import (
+    BARS_REQUESTS_PER_ITERATION,
+    BENCHMARK_SYMBOL,
+    TIER_COLUMNS,
+    BacktestResult,
+    Trade,
+)
+from core.backtest.metrics import (
+    CurveStats,
+    GroupStats,
+    TradeStats,
+    buy_and_hold,
+    curve_stats,
+    group_stats,
+    monthly_returns,
+    time_in_market,
+    trade_stats,
+    yearly_from_monthly,
+)
 from core.models import Side
 
 TRADE_COLUMNS: tuple[str, ...] = (
@@ -38,7 +56,8 @@ TRADE_COLUMNS: tuple[str, ...] = (
     "tier", "fractional", "holding_sessions", "commission",
 )
 TRADING_DAYS = 252
-EXPOSURE_SMOOTHING = 21
+OPEN_AT_END = "open at the end"
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 REQUEST_MODEL = (
     "One backtest session = the one iteration of the live daemon that acts on that session's bar. "
@@ -178,6 +197,74 @@ def exposure_by_year(result: BacktestResult) -> list[tuple[int, dict[str, float]
     return out
 
 
+def closed_in_exit_order(trades: list[Trade]) -> list[Trade]:
+    """Closed trades in the order they closed: exit session, then entry session, then symbol."""
+    closed = [t for t in trades if t.exit_date is not None]
+    return sorted(closed, key=lambda t: (t.exit_date or date.max, t.entry_date, t.symbol))
+
+
+def result_trade_stats(result: BacktestResult) -> TradeStats:
+    return trade_stats([t.pnl for t in closed_in_exit_order(result.trades)])
+
+
+def benchmark_equity(result: BacktestResult) -> np.ndarray | None:
+    if result.benchmark_closes is None:
+        return None
+    return buy_and_hold(result.benchmark_closes, result.spec.initial_cash)
+
+
+def benchmark_stats(result: BacktestResult) -> CurveStats | None:
+    curve = benchmark_equity(result)
+    return None if curve is None else curve_stats(result.sessions, curve, result.spec.initial_cash)
+
+
+def by_exit_reason(result: BacktestResult) -> list[GroupStats]:
+    """Every trade by its exit reason; positions still open form their own group (unrealised P&L)."""
+    return group_stats((OPEN_AT_END if t.exit_date is None else (t.exit_reason or "unknown"),
+                        t.pnl, t.holding_sessions) for t in result.trades)
+
+
+def by_symbol(result: BacktestResult) -> list[GroupStats]:
+    """Every trade (open ones at their unrealised P&L) by symbol."""
+    return group_stats((t.symbol, t.pnl, t.holding_sessions) for t in result.trades)
+
+
+def _group_dict(groups: list[GroupStats]) -> list[dict[str, Any]]:
+    return [{"key": g.key, "trades": g.trades, "wins": g.wins, "pnl": _clean(g.pnl, 2),
+             "average_pnl": _clean(g.average_pnl, 2),
+             "average_holding_sessions": None if g.average_holding is None else _clean(g.average_holding, 2)}
+            for g in groups]
+
+
+def trader_summary(result: BacktestResult) -> dict[str, Any]:
+    """The figures added for a trader's first read (summary.json keys after the original ones)."""
+    stats = result_trade_stats(result)
+    bench = benchmark_stats(result)
+    months = monthly_returns(result.sessions, result.equity, result.spec.initial_cash)
+    return {
+        "trade_figures": {
+            "closed_trades": stats.closed, "wins": stats.wins, "losses": stats.losses,
+            "gross_profit": _clean(stats.gross_profit, 2), "gross_loss": _clean(stats.gross_loss, 2),
+            "profit_factor": None if stats.profit_factor is None else _clean(stats.profit_factor),
+            "average_win": None if stats.average_win is None else _clean(stats.average_win, 2),
+            "average_loss": None if stats.average_loss is None else _clean(stats.average_loss, 2),
+            "expectancy": None if stats.expectancy is None else _clean(stats.expectancy, 2),
+            "longest_losing_streak": stats.longest_losing_streak,
+            "time_in_market": _clean(time_in_market(result.open_positions)),
+        },
+        "benchmark": None if bench is None else {
+            "symbol": BENCHMARK_SYMBOL, "rule": "buy and hold from the first session's close, no costs",
+            "final_equity": _clean(float(result.spec.initial_cash * (1.0 + bench.total_return)), 2),
+            "total_return": _clean(bench.total_return), "cagr": _clean(bench.cagr),
+            "max_drawdown": _clean(bench.max_drawdown),
+            "sharpe": None if bench.sharpe is None else _clean(bench.sharpe),
+        },
+        "monthly_returns": [{"year": y, "month": m, "return": _clean(r)} for y, m, r in months],
+        "by_exit_reason": _group_dict(by_exit_reason(result)),
+        "by_symbol": _group_dict(by_symbol(result)),
+    }
+
+
 def trades_csv(trades: list[Trade]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -223,7 +310,13 @@ def summary_dict(result: BacktestResult, metrics: Metrics | None = None) -> dict
                            for y, e, c, p in trades_by_year(result)],
         "exposure_by_year": [{"year": y, **{k: _clean(v, 4) for k, v in row.items()}}
                              for y, row in exposure_by_year(result)],
+        **trader_summary(result),
     }
+
+
+def summary_json(result: BacktestResult, metrics: Metrics | None = None) -> str:
+    """summary.json's exact text (the sweep hashes it to show a point equals a single backtest)."""
+    return json.dumps(summary_dict(result, metrics), indent=2, sort_keys=False) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,8 +330,7 @@ def write_report(result: BacktestResult, out_dir: str | Path, *, command: str = 
         "summary": out / "summary.json", "trades": out / "trades.csv", "equity": out / "equity.png",
         "exposure": out / "exposure.png", "report": out / "report.md",
     }
-    paths["summary"].write_text(json.dumps(summary_dict(result, metrics), indent=2, sort_keys=False) + "\n",
-                                encoding="utf-8")
+    paths["summary"].write_text(summary_json(result, metrics), encoding="utf-8")
     paths["trades"].write_text(trades_csv(result.trades), encoding="utf-8")
     plot_equity(result, paths["equity"])
     plot_exposure(result, paths["exposure"])
@@ -261,7 +353,11 @@ def plot_equity(result: BacktestResult, path: Path) -> None:
     dd = drawdown_series(result) * 100.0
     fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(10, 6.5),
                                       gridspec_kw={"height_ratios": [3, 1]})
-    top.plot(x, result.equity, color="#1f77b4", linewidth=1.2)
+    top.plot(x, result.equity, color="#1f77b4", linewidth=1.2, label="strategy")
+    bench = benchmark_equity(result)
+    if bench is not None:
+        top.plot(x, bench, color="#7f7f7f", linewidth=1.0, label=f"{BENCHMARK_SYMBOL} buy and hold")
+        top.legend(loc="upper left", fontsize="small")
     top.axhline(result.spec.initial_cash, color="grey", linewidth=0.8, linestyle="--")
     top.set_title(f"Equity ({result.sessions[0]} to {result.sessions[-1]}, {len(result.spec.symbols)} symbols)")
     top.set_ylabel("Equity ($)")
@@ -281,13 +377,11 @@ def plot_exposure(result: BacktestResult, path: Path) -> None:
     plt = _pyplot()
     x = np.array(result.sessions, dtype="datetime64[D]")
     tiers = [t for t in TIER_COLUMNS if result.exposure[t].any()] or list(TIER_COLUMNS[:3])
-    # Daily exposure jumps with every entry and exit; a trailing 21-session mean shows the level.
-    window = min(EXPOSURE_SMOOTHING, max(1, len(x)))
-    kernel = np.ones(window) / window
-    series = [np.convolve(result.exposure[t], kernel)[: len(x)] * 100.0 for t in tiers]
+    # Daily values, unsmoothed: a trader reads the exposure actually held at each close.
+    series = [result.exposure[t] * 100.0 for t in tiers]
     fig, ax = plt.subplots(figsize=(10, 3.5))
-    ax.stackplot(x, *series, labels=tiers, alpha=0.8)
-    ax.set_title(f"Exposure per tier: market value as % of equity (trailing {window}-session mean)")
+    ax.stackplot(x, *series, labels=tiers, alpha=0.8, step="post")
+    ax.set_title("Exposure per tier: market value as % of equity at each close (daily)")
     ax.set_ylabel("% of equity")
     ax.set_xlabel("Session")
     ax.legend(loc="upper left", fontsize="small")
@@ -295,6 +389,44 @@ def plot_exposure(result: BacktestResult, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _money(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"-${-value:,.2f}" if value < 0 else f"${value:,.2f}"
+
+
+def _group_table(title: str, column: str, groups: list[GroupStats]) -> list[str]:
+    lines = [f"## {title}\n", f"| {column} | trades | wins | win rate | P&L | mean P&L | mean holding sessions |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for g in groups:
+        holding = "n/a" if g.average_holding is None else f"{g.average_holding:.1f}"
+        lines.append(f"| {g.key} | {g.trades} | {g.wins} | {_pct(g.wins / g.trades)} | {_money(g.pnl)} | "
+                     f"{_money(g.average_pnl)} | {holding} |")
+    lines.append("")
+    return lines
+
+
+def trader_sections(result: BacktestResult) -> list[str]:
+    """Monthly returns and the breakdowns by exit reason and by symbol, as Markdown lines."""
+    months = monthly_returns(result.sessions, result.equity, result.spec.initial_cash)
+    by_month = {(y, m): r for y, m, r in months}
+    lines = ["## Monthly returns\n",
+             "Equity at the month's last close against the previous month's (the first month against the "
+             "initial cash); the year column compounds the months.\n",
+             "| year | " + " | ".join(MONTHS) + " | year |", "|---|" + "---:|" * (len(MONTHS) + 1)]
+    for year, total in sorted(yearly_from_monthly(months).items()):
+        cells = [_pct(by_month[(year, m)]) if (year, m) in by_month else "" for m in range(1, 13)]
+        lines.append(f"| {year} | " + " | ".join(cells) + f" | {_pct(total)} |")
+    lines.append("")
+    lines += _group_table("Trades by exit reason", "exit reason", by_exit_reason(result))
+    lines += _group_table("Trades by symbol", "symbol", by_symbol(result))
+    return lines
 
 
 def _pct(value: float | None, digits: int = 1) -> str:
@@ -346,9 +478,27 @@ def report_markdown(result: BacktestResult, m: Metrics, *, command: str = "") ->
         ("Sessions with entries halted", f"{result.halted_sessions}"),
         ("Lowest cash", f"${result.min_cash:,.2f}"),
     ]
+    stats = result_trade_stats(result)
+    bench = benchmark_stats(result)
+    rows += [
+        ("Profit factor (gross profit / gross loss)", _num(stats.profit_factor)),
+        ("Average win / average loss", f"{_money(stats.average_win)} / {_money(stats.average_loss)}"),
+        ("Expectancy per closed trade", _money(stats.expectancy)),
+        ("Longest losing streak (closed trades)", f"{stats.longest_losing_streak}"),
+        ("Time in market (sessions with a position)", _pct(time_in_market(result.open_positions))),
+    ]
+    if bench is not None:
+        rows += [
+            (f"Benchmark: {BENCHMARK_SYMBOL} buy and hold, total return", _pct(bench.total_return, 2)),
+            (f"Benchmark: {BENCHMARK_SYMBOL} CAGR / max drawdown", f"{_pct(bench.cagr, 2)} / {_pct(bench.max_drawdown, 2)}"),
+            (f"Benchmark: {BENCHMARK_SYMBOL} Sharpe", _num(bench.sharpe)),
+        ]
+    else:
+        rows.append(("Benchmark", f"n/a ({BENCHMARK_SYMBOL} is not in the data)"))
     for name, value in rows:
         add(f"| {name} | {value} |")
     add("")
+    lines += trader_sections(result)
     add("## Trades per year\n")
     add("| year | entered | closed | realised P&L |")
     add("|---|---:|---:|---:|")

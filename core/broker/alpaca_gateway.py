@@ -127,6 +127,10 @@ def _validation_summary(exc: pydantic.ValidationError) -> str:
 class AlpacaGateway:
     """Typed, policy-enforcing facade over TradingClient and StockHistoricalDataClient."""
 
+    # Split- and dividend-adjusted daily bars: what the DataAgent's z-scores and the downloaded
+    # backtest data are computed on (one place, so the two cannot drift apart).
+    DAILY_BARS_ADJUSTMENT = Adjustment.ALL
+
     def __init__(self, config: AppConfig, clock: Clock | None = None, *, api_key: str | None = None,
                  secret_key: str | None = None, trading_url: str | None = None,
                  data_url: str | None = None) -> None:
@@ -352,7 +356,8 @@ class AlpacaGateway:
         def request_for(batch: list[str]) -> StockBarsRequest:
             return StockBarsRequest(
                 symbol_or_symbols=batch, timeframe=TimeFrame.Day, start=start.replace(microsecond=0),
-                end=end.replace(microsecond=0) if end else None, feed=self.feed, adjustment=Adjustment.ALL,
+                end=end.replace(microsecond=0) if end else None, feed=self.feed,
+                adjustment=self.DAILY_BARS_ADJUSTMENT,
             )
 
         bars: dict[str, Any] = {}
