@@ -243,5 +243,5 @@ class EventBus:
                 consumer.emit(event)
             except Exception as exc:  # noqa: BLE001 - a consumer's bug must never reach the trading loop
                 self.failures += 1
-                log.warning("event_consumer_failed", consumer=type(consumer).__name__, event=event.KIND,
+                log.warning("event_consumer_failed", consumer=type(consumer).__name__, kind=event.KIND,
                             error=f"{type(exc).__name__}: {exc}"[:300])

@@ -165,7 +165,7 @@ class _Service:
         plugin.socket_connect_timeout = min(timeout_s, 5.0)
         plugin.socket_read_timeout = timeout_s
         self.plugin = plugin
-        self.url = str(plugin.url(privacy=True))
+        self.url = str(plugin.url(privacy=True)).split("?", 1)[0]  # the query is only apprise's defaults
 
     def send(self, message: Message) -> tuple[bool, str]:
         _TAP.local.last = ""
@@ -212,7 +212,7 @@ class Notifier:
         except queue.Full:
             with self._lock:
                 self.dropped += 1
-            log.warning("notification_dropped", event=message.kind, reason=f"queue full ({self._queue.maxsize} "
+            log.warning("notification_dropped", kind=message.kind, reason=f"queue full ({self._queue.maxsize} "
                         "messages waiting): the endpoints are down or too slow")
             return False
         with self._lock:
@@ -232,15 +232,22 @@ class Notifier:
             if message is None:
                 return
             for service in self.services:
-                result = self.send_one(service, message)
-                with self._lock:
-                    if result.ok:
-                        self.sent += 1
-                    else:
-                        self.failed += 1
-                if not result.ok:
-                    log.warning("notification_failed", url=result.url, event=message.kind, reason=result.detail,
-                                effect="this message is lost for this URL; the daemon carries on")
+                try:
+                    self._deliver(service, message)
+                except Exception as exc:  # noqa: BLE001 - the worker outlives any one message
+                    log.warning("notification_failed", url=service.url, kind=message.kind,
+                                reason=f"{type(exc).__name__}: {exc}"[:300], effect="this message is lost")
+
+    def _deliver(self, service: _Service, message: Message) -> None:
+        result = self.send_one(service, message)
+        with self._lock:
+            if result.ok:
+                self.sent += 1
+            else:
+                self.failed += 1
+        if not result.ok:
+            log.warning("notification_failed", url=result.url, kind=message.kind, reason=result.detail,
+                        effect="this message is lost for this URL; the daemon carries on")
 
     def send_one(self, service: _Service, message: Message) -> SendResult:
         """Send with a deadline the worker enforces even if a plugin ignores its socket timeouts."""
