@@ -25,7 +25,7 @@ from config.settings import AppConfig
 from core.clock import SimClock
 from core.market_calendar import NEW_YORK, get_market_calendar
 from core.operations import Operations
-from core.orchestrator import IterationResult, Orchestrator
+from core.orchestrator import IterationResult, Orchestrator, ScheduledTask
 from core.sim import SimMarket, start_sim_market
 from core.state.store import StateStore
 from tests.conftest import gateway_for, make_config
@@ -73,7 +73,8 @@ class OpsDaemon:
 
 
 @contextmanager
-def ops_daemon(tmp_path: Path, *, start: datetime | None = None, **overrides: Any) -> Iterator[OpsDaemon]:
+def ops_daemon(tmp_path: Path, *, start: datetime | None = None, scanner: bool = False,
+               **overrides: Any) -> Iterator[OpsDaemon]:
     clock = SimClock(start or datetime.combine(FIRST_SESSION, dtime(9, 0), tzinfo=NEW_YORK))
     market = start_sim_market(clock=clock, seed=42, initial_cash=10_000.0)
     config = make_config(tmp_path, **{**TRADING_CONFIG, **overrides})
@@ -82,8 +83,15 @@ def ops_daemon(tmp_path: Path, *, start: datetime | None = None, **overrides: An
     try:
         with Operations(config, store=store, gateway=gateway, clock=clock, calendar=CAL, mode="simulated",
                         dry_run=False, announce=lambda _: None) as ops:
+            tasks = ops.scheduled_tasks()
+            if scanner:  # as `run --sim` does: candidates.json at 16:05, and once before the first session
+                from scripts.scan_opportunities import scan
+
+                tasks.append(ScheduledTask("scanner", 16, 5, lambda now: scan(config, gateway, clock, CAL), CAL,
+                                           clock.now()))
+                scan(config, gateway, clock, CAL)
             orchestrator = Orchestrator(config, gateway, store, clock, calendar=CAL, events=ops.events,
-                                        scheduled=ops.scheduled_tasks())
+                                        scheduled=tasks)
             orchestrator.startup()
             ops.started(orchestrator)
             yield OpsDaemon(config, market, clock, gateway, store, ops, orchestrator)
