@@ -76,6 +76,9 @@ def _run_simulated(config: AppConfig, args: argparse.Namespace) -> int:
     print(f"Simulating {len(sessions)} session(s) {sessions[0]} .. {sessions[-1]} with "
           f"${config.sim_initial_cash:,.0f}; loop every {config.loop_interval_seconds:g}s of simulated time; "
           f"event log {state_dir / 'daemon.log'}", flush=True)
+    if args.dry_run:
+        print(f"Dry run: nothing is sent; its state is in {state_dir}, and an earlier simulated run in "
+              f"{state_dir.parent / 'sim'} is kept.", flush=True)
     try:
         with StateDirLock(state_dir), StateStore(state_dir, clock) as store, \
                 Operations(config, store=store, gateway=connection.gateway, clock=clock, calendar=calendar,

@@ -118,3 +118,18 @@ def test_status_page_renders_in_headless_chromium(tmp_path: Path, browser: Any) 
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
+
+
+def test_without_chromium_it_skips_locally_and_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tests.test_status_page_browser as this
+
+    monkeypatch.setattr(this, "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.setattr(this, "REQUIRE", False)
+    with pytest.raises(pytest.skip.Exception, match=r"apt-get install -y chromium chromium-driver"):
+        this._browser_or_skip()
+    monkeypatch.setattr(this, "REQUIRE", True)
+    with pytest.raises(pytest.fail.Exception, match="TRADING_DAEMON_REQUIRE_BROWSER=1"):
+        this._browser_or_skip()
+    ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
+    assert "export TRADING_DAEMON_REQUIRE_BROWSER=1" in ci and "apt-get install -y -qq chromium chromium-driver" in ci
+    assert ci.index("TRADING_DAEMON_REQUIRE_BROWSER=1") < ci.index("make test")
