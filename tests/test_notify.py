@@ -105,7 +105,7 @@ def test_a_simulated_session_delivers_a_fill_and_a_daily_summary(tmp_path: Path,
 # ---------------------------------------------------------------------- done when: hanging or dead endpoint
 def _iteration_durations(tmp_path: Path, **overrides: Any) -> tuple[list[float], Any]:
     with ops_daemon(tmp_path, **overrides) as daemon:
-        daemon.run_sessions(2)
+        daemon.run_sessions(1)
         durations = [r.duration_s for r in daemon.results]
         notifier = daemon.ops.notifier
     return durations, notifier
@@ -123,13 +123,13 @@ def test_a_hanging_endpoint_costs_the_loop_nothing(tmp_path: Path, logs: io.Stri
     finally:
         hang.close()
     assert notifier is not None and hang.connections >= 1, "the notifier really tried the hanging endpoint"
-    assert len(hanging) == len(baseline) >= 40
+    assert len(hanging) == len(baseline) >= 20
     print(f"iteration seconds: baseline median {statistics.median(baseline):.4f} max {max(baseline):.4f}; "
           f"hanging endpoint median {statistics.median(hanging):.4f} max {max(hanging):.4f}; whole run {elapsed:.1f} s")
     # Unchanged: no iteration comes anywhere near the hang, and the typical iteration is as fast as before.
     assert max(hanging) < 3.0, max(hanging)                       # 10 % of the 30 s hang
     assert statistics.median(hanging) < 2 * statistics.median(baseline) + 0.25
-    # Two sessions of loop plus at most the bounded wait for the last messages at exit, not 30 s per message.
+    # A session of loop plus at most the bounded wait for the last messages at exit, not 30 s per message.
     assert elapsed < 30.0
     # The messages stuck behind the hanging one are lost and said to be lost; none reached anyone.
     assert notifier.sent == 0

@@ -222,3 +222,16 @@ def test_dry_run_iterations_are_marked_in_the_database(tmp_path: Path) -> None:
         market.stop()
     assert [(it["n"], it["dry_run"]) for it in status["iterations"]] == [(2, True), (1, False)]
     assert date.fromisoformat(status["iterations"][0]["started_at"][:10]) == date(2025, 6, 3)
+
+
+def test_readme_and_docs_name_the_operator_commands_and_settings() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    for text in ("trading-daemon notify-test", "trading-daemon status --json", "status --serve", "--version",
+                 "`HTTP_PORT`", "`NOTIFY_URLS`", "docs/operations.md", "apprise", "prometheus-client"):
+        assert text in readme, text
+    operations = (REPO_ROOT / "docs" / "operations.md").read_text()
+    for text in ("notify-test", "/metrics", "status --json", "status --serve", "journalctl -u trading-daemon -p warning",
+                 "alerts.yml", "status.schema.json"):
+        assert text in operations, text
+    security = (REPO_ROOT / "docs" / "security.md").read_text()
+    assert "ssh -N -L 9464:127.0.0.1:9464" in security and "auth_basic" in security
