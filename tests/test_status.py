@@ -38,7 +38,16 @@ from tests.ops_helpers import ops_daemon
 BIN = Path(sys.executable).parent
 DAEMON = str(BIN / "trading-daemon")
 SCHEMA = json.loads((REPO_ROOT / "docs" / "status.schema.json").read_text())
-VALIDATOR = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
+FORMATS = jsonschema.FormatChecker()
+
+
+@FORMATS.checks("date-time", raises=ValueError)
+def _date_time(value: object) -> bool:
+    # jsonschema checks date-time only with an optional package; an aware ISO-8601 timestamp is the contract.
+    return not isinstance(value, str) or datetime.fromisoformat(value).tzinfo is not None
+
+
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA, format_checker=FORMATS)
 
 
 def validate(status: dict[str, Any]) -> None:
@@ -76,6 +85,10 @@ def test_fresh_database_says_no_equity_yet_and_validates(tmp_path: Path) -> None
     StateStore(Path(config.state_dir), SimClock(datetime(2025, 6, 2, 14, tzinfo=UTC))).close()
     status = collect_status(config)
     validate(status)
+    with pytest.raises(AssertionError, match="generated_at"):
+        validate({**status, "generated_at": "yesterday"})
+    with pytest.raises(AssertionError, match="positions"):
+        validate({**status, "positions": [{"symbol": "SPY"}]})
     assert status["account"] == {"equity": None, "cash": None, "last_equity": None, "as_of": None, "source": None}
     assert status["exposure"]["note"] == NO_EQUITY_YET and status["exposure"]["equity"] is None
     assert all(t["budget"] is None and t["utilisation"] is None for t in status["exposure"]["tiers"])
