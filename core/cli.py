@@ -20,6 +20,7 @@ from config.settings import AppConfig, ConfigError, describe_config, get_config
 from core.ops_commands import add_status_arguments
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_REFUSED = 0, 1, 2, 3
+DEFAULT_ENV_FILE = ".env"
 
 
 def _print_settings(config: AppConfig, out: Any = None) -> None:
@@ -34,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="trading-daemon", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
-    parser.add_argument("--env-file", default=".env", help="dotenv file to read (default: .env)")
+    parser.add_argument("--env-file", default=None, metavar="PATH",
+                        help="dotenv file to read; it must exist (default: .env in the working directory, if any)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the trading loop")
@@ -74,8 +76,15 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr = JournalErrorStream(sys.stderr)  # type: ignore[assignment]  # `journalctl -p err` shows refusals
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.env_file is not None and not Path(args.env_file).is_file():
+        # Only the default .env may be absent: a file named on purpose that is missing (a typo, a wrong
+        # directory) would otherwise run on built-in defaults.
+        what = "is not a regular file" if Path(args.env_file).exists() else "does not exist"
+        print(f"trading-daemon: --env-file {args.env_file} {what}: expected a dotenv file, or leave --env-file "
+              "out to read .env from the working directory if there is one", file=sys.stderr)
+        return EXIT_CONFIG
     try:
-        config = get_config(env_file=args.env_file)
+        config = get_config(env_file=args.env_file if args.env_file is not None else DEFAULT_ENV_FILE)
     except ConfigError as exc:
         print(f"trading-daemon: {exc}", file=sys.stderr)
         return EXIT_CONFIG

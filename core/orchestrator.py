@@ -11,7 +11,8 @@ A steady-state iteration with no signals and no open orders costs 2 requests (ba
 the clock is cached until its next boundary and the account is fetched only when a decision needs it.
 
 Outside market hours the loop sleeps towards the next open in bounded steps. After an error it
-backs off exponentially (capped) and always sleeps. SIGTERM/SIGINT set a stop flag that is checked
+backs off (core/loop_backoff.py: until the broker's rate-limit reset, else exponentially, capped at
+60 s) and always sleeps. SIGTERM/SIGINT set a stop flag that is checked
 between stages; every write is committed as it happens, so stopping loses nothing.
 """
 
@@ -33,8 +34,10 @@ from config.settings import AppConfig
 from config.universe import BASELINE_SYMBOLS
 from core.candidates import load_candidates
 from core.clock import Clock
-from core.errors import CandidatesError, ReconciliationError, TradingDaemonError
+from core.errors import BrokerError, CandidatesError, ReconciliationError, TradingDaemonError
 from core.events import EventSink, IterationFailed, NullEventSink
+from core.instance_guard import InstanceGuard
+from core.loop_backoff import loop_backoff_seconds
 from core.loop_observers import (
     HaltWatcher,
     MarketStateAnnouncer,
@@ -52,7 +55,6 @@ log = structlog.get_logger("orchestrator")
 
 MAX_FOCUS_CANDIDATES = 10
 MAX_SLEEP_STEP_SECONDS = 300.0
-MAX_BACKOFF_SECONDS = 900.0
 RERUN_REJECTED_AFTER = timedelta(minutes=30)
 
 
@@ -93,7 +95,10 @@ class Orchestrator:
         self.risk_agent = RiskAgent(RiskParams.from_config(config), self.calendar)
         self.execution = ExecutionAgent(gateway, store, dry_run=dry_run,
                                         enable_fractional=config.enable_fractional_shares,
-                                        min_notional=config.min_order_notional)
+                                        min_notional=config.min_order_notional,
+                                        stop_requested=lambda: self.stopping, strategy_id=config.order_id_prefix,
+                                        instance_id=store.instance_id)
+        self.instance_guard = InstanceGuard(config.order_id_prefix, store.instance_id, store.instance_created_at)
         self.reconciler = Reconciler(config, gateway, store, self.execution, self.calendar, clock)
         self.execution.order_sink = self.reconciler.apply_order_update
         self.events: EventSink = events or NullEventSink()
@@ -115,11 +120,19 @@ class Orchestrator:
 
     def startup(self, *, accept_broker_quantities: bool = False) -> None:
         """Reconcile with the broker before anything else; raises ReconciliationError to refuse."""
+        recent_orders = self.gateway.get_orders("all")
         try:
+            self.instance_guard.check_at_startup(recent_orders)
             report = self.reconciler.reconcile(accept_broker_quantities=accept_broker_quantities)
         except ReconciliationError as exc:
             self.events.emit(startup_refused(exc, self.clock.now()))
             raise
+        except BrokerError:
+            if not self.stopping:
+                raise
+            # A stop during start-up left an intent unsent on purpose: exit cleanly, the next start resolves it.
+            log.info("startup_interrupted", reason="stop requested; pending intents are resolved at the next start")
+            return
         self._halt_watch.prime(self.store.active_halts())
         self._known_positions = set(report.positions)
         log.info("reconciled", **report.summary())
@@ -140,7 +153,7 @@ class Orchestrator:
                 next_open = self.market_clock.next_open(now)
             except TradingDaemonError as exc:
                 failures += 1
-                self._backoff(failures, f"market clock unavailable: {exc}")
+                self._backoff(failures, f"market clock unavailable: {exc}", exc)
                 continue
             self._market_state.observe(market_open, next_open if not market_open else
                                        self.market_clock.view(now).next_close, now)
@@ -159,7 +172,7 @@ class Orchestrator:
                 self._record_failure(exc)
                 if once:
                     raise
-                self._backoff(failures, str(exc))
+                self._backoff(failures, str(exc), exc)
                 continue
             self.iterations_run += 1
             if once or (max_iterations is not None and self.iterations_run >= max_iterations):
@@ -233,6 +246,7 @@ class Orchestrator:
         account = self.gateway.get_account()
         self.events.emit(account_observed(account, trading_session, self.clock.now(), "decision"))
         open_orders = self.gateway.get_open_orders()
+        self.instance_guard.halt_if_present(open_orders, self.store, trading_session)
         entry_symbols = [s.symbol for s in accepted if s.side is Side.BUY]
         flags = self.execution.asset_flags(entry_symbols, trading_session) if entry_symbols else {}
         account_fractional = self.execution.account_fractional(trading_session) if entry_symbols else True
@@ -368,8 +382,8 @@ class Orchestrator:
             seconds = min(seconds, max(0.0, (until - now).total_seconds()))
         self.clock.sleep(max(seconds, 0.0))
 
-    def _backoff(self, failures: int, reason: str) -> None:
-        delay = min(self.config.loop_interval_seconds * (2 ** min(failures - 1, 10)), MAX_BACKOFF_SECONDS)
+    def _backoff(self, failures: int, reason: str, error: BaseException | None = None) -> None:
+        delay = loop_backoff_seconds(failures, self.config.loop_interval_seconds, error, self.clock.now())
         log.warning("loop_backoff", failures=failures, sleep_s=delay, reason=reason)
         self.market_clock.invalidate()
         self.clock.sleep(delay)

@@ -18,10 +18,12 @@ import json
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import pydantic
 import requests
+from alpaca.common.enums import BaseURL
 from alpaca.common.exceptions import APIError
 from alpaca.data.enums import Adjustment, DataFeed
 from alpaca.data.historical.stock import StockHistoricalDataClient
@@ -36,6 +38,7 @@ from config.universe import is_valid_ticker
 from core.broker.http_session import GuardedSession
 from core.broker.rate_limiter import RateLimiter
 from core.broker.request_stats import RequestStats
+from core.broker.url_batches import PAGE_TOKEN_RESERVE_BYTES, pack_symbols
 from core.clock import Clock, SystemClock
 from core.errors import (
     AuthenticationError,
@@ -49,6 +52,7 @@ from core.errors import (
     OrderRejectedError,
     RateLimitedError,
 )
+from core.logging_setup import redact, register_secrets
 from core.models import (
     AccountView,
     AssetInfo,
@@ -59,9 +63,11 @@ from core.models import (
     PositionView,
     Side,
 )
+from core.ports import BarsAnswer
 
 T = TypeVar("T")
 RawBars = dict[str, list[dict[str, Any]]]
+BARS_PAGE_SIZE = 10_000  # the SDK's page size for bars (alpaca.data.historical.stock.get_stock_bars)
 MAX_RATE_LIMIT_WAIT_SECONDS = 65.0
 
 
@@ -80,8 +86,12 @@ def _num(value: Any, what: str, endpoint: str, *, allow_none: bool = False) -> f
 
 
 def _error_body(exc: APIError) -> tuple[int | None, str]:
-    """(code, message) from an Alpaca error body, tolerating non-JSON and HTML bodies."""
-    text = str(exc)
+    """(code, message) from an Alpaca error body, tolerating non-JSON and HTML bodies.
+
+    Redacted first: a body that echoes the request (a proxy's error page, say) can carry the keys,
+    and a snippet cut from it later could keep part of one where no redaction would recognise it.
+    """
+    text = redact(str(exc))
     try:
         body = json.loads(text)
     except (ValueError, TypeError):
@@ -121,6 +131,9 @@ class AlpacaGateway:
         secret = secret_key or (config.alpaca_secret_key.get_secret_value() if config.alpaca_secret_key else None)
         if not key or not secret:
             raise AuthenticationError("ALPACA_API_KEY and ALPACA_SECRET_KEY are required for the Alpaca gateway")
+        # An error body can echo the request, keys included: whatever this process logs or stores is
+        # redacted for the keys actually in use, whether or not logging was configured with them.
+        register_secrets((key, secret))
         self.stats = RequestStats()
         self.limiter = RateLimiter(self.clock, config.api_rate_limit_per_minute)
         self.feed = DataFeed(config.alpaca_data_feed)
@@ -131,6 +144,7 @@ class AlpacaGateway:
         self._data = StockHistoricalDataClient(
             key, secret, raw_data=True, url_override=data_url or config.alpaca_data_url,
         )
+        self._data_base_url = str(data_url or config.alpaca_data_url or BaseURL.DATA.value)
         for client, api in ((self._trading, "trading"), (self._data, "data")):
             client._retry = 0  # the SDK would re-send order POSTs on 429/504; retries live here
             client._session = GuardedSession(api, self.limiter, self.stats, config.request_timeout_seconds)
@@ -146,7 +160,7 @@ class AlpacaGateway:
             # A 2xx whose body is not JSON (a proxy's or captive portal's HTML page): an answer we
             # cannot trust, not a connection failure.
             doc = getattr(exc, "doc", None)
-            snippet = " ".join(str(doc).split())[:160] if doc else str(exc)[:160]
+            snippet = " ".join(redact(str(doc)).split())[:160] if doc else redact(str(exc))[:160]
             return BadBrokerResponseError(f"{endpoint}: the answer is not JSON: {snippet!r}", endpoint=endpoint)
         if isinstance(exc, requests.exceptions.Timeout):
             return BrokerTimeout(f"{endpoint}: no answer within {self.config.request_timeout_seconds:g}s",
@@ -184,7 +198,7 @@ class AlpacaGateway:
             return BadBrokerResponseError(f"{endpoint}: unexpected answer: {_validation_summary(exc)}",
                                           endpoint=endpoint)
         if isinstance(exc, ValueError | KeyError | TypeError | AttributeError | IndexError):
-            first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            first = redact(str(exc)).splitlines()[0][:200] if str(exc) else type(exc).__name__
             return BadBrokerResponseError(f"{endpoint}: unexpected answer: {first}", endpoint=endpoint)
         return BrokerError(f"{endpoint}: {type(exc).__name__}", endpoint=endpoint)
 
@@ -318,24 +332,41 @@ class AlpacaGateway:
         self._call(ep, lambda: self._trading.cancel_order_by_id(order_id), idempotent=True)
 
     # ------------------------------------------------------------------ market data
-    def get_daily_bars(self, symbols: list[str], start: datetime, end: datetime | None = None) -> RawBars:
-        """Raw daily bars for all `symbols` in ONE paginated request set (the SDK follows tokens).
+    def get_daily_bars(self, symbols: list[str], start: datetime, end: datetime | None = None) -> BarsAnswer:
+        """Raw daily bars for all `symbols`: as few requests as the URL length allows (one up to
+        roughly a thousand symbols; see core/broker/url_batches.py), each paginated by the SDK.
 
         Raw dicts, not SDK models: one malformed bar must exclude one symbol, not fail the batch.
         The window is set by start/end only; `limit` is never used because it is global across symbols.
+        The answer carries the number of HTTP requests it took (URL batches x pages, retries included).
         """
         for symbol in symbols:
             self._check_symbol(symbol)
         ep = "GET /v2/stocks/bars"
-        request = StockBarsRequest(
-            symbol_or_symbols=symbols, timeframe=TimeFrame.Day, start=start.replace(microsecond=0),
-            end=end.replace(microsecond=0) if end else None, feed=self.feed, adjustment=Adjustment.ALL,
-        )
-        raw: Any = self._call(ep, lambda: self._data.get_stock_bars(request), idempotent=True)
-        if not isinstance(raw, dict):
-            raise BadBrokerResponseError(f"{ep}: expected an object keyed by symbol, got {type(raw).__name__}",
-                                         endpoint=ep)
-        return raw
+        sent_before = self.stats.count(ep)
+
+        def request_for(batch: list[str]) -> StockBarsRequest:
+            return StockBarsRequest(
+                symbol_or_symbols=batch, timeframe=TimeFrame.Day, start=start.replace(microsecond=0),
+                end=end.replace(microsecond=0) if end else None, feed=self.feed, adjustment=Adjustment.ALL,
+            )
+
+        bars: dict[str, Any] = {}
+        for batch in pack_symbols(symbols, self._bars_url_fixed_bytes(request_for)):
+            raw: Any = self._call(ep, partial(self._data.get_stock_bars, request_for(batch)), idempotent=True)
+            if not isinstance(raw, dict):
+                raise BadBrokerResponseError(f"{ep}: expected an object keyed by symbol, got {type(raw).__name__}",
+                                             endpoint=ep)
+            bars.update(raw)
+        return BarsAnswer(bars, requests=self.stats.count(ep) - sent_before)
+
+    def _bars_url_fixed_bytes(self, request_for: Callable[[list[str]], StockBarsRequest]) -> int:
+        """Bytes of a bars URL apart from its symbols, as requests encodes it for the SDK, plus the
+        room a later page's token takes."""
+        fields = request_for(["A"]).to_request_fields()
+        fields["limit"] = BARS_PAGE_SIZE
+        url = requests.Request("GET", f"{self._data_base_url}/v2/stocks/bars", params=fields).prepare().url or ""
+        return len(url) - len("A") + PAGE_TOKEN_RESERVE_BYTES
 
     # ------------------------------------------------------------------ helpers
     @staticmethod

@@ -8,7 +8,9 @@ Durability and safety
   `BEGIN IMMEDIATE` transaction so a crash never leaves half of them.
 - The directory is created 0700 and the database with its `-wal`/`-shm` files end up 0600 (a
   0077 umask while they are created, then a chmod, which also fixes files made by older code).
-- No secret is ever stored: no table has a column for keys or credentials.
+- No secret is ever stored: no table has a column for keys or credentials, and every text value
+  written goes through `core.logging_setup.redact` first (`_RedactingConnection`, the one door of
+  every write), because a broker's error body can echo the request, key included.
 - All timestamps are ISO-8601 UTC from the injected clock; sessions are ISO dates.
 
 Schema (versioned by `core.state.migrations`, `PRAGMA user_version`)
@@ -36,7 +38,9 @@ Schema (versioned by `core.state.migrations`, `PRAGMA user_version`)
                        halt per kind (partial unique index).
 - `iterations`         n PK, started_at, duration_s, focus_symbols JSON, requests JSON, signals,
                        submitted, rejected, status, message.
-- `kv`                 key PK, value TEXT (e.g. peak equity).
+- `kv`                 key PK, value TEXT (e.g. peak equity; `instance_id` and `instance_created_at`:
+                       this state directory's identity in every client_order_id, written once when the
+                       database is first opened and never changed, see core/order_ids.py).
 - `api_usage`          (api, endpoint) PK, count: cumulative request counts.
 - `equity_history`     id PK, recorded_at, session, equity, cash, last_equity, source: the broker's
                        equity whenever the daemon read the account ('decision', 'close').
@@ -50,17 +54,19 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, overload
+from typing import Any, cast, overload
 
 from core.clock import Clock
 from core.errors import StateError
+from core.logging_setup import redact
 from core.models import BrokerOrder, OrderSpec, OrderStatus, PositionView, Side
+from core.order_ids import is_instance_id, new_instance_id
 from core.ports import IntentRecord, IntentState
 from core.state.migrations import LATEST_VERSION, migrate
 from core.state.migrations import schema_version as read_schema_version
@@ -146,6 +152,7 @@ class StateStore:
         conn = self._open(busy_timeout_s)
         try:
             migrate(conn, name=f"state database {self.path}")
+            self.instance_id, self.instance_created_at = self._instance(conn)
             self._secure_files()
         except sqlite3.Error as exc:
             conn.close()
@@ -195,6 +202,25 @@ class StateStore:
         except sqlite3.DatabaseError as exc:
             raise StateError(f"state database {self.path} cannot be used: {exc}") from exc
 
+    def _instance(self, conn: sqlite3.Connection) -> tuple[str, datetime]:
+        """This state directory's instance id and creation time, made on first use and then kept."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("INSERT OR IGNORE INTO kv (key, value) VALUES (?, ?)",
+                             [("instance_id", new_instance_id()), ("instance_created_at", self._now())])
+            rows = dict(conn.execute("SELECT key, value FROM kv WHERE key IN ('instance_id', 'instance_created_at')")
+                        .fetchall())
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        instance = str(rows["instance_id"])
+        if not is_instance_id(instance):
+            raise StateError(f"state database {self.path}: instance_id {instance!r} is not an instance id "
+                             "(expected 'i' and 8 hex digits); it must never be edited")
+        return instance, _datetime(str(rows["instance_created_at"]))
+
     def _secure_files(self) -> None:
         for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
             try:
@@ -233,15 +259,18 @@ class StateStore:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             conn = self._connection()
+            # Every write method runs its statements through this proxy: the one place where text
+            # is redacted before it is stored, whatever the table or column.
+            writer = cast(sqlite3.Connection, _RedactingConnection(conn))
             if conn.in_transaction:
                 # Inside `atomic()` (the lock is ours, so the open transaction is too): join it; the
                 # outermost block commits, or rolls back everything if anything raises.
-                yield conn
+                yield writer
                 return
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    yield conn
+                    yield writer
                 except BaseException:
                     # SQLite may already have rolled back on its own (disk full, I/O error).
                     if conn.in_transaction:
@@ -655,6 +684,35 @@ class StateStore:
 
 
 # ---------------------------------------------------------------------- helpers
+class _RedactingConnection:
+    """A connection whose `execute`/`executemany` redact every text parameter (see `redact`).
+
+    Messages reach the store from broker answers (a rejected order's reason, a failed iteration's
+    error), and a broker or proxy may echo the request with its key id and secret. Redacting here,
+    rather than at each caller, covers every table and column, including ones added later.
+    """
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> sqlite3.Cursor:
+        return self._conn.execute(sql, _redacted(params))
+
+    def executemany(self, sql: str, rows: Iterable[Iterable[Any] | Mapping[str, Any]]) -> sqlite3.Cursor:
+        return self._conn.executemany(sql, (_redacted(row) for row in rows))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+def _redacted(params: Iterable[Any] | Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+    if isinstance(params, Mapping):
+        return {name: redact(value) if isinstance(value, str) else value for name, value in params.items()}
+    return tuple(redact(value) if isinstance(value, str) else value for value in params)
+
+
 def api_of(endpoint: str) -> str:
     """'data' for Alpaca market-data paths, 'trading' for the rest."""
     path = endpoint.split(" ", 1)[-1]
