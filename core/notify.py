@@ -194,6 +194,7 @@ class Notifier:
         self._lock = threading.Lock()
         self._abandoned: list[threading.Thread] = []
         self._thread: threading.Thread | None = None
+        self._given_up = threading.Event()   # close() stopped waiting: what is still queued is not sent
         self.sent = 0
         self.failed = 0
         self.dropped = 0
@@ -233,7 +234,7 @@ class Notifier:
     def _work(self) -> None:
         while True:
             message = self._queue.get()
-            if message is None:
+            if message is None or self._given_up.is_set():
                 return
             for service in self.services:
                 try:
@@ -289,6 +290,7 @@ class Notifier:
             pass
         self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
+            self._given_up.set()
             left = self._queue.qsize()
             log.warning("notifications_not_sent", count=left, reason=f"the endpoints did not take them within "
                                                                     f"{wait_s:g}s of shutting down")
