@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_data.py
 	$(BIN)/python scripts/bench_loop.py
 	$(BIN)/python scripts/bench_backtest.py
+	$(BIN)/python scripts/bench_operations.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

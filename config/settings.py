@@ -22,10 +22,16 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from config.notifications import (
+    NOTIFY_EVENT_NAMES,
+    notify_url_secrets,
+    parse_notify_events,
+    validate_notify_urls,
+)
 from config.universe import DEFAULT_SYMBOL_TIERS, TIER_NAMES, is_valid_ticker
 
 ALPACA_MIN_NOTIONAL = 1.0
-SECRET_FIELDS = frozenset({"alpaca_api_key", "alpaca_secret_key"})
+SECRET_FIELDS = frozenset({"alpaca_api_key", "alpaca_secret_key", "notify_urls"})
 
 
 class ConfigError(ValueError):
@@ -134,6 +140,12 @@ class AppConfig(BaseSettings):
     sim_seed: int = Field(default=42, ge=0)
     sim_initial_cash: float = Field(default=10_000.0, gt=0.0, le=1e9)
 
+    # --- Operations: notifications, metrics and the status page ---------------------------------
+    notify_urls: SecretStr | None = None
+    notify_events: Annotated[tuple[str, ...], NoDecode] = NOTIFY_EVENT_NAMES
+    notify_timeout_seconds: float = Field(default=10.0, gt=0.0, le=120.0)
+    http_port: int | None = Field(default=None, ge=0, le=65535)
+
     @field_validator("symbol_tiers", mode="before")
     @classmethod
     def _parse_symbol_tiers(cls, value: Any) -> Any:
@@ -170,6 +182,28 @@ class AppConfig(BaseSettings):
         if not (value.startswith("http://") or value.startswith("https://")) or " " in value:
             raise ValueError("expected an http:// or https:// base URL without /v2, e.g. http://127.0.0.1:8080")
         return value.rstrip("/")
+
+    @field_validator("notify_urls", mode="after")
+    @classmethod
+    def _check_notify_urls(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        validate_notify_urls(value.get_secret_value())
+        return value
+
+    @field_validator("notify_events", mode="before")
+    @classmethod
+    def _parse_notify_events(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_notify_events(value)
+        if isinstance(value, list | tuple | set | frozenset):
+            return parse_notify_events(",".join(str(v) for v in value))
+        raise ValueError("expected 'all' or a comma-separated list of event names")
+
+    @field_validator("http_port", mode="before")
+    @classmethod
+    def _empty_port_is_off(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("alpaca_api_key", "alpaca_secret_key", mode="after")
     @classmethod
@@ -222,6 +256,8 @@ class AppConfig(BaseSettings):
         for secret in (self.alpaca_api_key, self.alpaca_secret_key):
             if secret is not None:
                 values.append(secret.get_secret_value())
+        if self.notify_urls is not None:
+            values += notify_url_secrets(self.notify_urls.get_secret_value())
         return values
 
 
@@ -323,6 +359,8 @@ def describe_config(config: AppConfig) -> list[tuple[str, str]]:
             shown = "set (masked)" if value is not None else "not set"
         elif name == "symbol_tiers":
             shown = f"{len(value)} symbols: {format_symbol_tiers(value)}"
+        elif isinstance(value, tuple):
+            shown = ",".join(str(v) for v in value)
         elif value is None:
             shown = "not set"
         else:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from config.settings import AppConfig, ConfigError, describe_config, get_config
+from core.ops_commands import add_status_arguments
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_REFUSED = 0, 1, 2, 3
 DEFAULT_ENV_FILE = ".env"
@@ -30,7 +31,10 @@ def _print_settings(config: AppConfig, out: Any = None) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from core.version import version
+
     parser = argparse.ArgumentParser(prog="trading-daemon", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     parser.add_argument("--env-file", default=None, metavar="PATH",
                         help="dotenv file to read; it must exist (default: .env in the working directory, if any)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -50,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="at start-up, take the broker's position quantities where they differ from the book")
 
     sub.add_parser("scan", help="rank the universe and write candidates.json (daily at 16:05 New York)")
-    sub.add_parser("status", help="positions, exposure, orders, halts and API usage from the state database")
+    status = sub.add_parser("status", help="positions, exposure, orders, halts and API usage from the state database")
+    add_status_arguments(status)
+    sub.add_parser("notify-test", help="send one test notification to every NOTIFY_URLS entry and report each result")
     sub.add_parser("demo", help="print the tiered sizing demo")
     halts = sub.add_parser("halts", help="list active and recent risk halts (who cleared them, and why)")
     halts_sub = halts.add_subparsers(dest="halts_action")
@@ -79,6 +85,10 @@ def _add_research_commands(sub: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from core.logging_setup import JournalErrorStream, writes_to_journal
+
+    if writes_to_journal(sys.stderr) and not isinstance(sys.stderr, JournalErrorStream):
+        sys.stderr = JournalErrorStream(sys.stderr)  # type: ignore[assignment]  # `journalctl -p err` shows refusals
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.env_file is not None and not Path(args.env_file).is_file():
@@ -96,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers: dict[str, Callable[[argparse.Namespace, AppConfig], int]] = {
         "run": _cmd_run, "scan": _cmd_scan, "status": _cmd_status, "demo": _cmd_demo, "backtest": _cmd_backtest,
         "halts": _cmd_halts, "download": _cmd_download, "sweep": _cmd_sweep,
+        "notify-test": _cmd_notify_test,
     }
     try:
         return handlers[args.command](args, config)
@@ -174,6 +185,8 @@ def _cmd_run(args: argparse.Namespace, config: AppConfig) -> int:
 
 def _run_daemon(config: AppConfig, args: argparse.Namespace) -> int:
     from core.broker.factory import connect
+    from core.market_calendar import get_market_calendar
+    from core.operations import Operations
     from core.orchestrator import Orchestrator
     from core.process_lock import StateDirLock
     from core.state.store import StateStore
@@ -182,11 +195,15 @@ def _run_daemon(config: AppConfig, args: argparse.Namespace) -> int:
     mode = "live" if config.is_live else "paper"
     print(f"Trading {mode} account via Alpaca{' (dry run: no orders are sent)' if args.dry_run else ''}.", flush=True)
     connection = connect(config)
-    with StateDirLock(Path(config.state_dir)), StateStore(Path(config.state_dir), connection.clock) as store:
+    with StateDirLock(Path(config.state_dir)), StateStore(Path(config.state_dir), connection.clock) as store, \
+            Operations(config, store=store, gateway=connection.gateway, clock=connection.clock,
+                       calendar=get_market_calendar(), mode=mode, dry_run=args.dry_run) as ops:
         orchestrator = Orchestrator(config, connection.gateway, store, connection.clock, dry_run=args.dry_run,
-                                    notifier=SystemdNotifier())
+                                    notifier=SystemdNotifier(), events=ops.events,
+                                    scheduled=[] if args.once else ops.scheduled_tasks())
         _install_signal_handlers(orchestrator.request_stop)
         orchestrator.startup(accept_broker_quantities=args.accept_broker_state)
+        ops.started(orchestrator)
         orchestrator.run(max_iterations=args.iterations, once=args.once)
     connection.close()
     return EXIT_OK
@@ -216,10 +233,15 @@ def _cmd_scan(args: argparse.Namespace, config: AppConfig) -> int:
 
 
 def _cmd_status(args: argparse.Namespace, config: AppConfig) -> int:
-    from core.status import render_status
+    from core.ops_commands import run_status_command
 
-    print(render_status(config))
-    return EXIT_OK
+    return run_status_command(args, config)
+
+
+def _cmd_notify_test(args: argparse.Namespace, config: AppConfig) -> int:
+    from core.ops_commands import run_notify_test
+
+    return run_notify_test(config)
 
 
 def _cmd_halts(args: argparse.Namespace, config: AppConfig) -> int:

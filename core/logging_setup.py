@@ -5,11 +5,16 @@ it appears in an event, as a last line of defence (nothing should log a key in t
 The same `redact` guards the state database (core/state/store.py): secrets are the keys given to
 `configure_logging` plus every key an `AlpacaGateway` was built with (`register_secrets`), so a
 process that holds a key redacts it even before, or without, configuring its logs.
+
+Under systemd, when the log stream is the journal (`$JOURNAL_STREAM` names its device and inode),
+each line starts with its syslog priority, `<3>` error ... `<7>` debug: journald strips the prefix
+and files the line at that priority, so `journalctl -p warning` shows exactly the warnings.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any
@@ -65,6 +70,56 @@ def redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mut
     return {key: _scrub(value) for key, value in event_dict.items()}
 
 
+# syslog(3) priorities of structlog's method names.
+SYSLOG_PRIORITY = {"critical": 2, "exception": 3, "error": 3, "warning": 4, "warn": 4, "info": 6, "debug": 7,
+                   "msg": 6}
+
+
+def writes_to_journal(stream: Any, environ: Any = None) -> bool:
+    """True if `stream` is the journal stream systemd connected ($JOURNAL_STREAM is "device:inode")."""
+    raw = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    try:
+        device, inode = (int(part) for part in raw.split(":", 1))
+        info = os.fstat(stream.fileno())
+    except (ValueError, TypeError, AttributeError, OSError):
+        return False
+    return (info.st_dev, info.st_ino) == (device, inode)
+
+
+class SyslogPrefix:
+    """Wraps a renderer: each rendered line gets its `<priority>` prefix for journald."""
+
+    def __init__(self, renderer: Any) -> None:
+        self._renderer = renderer
+
+    def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> str:
+        priority = SYSLOG_PRIORITY.get(method_name, SYSLOG_PRIORITY.get(str(event_dict.get("level", "")), 6))
+        return f"<{priority}>{self._renderer(logger, method_name, event_dict)}"
+
+
+class JournalErrorStream:
+    """stderr for the journal: a line printed without a priority (the CLI's `trading-daemon: ...`
+    refusals and errors) is filed as an error (`<3>`); lines that carry one keep it."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._at_line_start = True
+
+    def write(self, text: str) -> int:
+        out = []
+        for piece in text.splitlines(keepends=True):
+            if self._at_line_start and not (len(piece) > 2 and piece[0] == "<" and piece[1].isdigit()
+                                            and piece[2] == ">"):
+                out.append("<3>")
+            out.append(piece)
+            self._at_line_start = piece.endswith("\n")
+        self._stream.write("".join(out))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def configure_logging(level: str = "INFO", *, json_output: bool | None = None, secrets: Iterable[str] = (),
                       stream: Any = None) -> None:
     _SECRETS[:] = [s for s in secrets if s]
@@ -72,6 +127,8 @@ def configure_logging(level: str = "INFO", *, json_output: bool | None = None, s
     if json_output is None:
         json_output = not stream.isatty()
     renderer: Any = structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer(colors=False)
+    if writes_to_journal(stream):
+        renderer = SyslogPrefix(renderer)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -39,9 +39,17 @@ from config.universe import BASELINE_SYMBOLS
 from core.candidates import load_candidates
 from core.cash_flow_tracker import CashFlowTracker
 from core.clock import Clock
-from core.errors import BrokerError, CandidatesError, TradingDaemonError
+from core.errors import BrokerError, CandidatesError, ReconciliationError, TradingDaemonError
+from core.events import EventSink, IterationFailed, NullEventSink
 from core.instance_guard import InstanceGuard
 from core.loop_backoff import loop_backoff_seconds
+from core.loop_observers import (
+    HaltWatcher,
+    MarketStateAnnouncer,
+    account_observed,
+    iteration_completed,
+    startup_refused,
+)
 from core.market_calendar import MarketCalendar, get_market_calendar
 from core.market_clock import MarketClock
 from core.models import PortfolioSnapshot, PositionView, Rejection, Side, SignalReason
@@ -77,7 +85,7 @@ class IterationResult:
 class Orchestrator:
     def __init__(self, config: AppConfig, gateway: Any, store: Any, clock: Clock, *,
                  calendar: MarketCalendar | None = None, dry_run: bool = False, notifier: Any = None,
-                 scheduled: list[ScheduledTask] | None = None) -> None:
+                 scheduled: list[ScheduledTask] | None = None, events: EventSink | None = None) -> None:
         self.config = config
         self.gateway = gateway
         self.store = store
@@ -101,6 +109,10 @@ class Orchestrator:
         self.execution.order_sink = self.reconciler.apply_order_update
         self.cash_flows = CashFlowTracker(gateway, store, self.calendar)
         self.price_guard = PriceGuard.from_config(config)
+        self.events: EventSink = events or NullEventSink()
+        self.reconciler.events = self.events
+        self._market_state = MarketStateAnnouncer(self.events)
+        self._halt_watch = HaltWatcher(self.events)
         self.stopping = False
         self.iterations_run = 0
         self.last_result: IterationResult | None = None
@@ -116,15 +128,20 @@ class Orchestrator:
 
     def startup(self, *, accept_broker_quantities: bool = False) -> None:
         """Reconcile with the broker before anything else; raises ReconciliationError to refuse."""
-        self.instance_guard.check_at_startup(self.gateway.get_orders("all"))
+        recent_orders = self.gateway.get_orders("all")
         try:
+            self.instance_guard.check_at_startup(recent_orders)
             report = self.reconciler.reconcile(accept_broker_quantities=accept_broker_quantities)
+        except ReconciliationError as exc:
+            self.events.emit(startup_refused(exc, self.clock.now()))
+            raise
         except BrokerError:
             if not self.stopping:
                 raise
             # A stop during start-up left an intent unsent on purpose: exit cleanly, the next start resolves it.
             log.info("startup_interrupted", reason="stop requested; pending intents are resolved at the next start")
             return
+        self._halt_watch.prime(self.store.active_halts())
         self._known_positions = set(report.positions)
         log.info("reconciled", **report.summary())
 
@@ -146,6 +163,8 @@ class Orchestrator:
                 failures += 1
                 self._backoff(failures, f"market clock unavailable: {exc}", exc)
                 continue
+            self._market_state.observe(market_open, next_open if not market_open else
+                                       self.market_clock.view(now).next_close, now)
             if not market_open and not once:
                 self._ping_watchdog("market closed; waiting for the open")
                 self._sleep_towards(next_open, until)
@@ -219,6 +238,10 @@ class Orchestrator:
             requests=result.requests, signals=result.signals, submitted=result.submitted,
             rejected=result.rejected, status="ok", message="",
         )
+        if self.dry_run:
+            self.store.mark_iteration_dry_run(number)
+        self._halt_watch.observe(self.store.active_halts(), self.clock.now())
+        self.events.emit(iteration_completed(result, positions, self.clock.now(), dry_run=self.dry_run))
         log.info("iteration_complete", iteration=number, focus_symbols=focus, requests=result.requests,
                  signals=result.signals, orders_submitted=result.submitted, orders_rejected=result.rejected,
                  dry_run_orders=result.dry_run, market_open=market_open, excluded=len(result.excluded),
@@ -229,6 +252,7 @@ class Orchestrator:
                             current_prices: dict[str, float], trading_session: date, market_open: bool,
                             result: IterationResult) -> None:
         account = self.gateway.get_account()
+        self.events.emit(account_observed(account, trading_session, self.clock.now(), "decision"))
         open_orders = self.gateway.get_open_orders()
         self.instance_guard.halt_if_present(open_orders, self.store, trading_session)
         entry_symbols = [s.symbol for s in accepted if s.side is Side.BUY]
@@ -429,6 +453,7 @@ class Orchestrator:
 
     def _record_failure(self, exc: BaseException) -> None:
         log.error("iteration_failed", error=str(exc), kind=type(exc).__name__)
+        self.events.emit(IterationFailed(at=self.clock.now(), error=str(exc)[:500], error_type=type(exc).__name__))
         try:
             self.store.record_iteration(
                 n=self.store.next_iteration_number(), started_at=self.clock.now(), duration_s=0.0,

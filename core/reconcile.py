@@ -26,6 +26,8 @@ import structlog
 from config.settings import AppConfig
 from core.clock import Clock
 from core.errors import BrokerError, ReconciliationError
+from core.events import EventSink, NullEventSink
+from core.loop_observers import announce_fill
 from core.market_calendar import MarketCalendar, new_york_time
 from core.models import BrokerOrder, PositionView
 from core.ports import IntentState
@@ -63,6 +65,7 @@ class Reconciler:
         self.execution = execution
         self.calendar = calendar
         self.clock = clock
+        self.events: EventSink = NullEventSink()
 
     # ------------------------------------------------------------------ start-up
     def reconcile(self, *, accept_broker_quantities: bool = False) -> ReconcileReport:
@@ -174,6 +177,7 @@ class Reconciler:
         if delta > QTY_TOLERANCE and order.filled_avg_price:
             log.info("fill_applied", symbol=order.symbol, side=order.side.value, delta_qty=delta,
                      price=round(price, 4), cumulative_qty=order.filled_qty, status=order.status.value)
+            announce_fill(self.events, self.store, order, delta, price, self.clock.now())
         return delta
 
     def _fill_session(self, order: BrokerOrder, session: date | None) -> date:

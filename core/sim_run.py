@@ -2,8 +2,10 @@
 
 The real orchestrator loop, real agents and the real alpaca-py SDK run against the simulated
 market on 127.0.0.1, on a simulated clock that jumps instead of waiting. The scanner runs at each
-simulated 16:05 New York. Sim state lives in STATE_DIR/sim and is started afresh each run.
-Progress is one line per session; the JSON event log goes to STATE_DIR/sim/daemon.log.
+simulated 16:05 New York. Sim state lives in STATE_DIR/sim and is started afresh each run; a dry
+run (`run --once --dry-run` without keys) uses STATE_DIR/sim-dry-run instead, so it never deletes
+an earlier simulated run. Progress is one line per session; the JSON event log goes to
+daemon.log in that directory. The summary prints the `status` command that shows the run.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ DEFAULT_SIM_START = date(2025, 6, 2)
 DEFAULT_SIM_SESSIONS = 20
 
 
-def sim_config(config: AppConfig) -> AppConfig:
-    sim_dir = Path(config.state_dir) / "sim"
+def sim_config(config: AppConfig, *, dry_run: bool = False) -> AppConfig:
+    sim_dir = Path(config.state_dir) / ("sim-dry-run" if dry_run else "sim")
     return config.model_copy(update={"state_dir": sim_dir, "candidates_path": sim_dir / "candidates.json"})
 
 
@@ -42,13 +44,14 @@ def run_simulated(config: AppConfig, args: argparse.Namespace) -> int:
 def _run_simulated(config: AppConfig, args: argparse.Namespace) -> int:
     from core.broker.factory import connect
     from core.logging_setup import configure_logging
+    from core.operations import Operations
     from core.orchestrator import Orchestrator, ScheduledTask
     from core.process_lock import StateDirLock
     from core.state.store import StateStore
     from scripts.scan_opportunities import scan
 
     calendar = get_market_calendar()
-    config = sim_config(config)
+    config = sim_config(config, dry_run=args.dry_run)
     state_dir = Path(config.state_dir)
     first = args.sim_start or DEFAULT_SIM_START
     if not calendar.is_session(first):
@@ -73,17 +76,24 @@ def _run_simulated(config: AppConfig, args: argparse.Namespace) -> int:
     print(f"Simulating {len(sessions)} session(s) {sessions[0]} .. {sessions[-1]} with "
           f"${config.sim_initial_cash:,.0f}; loop every {config.loop_interval_seconds:g}s of simulated time; "
           f"event log {state_dir / 'daemon.log'}", flush=True)
+    if args.dry_run:
+        print(f"Dry run: nothing is sent; its state is in {state_dir}, and an earlier simulated run in "
+              f"{state_dir.parent / 'sim'} is kept.", flush=True)
     try:
-        with StateDirLock(state_dir), StateStore(state_dir, clock) as store:
+        with StateDirLock(state_dir), StateStore(state_dir, clock) as store, \
+                Operations(config, store=store, gateway=connection.gateway, clock=clock, calendar=calendar,
+                           mode="simulated", dry_run=args.dry_run, announce=lambda text: print(text, flush=True)) as ops:
             scanner = ScheduledTask("scanner", 16, 5, lambda now: scan(config, connection.gateway, clock, calendar),
                                     calendar, clock.now())
             orchestrator = Orchestrator(config, connection.gateway, store, clock, calendar=calendar,
-                                        dry_run=args.dry_run, scheduled=[] if args.once else [scanner])
+                                        dry_run=args.dry_run, scheduled=[] if args.once else [scanner, *ops.scheduled_tasks()],
+                                        events=ops.events)
             from core.cli import _install_signal_handlers
 
             _install_signal_handlers(orchestrator.request_stop)
             scan(config, connection.gateway, clock, calendar)  # as if yesterday's 16:05 scan had run
             orchestrator.startup()
+            ops.started(orchestrator)
             if args.once:
                 orchestrator.run(once=True)
                 _print_iteration(orchestrator)
@@ -146,6 +156,8 @@ def _print_iteration(orchestrator: Any) -> None:
     if result.execution is not None:
         for spec in result.execution.dry_run:
             print(f"  dry run: would send {spec.describe()}")
+    if orchestrator.dry_run:
+        print("  (a dry run: nothing was sent; the iteration is marked dry_run in the state database)")
 
 
 def _print_summary(orchestrator: Any, connection: Any, store: Any, config: AppConfig) -> None:
@@ -165,7 +177,27 @@ def _print_summary(orchestrator: Any, connection: Any, store: Any, config: AppCo
     if per_iter:
         steady = statistics.median(per_iter)
         print(f"  requests/iteration  mean {statistics.fmean(per_iter):.2f}, median {steady:g}, max {max(per_iter)}")
-    print(f"  state database      {Path(config.state_dir) / 'trading.db'}  (trading-daemon status)")
+    print(f"  state database      {Path(config.state_dir) / 'trading.db'}")
+    print(f"  see it with         {status_command(config)}")
+
+
+def status_command(sim: AppConfig) -> str:
+    """The exact command that shows this simulated run: `status --sim`, or `--state-dir` for a dry run.
+
+    The program is named as it was invoked (`.venv/bin/trading-daemon` under `make run`), and the
+    settings that chose the directory are repeated, so the line works when pasted as it is."""
+    import shlex
+    import sys
+
+    program = sys.argv[0] if sys.argv and Path(sys.argv[0]).name == "trading-daemon" else "trading-daemon"
+    parts = [shlex.quote(program)]
+    if "--env-file" in sys.argv[1:-1]:
+        parts += ["--env-file", shlex.quote(sys.argv[sys.argv.index("--env-file") + 1])]
+    state_dir = Path(sim.state_dir)
+    if state_dir.name == "sim":
+        prefix = f"STATE_DIR={shlex.quote(str(state_dir.parent))} " if "STATE_DIR" in os.environ else ""
+        return prefix + " ".join(parts + ["status", "--sim"])
+    return " ".join(parts + ["status", "--state-dir", shlex.quote(str(state_dir))])
 
 
 def _iteration_requests(store: Any) -> list[dict[str, int]]:

@@ -780,7 +780,7 @@ def test_cli_run_sim_masks_configured_keys(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == SIM_BANNER_FORCED  # keys are set: --sim is why it simulates
     assert "set (masked)" in result.stdout
-    log = (tmp_path / "state" / "sim" / "daemon.log").read_text()
+    log = (tmp_path / "state" / "sim-dry-run" / "daemon.log").read_text()  # a dry run leaves state/sim alone
     for text in (result.stdout, result.stderr, log):
         assert key not in text and secret not in text
 

@@ -99,15 +99,44 @@ def _daemon(tmp: Path, *args: str, timeout: float = 120, **extra: str) -> subpro
 
 
 # ---------------------------------------------------------------------------- a full run, then grep everything
+NOTIFY_TOKEN = "hookTOKENsecret0123456789"  # a webhook token in NOTIFY_URLS: a secret like the keys
+
+
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+def notify_receiver() -> Iterator[Any]:
+    from tests.ops_helpers import JsonReceiver
+
+    receiver = JsonReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory: pytest.TempPathFactory,
+             notify_receiver: Any) -> tuple[Path, subprocess.CompletedProcess[str]]:
     tmp = tmp_path_factory.mktemp("full-run")
     old = os.umask(0o022)  # a permissive umask: the modes must not depend on the operator's
     try:
-        proc = _daemon(tmp, "run", "--sim", "--sessions", "3", "--show-settings", LOOP_INTERVAL_SECONDS="900")
+        proc = _daemon(tmp, "run", "--sim", "--sessions", "3", "--show-settings", LOOP_INTERVAL_SECONDS="900",
+                       NOTIFY_URLS=f"json://127.0.0.1:{notify_receiver.port}/hooks/{NOTIFY_TOKEN}")
     finally:
         os.umask(old)
     return tmp, proc
+
+
+def test_no_secret_in_any_notification_message(full_run: tuple[Path, subprocess.CompletedProcess[str]],
+                                               notify_receiver: Any) -> None:
+    tmp, proc = full_run
+    messages = json.dumps(notify_receiver.messages)
+    kinds = notify_receiver.titles()
+    assert any(" filled " in t for t in kinds) and any("daily summary" in t for t in kinds), kinds
+    assert_no_secret(messages, "notification messages")
+    assert NOTIFY_TOKEN not in messages
+    # The webhook token is masked in --show-settings and never written anywhere else either.
+    assert "NOTIFY_URLS                  set (masked)" in proc.stdout
+    for path in [p for p in (tmp / "state").rglob("*") if p.is_file()]:
+        assert NOTIFY_TOKEN.encode() not in path.read_bytes(), path
+    assert NOTIFY_TOKEN not in proc.stdout + proc.stderr
 
 
 def test_full_run_completes(full_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:

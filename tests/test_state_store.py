@@ -332,9 +332,8 @@ def test_api_usage_accumulates(store: StateStore) -> None:
 # ---------------------------------------------------------------------- migrations
 def test_fresh_database_reaches_the_latest_version(store: StateStore, state_dir: Path) -> None:
     assert store.schema_version == LATEST_VERSION
+    # Strictly increasing, ending at the latest (parallel branches hold gaps until they are renumbered at merge).
     versions = [m.version for m in MIGRATIONS]
-    # Strictly increasing and ending at the latest. (Parallel branches hold assigned numbers, so a
-    # branch may skip one until they are merged and renumbered.)
     assert versions == sorted(set(versions)) and versions[0] == 1 and versions[-1] == LATEST_VERSION
     with sqlite3.connect(state_dir / DB_NAME) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}

@@ -233,6 +233,7 @@ class AlpacaGateway:
                 delay *= 2
             else:
                 break  # definitive answers (4xx, bad shapes) are not retried
+            self.stats.record_retry()
             if not self.clock.sleep(wait):
                 break
         assert last is not None

@@ -53,6 +53,12 @@ class RateLimiter:
             if not self._clock.sleep(min(wait, 5.0)):
                 raise InterruptedError("shutdown requested while waiting for the rate limiter")
 
+    def usage(self) -> dict[str, int]:
+        """Requests per API inside the current window: what counts against the per-minute budget now."""
+        with self._lock:
+            since = self._clock.now().timestamp() - WINDOW_SECONDS
+            return {api: sum(1 for stamp in stamps if stamp > since) for api, stamps in self._stamps.items()}
+
     def block_until(self, api: str, reset_epoch: float) -> None:
         """Hold `api` until `reset_epoch` (a 429's X-RateLimit-Reset), but never longer than
         MAX_BLOCK_SECONDS from now: a bogus or hostile reset must not stall the loop (and starve the

@@ -30,6 +30,7 @@ class RequestStats:
         self.by_api_iteration: Counter[str] = Counter()
         self.rate_limited = 0
         self.errors = 0
+        self.retries = 0
 
     def record(self, api: str, method: str, path: str) -> None:
         key = endpoint_key(method, path)
@@ -56,6 +57,15 @@ class RequestStats:
     def iteration_endpoints(self) -> dict[str, int]:
         with self._lock:
             return dict(self.iteration)
+
+    def record_retry(self) -> None:
+        with self._lock:
+            self.retries += 1
+
+    def totals(self) -> tuple[dict[str, int], int, int]:
+        """(requests per endpoint key, 429 answers, retries) since the process started, for /metrics."""
+        with self._lock:
+            return dict(self.total), self.rate_limited, self.retries
 
     def iteration_total(self) -> int:
         with self._lock:

@@ -190,6 +190,22 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE risk_halts ADD COLUMN cleared_by TEXT;
         ALTER TABLE risk_halts ADD COLUMN clear_reason TEXT;
     """),
+    Migration(7, "operations: equity history for the status page's curve; dry-run iterations marked", """
+        -- Equity as the broker reported it whenever the daemon read the account anyway (a decision,
+        -- the daily summary after the close): never an estimate. source: 'decision' or 'close'.
+        CREATE TABLE equity_history (
+            id          INTEGER PRIMARY KEY,
+            recorded_at TEXT NOT NULL,
+            session     TEXT NOT NULL,
+            equity      REAL NOT NULL,
+            cash        REAL NOT NULL,
+            last_equity REAL,
+            source      TEXT NOT NULL
+        );
+        CREATE INDEX equity_history_recorded_at ON equity_history (recorded_at);
+
+        ALTER TABLE iterations ADD COLUMN dry_run INTEGER NOT NULL DEFAULT 0;
+    """),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -45,6 +45,9 @@ Schema (versioned by `core.state.migrations`, `PRAGMA user_version`)
                        this state directory's identity in every client_order_id, written once when the
                        database is first opened and never changed, see core/order_ids.py).
 - `api_usage`          (api, endpoint) PK, count: cumulative request counts.
+- `equity_history`     id PK, recorded_at, session, equity, cash, last_equity, source: the broker's
+                       equity whenever the daemon read the account ('decision', 'close').
+- `iterations.dry_run` 1 for an iteration of a dry run (nothing sent).
 """
 
 from __future__ import annotations
@@ -683,6 +686,20 @@ class StateStore:
             rows = self._query("SELECT requests FROM (SELECT n, requests FROM iterations ORDER BY n DESC LIMIT ?) "
                                "ORDER BY n", (limit,))
         return [json.loads(row["requests"]) for row in rows]
+
+    # ------------------------------------------------------------------ operations: equity history, dry runs
+    def record_equity(self, *, session: date, equity: float, cash: float, last_equity: float | None,
+                      source: str) -> None:
+        """One point of the equity curve, as the broker reported it."""
+        with self._transaction() as conn:
+            conn.execute("INSERT INTO equity_history (recorded_at, session, equity, cash, last_equity, source) "
+                         "VALUES (?, ?, ?, ?, ?, ?)",
+                         (self._now(), session.isoformat(), float(equity), float(cash),
+                          None if last_equity is None else float(last_equity), source))
+
+    def mark_iteration_dry_run(self, n: int) -> None:
+        with self._transaction() as conn:
+            conn.execute("UPDATE iterations SET dry_run = 1 WHERE n = ?", (n,))
 
     # ------------------------------------------------------------------ key-value
     @overload
