@@ -280,6 +280,9 @@ def test_a_trade_by_hand_is_an_order_with_a_foreign_id_and_a_fill(market: SimMar
     assert closed.status_code == 200 and closed.json()["result"]["filled_qty"] == "2"
     assert "AAPL" not in market.exchange.positions()
     assert _control(market, "close_position_externally", {"symbol": "AAPL"}).status_code == 422  # none left
+    market.exchange.trade_externally("AAPL", "buy", 1)
     market.exchange.set_trading_blocked(True)
     with pytest.raises(ValueError, match="blocked"):
         market.exchange.trade_externally("AAPL", "buy", 1)
+    with pytest.raises(ValueError, match="blocked"):
+        market.exchange.close_position_externally("AAPL")

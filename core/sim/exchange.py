@@ -380,6 +380,8 @@ class SimExchange:
             pos = self._positions.get(symbol)
             if pos is None:
                 raise ValueError(f"no position in {symbol}")
+            if self._trading_blocked:  # no hand either, while the account is blocked
+                raise ValueError("the account is blocked from trading (set_trading_blocked)")
             order = self._new_order(
                 symbol,
                 "sell",
