@@ -17,15 +17,16 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 import pydantic
 import requests
 from alpaca.common.exceptions import APIError
-from alpaca.data.enums import Adjustment, DataFeed
+from alpaca.data.enums import Adjustment, CorporateActionsType, DataFeed
+from alpaca.data.historical.corporate_actions import CorporateActionsClient
 from alpaca.data.historical.stock import StockHistoricalDataClient
-from alpaca.data.requests import StockBarsRequest
+from alpaca.data.requests import CorporateActionsRequest, StockBarsRequest
 from alpaca.data.timeframe import TimeFrame
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
@@ -59,6 +60,7 @@ from core.models import (
     PositionView,
     Side,
 )
+from core.ownership import SplitEvent
 
 T = TypeVar("T")
 RawBars = dict[str, list[dict[str, Any]]]
@@ -131,7 +133,10 @@ class AlpacaGateway:
         self._data = StockHistoricalDataClient(
             key, secret, raw_data=True, url_override=data_url or config.alpaca_data_url,
         )
-        for client, api in ((self._trading, "trading"), (self._data, "data")):
+        # Corporate actions (splits) live on the data host: asked only when a split is suspected.
+        self._corporate = CorporateActionsClient(key, secret, raw_data=True,
+                                                 url_override=data_url or config.alpaca_data_url)
+        for client, api in ((self._trading, "trading"), (self._data, "data"), (self._corporate, "data")):
             client._retry = 0  # the SDK would re-send order POSTs on 429/504; retries live here
             client._session = GuardedSession(api, self.limiter, self.stats, config.request_timeout_seconds)
 
@@ -335,6 +340,38 @@ class AlpacaGateway:
             raise BadBrokerResponseError(f"{ep}: expected an object keyed by symbol, got {type(raw).__name__}",
                                          endpoint=ep)
         return raw
+
+    def get_splits(self, symbols: list[str], start: date, end: date) -> list[SplitEvent]:
+        """Forward and reverse splits of `symbols` with an ex-date in [start, end] (GET /v1/corporate-actions)."""
+        for symbol in symbols:
+            self._check_symbol(symbol)
+        ep = "GET /v1/corporate-actions"
+        request = CorporateActionsRequest(
+            symbols=symbols, start=start, end=end,
+            types=[CorporateActionsType.FORWARD_SPLIT, CorporateActionsType.REVERSE_SPLIT],
+        )
+        raw: Any = self._call(ep, lambda: self._corporate.get_corporate_actions(request), idempotent=True)
+        if not isinstance(raw, dict):
+            raise BadBrokerResponseError(f"{ep}: expected an object keyed by action type, got {type(raw).__name__}",
+                                         endpoint=ep)
+        events: list[SplitEvent] = []
+        for kind in ("forward_splits", "reverse_splits"):
+            items = raw.get(kind) or []
+            if not isinstance(items, list):
+                raise BadBrokerResponseError(f"{ep}: {kind} is not a list", endpoint=ep)
+            for item in items:
+                try:
+                    new_rate = _num(item["new_rate"], f"{kind}.new_rate", ep)
+                    old_rate = _num(item["old_rate"], f"{kind}.old_rate", ep)
+                    ex_date = date.fromisoformat(str(item["ex_date"]))
+                    symbol = str(item["symbol"])
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise BadBrokerResponseError(f"{ep}: unreadable {kind} entry: {exc}", endpoint=ep) from None
+                if new_rate <= 0 or old_rate <= 0:
+                    raise BadBrokerResponseError(f"{ep}: {symbol} split rates {new_rate}:{old_rate} must be positive",
+                                                 endpoint=ep)
+                events.append(SplitEvent(symbol, ex_date, new_rate / old_rate, kind.rstrip("s"), new_rate, old_rate))
+        return events
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
