@@ -43,7 +43,7 @@ MIN_SPLIT_CHANGE = 0.01
 SPLIT_QTY_RTOL = 1e-3
 # Splits have small whole-number terms (10-for-1, 3-for-2, 1-for-20): the ratio read from prices is
 # snapped to the nearest such fraction when it is that close.
-MAX_SPLIT_TERM = 1000
+MAX_SPLIT_TERM = 250
 
 
 class Cause(StrEnum):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from config.settings import AppConfig
 from core.clock import SystemClock
@@ -30,6 +31,7 @@ def render_status(config: AppConfig) -> str:
             values[symbol] = value
             lines.append(f"  {symbol:<6} {pos.qty:>14.6g} @ {pos.avg_entry_price:>10.2f}  value {value:>11,.2f}  "
                          f"tier {config.symbol_tiers.get(symbol, '-'):<6} since {pos.entry_session or '-'}  ({pos.origin})")
+        lines.extend(_outside_lines(store, book))
         equity = float(store.get_value("peak_equity", "0") or 0.0) or sum(values.values()) or 1.0
         tracker = TierExposureTracker(values, config.symbol_tiers, config.tier_allocations, equity)
         lines.append("")
@@ -62,3 +64,17 @@ def render_status(config: AppConfig) -> str:
         for endpoint, count in sorted(usage.items(), key=lambda kv: -kv[1]):
             lines.append(f"  {count:>8}  {endpoint}")
     return "\n".join(lines)
+
+
+def _outside_lines(store: Any, book: dict[str, Any]) -> list[str]:
+    """Shares the broker held, when last seen, beyond the daemon's own (the user's): never traded by it."""
+    outside = {symbol: seen for symbol, seen in store.seen_positions().items() if seen.outside_qty > 1e-9}
+    if not outside:
+        return []
+    lines = ["", f"Shares at the broker that are not the daemon's ({len(outside)}; reported, never traded by it):"]
+    for symbol, seen in sorted(outside.items()):
+        own = book[symbol].qty if symbol in book else 0.0
+        lines.append(f"  {symbol:<6} {seen.outside_qty:>14.6g}  (broker {seen.qty:g}, daemon's own {own:g}, "
+                     f"seen {seen.seen_at:%Y-%m-%d %H:%M} UTC)")
+    return lines
+
