@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.market_calendar import MarketCalendar, bar_timestamp, get_market_calendar
+from core.sim.corporate_actions import CorporateActions, raw_factors, round_price
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -284,6 +285,9 @@ class SyntheticBars:
         self._market: dict[int, FloatArray] = {}
         self._params_cache: dict[str, _Params] = {}
         self._market_key = _mix_int(_mix_int(seed * _GOLDEN + 0x3A7E7) ^ 0xFFFF_FFFF_0000)
+        # Splits re-base the raw tape before their ex-date (core/sim/corporate_actions.py); empty
+        # unless SimExchange.add_split registers one.
+        self.actions = CorporateActions()
 
     # ------------------------------------------------------------------ calendar index helpers
     def __len__(self) -> int:
@@ -325,6 +329,14 @@ class SyntheticBars:
 
     def base_price(self, symbol: str) -> float:
         return base_price(symbol)
+
+    def trading_index_before(self, i: int) -> int:
+        """Index of the last session before session i that the market opened (-1 if none)."""
+        return i - 1
+
+    def next_trading_index(self, i: int) -> int:
+        """Index of the first session at or after session i that the market opens (len if none)."""
+        return i
 
     # ------------------------------------------------------------------ generation
     def _symbol_params(self, symbol: str) -> _Params:
@@ -434,7 +446,23 @@ class SyntheticBars:
                 parts[0].start, *(np.concatenate([getattr(b, name) for b in parts]) for name in _FIELDS)
             )
             out.append(joined.slice(lo, hi))
+        if self.actions.has_splits:
+            out = [self._raw_tape(symbol, block) for symbol, block in zip(symbols, out, strict=True)]
         return out
+
+    def _raw_tape(self, symbol: str, block: _Block) -> _Block:
+        """The model block as traded: x the ratio of every split still to come (volume / ratio)."""
+        factor = raw_factors(self, self.actions.splits(symbol), block.start, len(block))
+        if factor is None:
+            return block
+        open_, high, low, close = (round_price(getattr(block, n) * factor) for n in ("open", "high", "low", "close"))
+        vwap = np.clip(np.round(block.vwap * factor, 4), low, high)
+        volume = np.maximum(np.rint(block.volume / factor), 1.0).astype(np.int64)
+        return _Block(block.start, open_, high, low, close, volume, block.trade_count, vwap)
+
+    def splits_changed(self) -> None:
+        """Forget what was derived from the raw tape (the intraday path shapes) after a new split."""
+        SyntheticBars._intraday.cache_clear()
 
     def window(self, symbol: str, lo: int, hi: int) -> _Block:
         return self.windows([symbol], lo, hi)[0]
@@ -511,7 +539,8 @@ class SyntheticBars:
             * weight
             * np.sin(2.0 * np.pi * shape.freq * fractions + shape.phase)
         )
-        return np.clip(np.round(path + wiggle, 2), bar.low, bar.high)
+        decimals = 2 if bar.low >= 1.0 or not self.actions.has_splits else 4  # a reverse split's sub-$1 tape
+        return np.clip(np.round(path + wiggle, decimals), bar.low, bar.high)
 
     def _fraction(self, i: int, ts: float) -> float:
         o, c = self._opens[i], self._closes[i]

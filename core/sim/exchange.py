@@ -29,7 +29,9 @@ import numpy as np
 from config.universe import DEFAULT_SYMBOL_TIERS, is_valid_ticker
 from core.clock import Clock
 from core.market_calendar import NEW_YORK, MarketCalendar
+from core.sim.activities import ActivityLog, ActivityQueryError
 from core.sim.bars import SyntheticBars
+from core.sim.corporate_actions import Action, CashDividend, Split, previous_close
 
 ASSET_NAMESPACE = uuid.UUID("6f1d9a52-3c1e-4c8e-9f57-5a3e0b1d2c40")
 ACCOUNT_ID = "9b1c6a1e-5f0e-4f7a-9a8e-51a0c0de0001"
@@ -295,6 +297,10 @@ class SimExchange:
         self._cursor = self._created.timestamp()
         self._close_equity: dict[date, float] = {}
         self._baseline_positions: dict[str, float] = {}
+        self._trading_blocked = False
+        self._bad_prints: dict[tuple[str, date], float] = {}
+        self._applied_actions: set[str] = set()
+        self._activities = ActivityLog(ACCOUNT_ID)
         for symbol in DEFAULT_SYMBOL_TIERS:
             self._asset(symbol)
         for symbol, flags in (assets or {}).items():
@@ -421,6 +427,122 @@ class SimExchange:
         """Whether the data API serves bars for the symbol."""
         return is_valid_ticker(symbol) and symbol not in self._removed
 
+    # ================================================================== real-market events (docs/simulated-market.md)
+    def set_trading_blocked(self, blocked: bool) -> None:
+        """Alpaca's `trading_blocked` account flag: while set, /v2/account reports it and every order
+        POST (and every DELETE /v2/positions, which places an order) gets Alpaca's 403
+        `{"code": 40310000, "message": "account is not authorized to trade"}`. Cancels still work."""
+        with self._lock:
+            self._trading_blocked = bool(blocked)
+
+    @property
+    def trading_blocked(self) -> bool:
+        return self._trading_blocked
+
+    def set_bad_print(self, symbol: str, session: date, factor: float) -> None:
+        """A bad print on the data feed only: the data API serves `symbol`'s daily bar of `session`
+        (its in-progress bar while the session trades, and the latest minute bar while that bar
+        belongs to the session) with open/high/low/close/vwap x `factor`, volume unchanged, in
+        /v2/stocks/bars, /bars/latest and the snapshot's bars. The latest trade and quote, fills,
+        positions and the account keep the true price."""
+        if not is_valid_ticker(symbol):
+            raise ValueError(f"invalid symbol {symbol!r}")
+        if not (isinstance(factor, int | float) and math.isfinite(factor) and factor > 0):
+            raise ValueError(f"factor must be a finite number > 0, not {factor!r}")
+        self.bars.index_of(session)  # a session of the calendar, else ValueError
+        with self._lock:
+            self._bad_prints[(symbol, session)] = float(factor)
+
+    def clear_bad_prints(self) -> None:
+        with self._lock:
+            self._bad_prints.clear()
+
+    def bad_prints(self) -> dict[tuple[str, date], float]:
+        """{(symbol, session): factor} registered now (a copy; empty unless a test set one)."""
+        with self._lock:
+            return dict(self._bad_prints)
+
+    def deposit(self, amount: float) -> dict[str, Any]:
+        """Cash in (a bank transfer landing now): cash += amount, recorded as a `CSD` activity
+        with a positive net_amount. Returns the activity."""
+        amount = self._cash_amount(amount)
+        with self._lock:
+            now = self._process_locked()
+            self._cash = round(self._cash + amount, 2)
+            return self._activities.add_non_trade("CSD", now, fmt_money(amount), "Cash deposit")
+
+    def withdraw(self, amount: float) -> dict[str, Any]:
+        """Cash out now: cash -= amount, recorded as a `CSW` activity with a negative net_amount.
+        More than the cash is refused (Alpaca lets only withdrawable cash go). Returns the activity."""
+        amount = self._cash_amount(amount)
+        with self._lock:
+            now = self._process_locked()
+            if amount > self._cash + 1e-9:
+                raise ValueError(f"withdrawal {fmt_money(amount)} exceeds the cash {fmt_money(self._cash)}")
+            self._cash = round(self._cash - amount, 2)
+            return self._activities.add_non_trade("CSW", now, fmt_money(-amount), "Cash withdrawal")
+
+    @staticmethod
+    def _cash_amount(amount: float) -> float:
+        if not (isinstance(amount, int | float) and math.isfinite(amount) and round(amount, 2) > 0):
+            raise ValueError(f"amount must be a finite number of dollars >= 0.01, not {amount!r}")
+        return round(float(amount), 2)
+
+    def activities(self) -> list[dict[str, Any]]:
+        """Every account activity so far, oldest first (the JSON /v2/account/activities serves)."""
+        with self._lock:
+            self._process_locked()
+            return [dict(a.body) for a in self._activities.items()]
+
+    def add_split(self, symbol: str, ex_date: date, ratio: float) -> Split:
+        """A split of `ratio` new shares per old share (10.0: 10-for-1; 0.1: 1-for-10 reverse).
+
+        Raw prices of the sessions before `ex_date` become the model price x ratio (volume / ratio),
+        so prices after the split stay at the model's level; at the ex-date's open a held position's
+        qty is multiplied by the ratio and its avg_entry_price divided by it (cost kept), open orders
+        in the symbol are canceled, and `lastday_price` is given in the new basis. Bars requested with
+        `adjustment=split|all` on or after the ex-date are divided by the ratio before it. The
+        ex-date's open must still be ahead, and the symbol must not have traded in this market yet
+        (registering rewrites the raw tape of every earlier session, so register at set-up).
+        """
+        if not is_valid_ticker(symbol):
+            raise ValueError(f"invalid symbol {symbol!r}")
+        if not (isinstance(ratio, int | float) and math.isfinite(ratio) and ratio > 0 and ratio != 1):
+            raise ValueError(f"ratio must be a finite number > 0 other than 1, not {ratio!r}")
+        with self._lock:
+            now = self._process_locked()
+            if self._action_open_ts(ex_date) <= now.timestamp():
+                raise ValueError(f"the ex-date {ex_date} has opened already; register a split before its open")
+            if symbol in self._positions or any(o.symbol == symbol for o in self._orders):
+                raise ValueError(
+                    f"{symbol} has traded in this market already; register its splits before it trades"
+                )
+            split = self.bars.actions.add_split(symbol, ex_date, float(ratio))
+            self.bars.splits_changed()
+            return split
+
+    def add_dividend(self, symbol: str, ex_date: date, amount: float) -> CashDividend:
+        """A cash dividend of `amount` per share (in the ex-date's share basis).
+
+        At the ex-date's open a held position earns qty x amount in cash (rounded to the cent), recorded
+        as a `DIV` account activity; the shares and the raw tape are unchanged (the model's price does
+        not drop by the dividend). Bars requested with `adjustment=dividend|all` on or after the
+        ex-date have every bar before it multiplied by 1 - amount / previous close. The ex-date's open
+        must still be ahead and the amount below the previous session's close.
+        """
+        if not is_valid_ticker(symbol):
+            raise ValueError(f"invalid symbol {symbol!r}")
+        if not (isinstance(amount, int | float) and math.isfinite(amount) and amount > 0):
+            raise ValueError(f"amount must be a finite number > 0, not {amount!r}")
+        with self._lock:
+            now = self._process_locked()
+            if self._action_open_ts(ex_date) <= now.timestamp():
+                raise ValueError(f"the ex-date {ex_date} has opened already; register a dividend before its open")
+            close = previous_close(self.bars, self.bars.actions, symbol, ex_date)
+            if close is not None and amount >= close:
+                raise ValueError(f"amount {amount} is not below the previous close {close}")
+            return self.bars.actions.add_dividend(symbol, ex_date, float(amount))
+
     # ================================================================== assets
     def _asset(self, symbol: str) -> SimAsset:
         asset = self._assets.get(symbol)
@@ -515,9 +637,14 @@ class SimExchange:
                 if event is not None and event.ts <= now_ts:
                     heapq.heappush(heap, event)
         closes = self._closes_between(self._cursor, now_ts)
-        ci = 0
-        while heap or ci < len(closes):
-            if heap and (ci >= len(closes) or heap[0].ts <= self.bars.close_ts(closes[ci])):
+        due = self._actions_due(now_ts) if self.bars.actions.has_any else []
+        ci = ai = 0
+        while heap or ci < len(closes) or ai < len(due):
+            next_close = self.bars.close_ts(closes[ci]) if ci < len(closes) else math.inf
+            if ai < len(due) and due[ai][0] <= min(heap[0].ts if heap else math.inf, next_close):
+                self._apply_action(due[ai][2], due[ai][0])  # at the open, before any fill
+                ai += 1
+            elif heap and (ci >= len(closes) or heap[0].ts <= self.bars.close_ts(closes[ci])):
                 event = heapq.heappop(heap)
                 target = event.order
                 assert target is not None
@@ -534,6 +661,105 @@ class SimExchange:
                 ci += 1
         self._cursor = max(self._cursor, now_ts)
         return now
+
+    # ================================================================== corporate actions
+    def _action_open_ts(self, ex_date: date) -> float:
+        """When an action takes effect: the open of the first session on or after its ex-date."""
+        i = self.bars.next_trading_index(self.bars.first_session_on_or_after(ex_date))
+        if i >= len(self.bars):
+            raise ValueError(f"ex-date {ex_date} is beyond the calendar")
+        return self.bars.open_ts(i)
+
+    def _actions_due(self, now_ts: float) -> list[tuple[float, int, Action]]:
+        """Actions not applied yet whose ex-date open is at or before now: (open ts, splits before
+        dividends, action), in time order."""
+        due = []
+        for action in self.bars.actions.all():
+            if action.id not in self._applied_actions:
+                ts = self._action_open_ts(action.ex_date)
+                if ts <= now_ts:
+                    due.append((ts, 0 if isinstance(action, Split) else 1, action))
+        due.sort(key=lambda item: (item[0], item[1], item[2].seq))
+        return due
+
+    def _apply_action(self, action: Action, ts: float) -> None:
+        self._applied_actions.add(action.id)
+        when = datetime.fromtimestamp(ts, UTC)
+        if isinstance(action, Split):
+            self._apply_split(action, when)
+        else:
+            self._apply_dividend(action, when)
+
+    def _apply_dividend(self, dividend: CashDividend, when: datetime) -> None:
+        """At the ex-date's open the holder of record is paid: qty x amount, to the cent, as a `DIV`
+        activity. (Alpaca pays on the payable date; the sim pays at the ex-date's open, so a test
+        sees the whole event on one day.)"""
+        pos = self._positions.get(dividend.symbol)
+        if pos is None:
+            return
+        paid = round(pos.qty * dividend.amount, 2)
+        self._cash = round(self._cash + paid, 2)
+        self._activities.add_non_trade(
+            "DIV",
+            when,
+            fmt_money(paid),
+            f"Cash dividend of ${fmt_num(dividend.amount)} per share on {fmt_num(pos.qty)} {dividend.symbol} shares",
+            symbol=dividend.symbol,
+            qty=fmt_num(pos.qty),
+            per_share_amount=fmt_num(dividend.amount),
+        )
+
+    def _apply_split(self, split: Split, when: datetime) -> None:
+        """At the ex-date open: open orders in the symbol are canceled (their prices and quantities
+        are in the old share basis), and a held position's qty x ratio, avg_entry_price / ratio, cost
+        kept. A fractional remainder (a reverse split of 15 shares 1-for-10: 1.5) is kept as
+        fractional shares, as Alpaca has done since 2021 instead of paying cash in lieu."""
+        for order in self._orders:
+            if order.is_open and order.symbol == split.symbol:
+                order.status = "canceled"
+                order.canceled_at = order.updated_at = when
+        pos = self._positions.get(split.symbol)
+        if pos is not None:
+            old_qty = pos.qty
+            pos.qty = round(pos.qty * split.ratio, 9)
+            pos.avg_entry_price = pos.avg_entry_price / split.ratio
+            new_rate, old_rate = split.rates
+            self._activities.add_non_trade(
+                "SPLIT",
+                when,
+                "0",
+                f"{new_rate}-for-{old_rate} {'reverse ' if split.is_reverse else ''}split: "
+                f"{fmt_num(old_qty)} -> {fmt_num(pos.qty)} {split.symbol} shares",
+                symbol=split.symbol,
+                qty=fmt_num(round(pos.qty - old_qty, 9)),
+            )
+
+    def _record_fill_activity(self, order: SimOrder, when: datetime, price: float, qty: float) -> None:
+        leaves = 0.0 if order.qty is None or order.status == "filled" else max(order.qty - order.filled_qty, 0.0)
+        self._activities.add(
+            "FILL",
+            when,
+            {
+                "transaction_time": fmt_time(when),
+                "type": "fill" if order.status == "filled" else "partial_fill",
+                "price": fmt_num(price, 4),
+                "qty": fmt_num(qty),
+                "side": order.side,
+                "symbol": order.symbol,
+                "leaves_qty": fmt_num(leaves),
+                "order_id": order.id,
+                "cum_qty": fmt_num(order.filled_qty),
+                "order_status": order.status,
+            },
+        )
+
+    def _split_adjusted_lastday(self, symbol: str, prev: int, close: float) -> float:
+        """The previous close in today's share basis: / the ratio of each split applied since."""
+        for split in self.bars.actions.splits(symbol):
+            k = self.bars.next_trading_index(self.bars.first_session_on_or_after(split.ex_date))
+            if k > prev and split.id in self._applied_actions:
+                close /= split.ratio
+        return close
 
     def _closes_between(self, after_ts: float, upto_ts: float) -> list[int]:
         closes = self.bars._closes
@@ -600,6 +826,7 @@ class SimExchange:
         full = order.qty is None or order.filled_qty >= order.qty - QTY_EPS
         order.status = "partially_filled" if order.partial_fraction is not None or not full else "filled"
         self.fills.append(Fill(order.id, order.client_order_id, symbol, order.side, qty, price, when))
+        self._record_fill_activity(order, when, price, qty)
 
     # ================================================================== account math
     def _reserved(self, now: datetime) -> float:
@@ -717,6 +944,8 @@ class SimExchange:
             return self._submit(body, now)
 
     def _submit(self, body: Any, now: datetime, *, closing: bool = False) -> SimOrder:
+        if self._trading_blocked:
+            raise _error(403, CODE_FORBIDDEN, "account is not authorized to trade")
         if not isinstance(body, dict):
             raise _error(400, CODE_INVALID, "request body format is invalid")
         symbol = body.get("symbol")
@@ -914,7 +1143,7 @@ class SimExchange:
                 "cash": fmt_money(s.cash),
                 "accrued_fees": "0",
                 "portfolio_value": fmt_money(s.equity),
-                "trading_blocked": False,
+                "trading_blocked": self._trading_blocked,
                 "transfers_blocked": False,
                 "account_blocked": False,
                 "created_at": fmt_time(self._created),
@@ -1026,6 +1255,8 @@ class SimExchange:
         price = self.bars.price_at(pos.symbol, now)
         prev = self._previous_session(now)
         lastday = self.bars.bar_by_index(pos.symbol, prev).close if prev >= 0 else pos.avg_entry_price
+        if prev >= 0 and self.bars.actions.has_splits:
+            lastday = self._split_adjusted_lastday(pos.symbol, prev, lastday)
         market_value = pos.qty * price
         cost = pos.cost_basis
         held = self._held_for_sells(pos.symbol, now)
@@ -1102,6 +1333,15 @@ class SimExchange:
                 except SimAPIError as exc:
                     out.append({"symbol": symbol, "status": exc.status, "body": exc.body})
             return out
+
+    def api_activities(self, params: Mapping[str, str], activity_type: str | None = None) -> list[dict[str, Any]]:
+        """GET /v2/account/activities[/{activity_type}] (core/sim/activities.py)."""
+        with self._lock:
+            self._process_locked()
+            try:
+                return self._activities.query(params, activity_type)
+            except ActivityQueryError as exc:
+                raise _error(422, CODE_UNPROCESSABLE, str(exc)) from None
 
     def api_submit_order(self, body: Any) -> dict[str, Any]:
         return self.submit_order(body).to_json()

@@ -1,4 +1,5 @@
-"""The market-data half of the emulator: /v2/stocks/bars (daily), /bars/latest and /snapshots.
+"""The market-data half of the emulator: /v2/stocks/bars (daily), /bars/latest, /trades/latest,
+/quotes/latest and /snapshots.
 
 Only what has happened by the clock's now is served: completed sessions, plus the in-progress
 bar of a session that is open. Multi-symbol answers are ordered by symbol, then time; `limit`
@@ -15,10 +16,13 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
+import numpy as np
+
 from config.universe import is_valid_ticker
 from core.clock import Clock
 from core.market_calendar import NEW_YORK
-from core.sim.bars import DailyBar, SyntheticBars
+from core.sim.bars import DailyBar, SyntheticBars, _Block
+from core.sim.corporate_actions import ACTION_TYPES, action_json, action_type, adjustment_factors, group_name
 from core.sim.exchange import SimAPIError, SimExchange
 
 DEFAULT_LIMIT = 1000
@@ -32,6 +36,10 @@ LATEST_PARAMS = frozenset({"symbols", "feed", "currency"})
 _BAR_FIELDS = ("open", "high", "low", "close", "volume", "trade_count", "vwap")
 
 
+def _csv(raw: str | None) -> list[str]:
+    return [part.strip() for part in (raw or "").split(",") if part.strip()]
+
+
 def _bad(message: str) -> SimAPIError:
     # Data API errors carry only a message (no code), unlike the trading API.
     return SimAPIError(400, {"message": message})
@@ -39,6 +47,14 @@ def _bad(message: str) -> SimAPIError:
 
 def _stamp_text(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _bad_printed(row: dict[str, Any], factor: float) -> dict[str, Any]:
+    """A bar JSON row with its prices x factor (a bad print); volume and trade count unchanged."""
+    out = dict(row)
+    for key in ("o", "h", "l", "c", "vw"):
+        out[key] = round(row[key] * factor, 4)
+    return out
 
 
 def _bar_json(t: str, bar: DailyBar) -> dict[str, Any]:
@@ -165,7 +181,10 @@ class MarketData:
                 break
             sym_i, offset = sym_i + 1, 0
         blocks = self.bars.windows([s for s, _, _ in page_symbols], lo, hi)
+        if self.bars.actions.has_any:
+            blocks = self._adjusted(page_symbols, blocks, adjustment, now)
         stamps = [self._stamp(i) for i in range(lo, hi)]
+        bad = self._bad_prints()
         for (symbol, a, b), block in zip(page_symbols, blocks, strict=True):
             # Positions a..b-1 in the requested order map to window offsets a..b-1 (asc) or
             # count-b..count-a-1 reversed (desc).
@@ -182,6 +201,8 @@ class MarketData:
                 bar = self.bars.bar_as_of(symbol, hi - 1, now)
                 assert bar is not None
                 rows[-1] = _bar_json(stamps[-1], bar)
+            if bad:
+                self._apply_bad_prints(symbol, rows, bad)
             if sort == "desc":
                 rows.reverse()
             out[symbol] = rows
@@ -191,6 +212,99 @@ class MarketData:
         if more and last is not None:
             next_token = self._token(last[0], last[1])
         return {"bars": out, "next_page_token": next_token, "currency": "USD"}
+
+    def _adjusted(
+        self, page_symbols: list[tuple[str, int, int]], blocks: list[_Block], adjustment: str | None, now: datetime
+    ) -> list[_Block]:
+        """Raw blocks adjusted as Alpaca adjusts them on `now`'s New York date: `split` and `all` for
+        splits, `dividend` and `all` for cash dividends (core/sim/corporate_actions.py)."""
+        modes = set((adjustment or "raw").split(","))
+        split, dividend = bool(modes & {"split", "all"}), bool(modes & {"dividend", "all"})
+        if not (split or dividend):
+            return blocks
+        as_of = now.astimezone(NEW_YORK).date()
+        out = []
+        for (symbol, _, _), block in zip(page_symbols, blocks, strict=True):
+            factors = adjustment_factors(
+                self.bars, self.bars.actions, symbol, block.start, len(block), as_of, split=split, dividend=dividend
+            )
+            if factors is None:
+                out.append(block)
+                continue
+            price, volume = factors
+            o, h, lo_, c, vw = (np.round(getattr(block, n) * price, 4) for n in ("open", "high", "low", "close", "vwap"))
+            v = np.rint(block.volume * volume).astype(np.int64)
+            out.append(_Block(block.start, o, h, lo_, c, v, block.trade_count, vw))
+        return out
+
+    # ------------------------------------------------------------------ /v1/corporate-actions
+    def api_corporate_actions(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """GET /v1/corporate-actions: the registered splits and cash dividends (core/sim/
+        corporate_actions.py) whose process date (= ex-date) is in [start, end] (default: today, New
+        York), grouped as `forward_splits`, `reverse_splits`, `cash_dividends`; sorted by process date
+        (`sort`), `limit` (1..1000, default 100) counted across groups, and an opaque
+        `next_page_token`. `ids` excludes every other filter. Unknown types, dates or tokens: 400."""
+        ids = _csv(params.get("ids"))
+        if ids and any(params.get(k) for k in ("symbols", "cusips", "types", "start", "end")):
+            raise _bad("ids cannot be combined with symbols, cusips, types, start or end")
+        types = _csv(params.get("types"))
+        unknown = sorted(set(types) - set(ACTION_TYPES))
+        if unknown:
+            raise _bad(f"invalid types: {', '.join(unknown)}")
+        today = self.clock.now().astimezone(NEW_YORK).date()
+        start, end = (self._day(params.get(name), name) or today for name in ("start", "end"))
+        if start > end:
+            raise _bad("start must not be after end")
+        try:
+            limit = int(params.get("limit") or 100)
+        except ValueError:
+            raise _bad(f"invalid limit: {params.get('limit')!r}") from None
+        if not 1 <= limit <= 1000:
+            raise _bad("invalid limit: must be between 1 and 1000")
+        sort = (params.get("sort") or "asc").lower()
+        if sort not in ("asc", "desc"):
+            raise _bad(f"invalid sort: {sort!r}")
+        symbols, cusips = set(_csv(params.get("symbols"))), set(_csv(params.get("cusips")))
+
+        selected = []
+        for action in self.bars.actions.all():
+            body = action_json(self.bars, action)
+            kind = action_type(action)
+            if ids:
+                if action.id not in ids:
+                    continue
+            elif (
+                (types and kind not in types)
+                or (symbols and action.symbol not in symbols)
+                or (cusips and not cusips & {body.get("cusip"), body.get("old_cusip"), body.get("new_cusip")})
+                or not start <= action.ex_date <= end
+            ):
+                continue
+            key = f"{action.ex_date.isoformat()}|{action.symbol}|{kind}|{action.id}"
+            selected.append((key, kind, body))
+        selected.sort(key=lambda item: item[0], reverse=sort == "desc")
+        token = params.get("page_token")
+        if token:
+            try:
+                after = base64.b64decode(token, validate=True).decode()
+            except (ValueError, binascii.Error, UnicodeDecodeError):
+                raise _bad("invalid page_token") from None
+            selected = [item for item in selected if (item[0] > after if sort == "asc" else item[0] < after)]
+        page, rest = selected[:limit], selected[limit:]
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for _, kind, body in page:
+            groups.setdefault(group_name(kind), []).append(body)
+        next_token = base64.b64encode(page[-1][0].encode()).decode() if rest else None
+        return {"corporate_actions": groups, "next_page_token": next_token}
+
+    @staticmethod
+    def _day(raw: str | None, name: str) -> date | None:
+        if not raw:
+            return None
+        try:
+            return date.fromisoformat(raw.strip())
+        except ValueError:
+            raise _bad(f"invalid {name}: {raw!r} (expected YYYY-MM-DD)") from None
 
     def _token(self, symbol: str, i: int) -> str:
         stamp = datetime.fromtimestamp(self.bars.stamp_ts(i), UTC).strftime("%Y-%m-%dT%H:%M:%S.000000000Z")
@@ -226,49 +340,113 @@ class MarketData:
     def api_latest_bars(self, params: Mapping[str, str]) -> dict[str, Any]:
         self._check_latest(params)
         now = self.clock.now()
+        bad = self._bad_prints()
         out: dict[str, Any] = {}
         for symbol in self._symbols(params):
             if not self._has_data(symbol):
                 continue
             minute = self.bars.minute_bar(symbol, now)
             if minute is not None:
-                out[symbol] = _bar_json(minute[0].strftime("%Y-%m-%dT%H:%M:%SZ"), minute[1])
+                row = _bar_json(minute[0].strftime("%Y-%m-%dT%H:%M:%SZ"), minute[1])
+                out[symbol] = _with_bad_print(row, bad.get((symbol, minute[1].session)))
         return {"bars": out}
+
+    def api_latest_trades(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """GET /v2/stocks/trades/latest: {"trades": {symbol: trade}} at the true price (never a bad
+        print); symbols without data are left out, as Alpaca does."""
+        self._check_latest(params)
+        now = self.clock.now()
+        out: dict[str, Any] = {}
+        for symbol in self._symbols(params):
+            trade = self._latest_trade(symbol, now) if self._has_data(symbol) else None
+            if trade is not None:
+                out[symbol] = trade
+        return {"trades": out}
+
+    def api_latest_quotes(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """GET /v2/stocks/quotes/latest: {"quotes": {symbol: quote}} around the true price."""
+        self._check_latest(params)
+        now = self.clock.now()
+        out: dict[str, Any] = {}
+        for symbol in self._symbols(params):
+            trade = self._latest_trade(symbol, now) if self._has_data(symbol) else None
+            if trade is not None:
+                out[symbol] = _quote_for(trade)
+        return {"quotes": out}
+
+    def _latest_trade(self, symbol: str, now: datetime) -> dict[str, Any] | None:
+        """The last trade at `now` at the exchange's price; None before the first session."""
+        latest = self.bars.last_started(now)
+        if latest < 0:
+            return None
+        price = self.bars.price_at(symbol, now)
+        trade_time = min(now, datetime.fromtimestamp(self.bars.close_ts(latest), UTC))
+        t = trade_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return {"t": t, "x": "V", "p": price, "s": 100, "c": ["@"], "i": 1, "z": "A"}
+
+    def _bad_prints(self) -> dict[tuple[str, date], float]:
+        return self.exchange.bad_prints() if self.exchange is not None else {}
+
+    def _apply_bad_prints(
+        self, symbol: str, rows: list[dict[str, Any]], bad: Mapping[tuple[str, date], float]
+    ) -> None:
+        """Rows of `symbol` whose session has a bad print get its factor (in place)."""
+        factors = {self._stamp(self.bars.index_of(s)): f for (sym, s), f in bad.items() if sym == symbol}
+        for k, row in enumerate(rows):
+            factor = factors.get(row["t"])
+            if factor is not None:
+                rows[k] = _bad_printed(row, factor)
 
     def api_snapshots(self, params: Mapping[str, str]) -> dict[str, Any]:
         self._check_latest(params)
         now = self.clock.now()
+        bad = self._bad_prints()
         out: dict[str, Any] = {}
         for symbol in self._symbols(params):
             if not self._has_data(symbol):
                 continue
             minute = self.bars.minute_bar(symbol, now)
             latest = self.bars.last_started(now)
-            if minute is None or latest < 0:
+            trade = self._latest_trade(symbol, now)
+            if minute is None or latest < 0 or trade is None:
                 continue
             start, mbar = minute
-            price = self.bars.price_at(symbol, now)
-            trade_time = min(now, datetime.fromtimestamp(self.bars.close_ts(latest), UTC))
-            t = trade_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            spread = max(round(price * 0.0002, 2), 0.01)
             daily = self.bars.bar_as_of(symbol, latest, now)
             assert daily is not None
-            prev = self.bars.bar_by_index(symbol, latest - 1) if latest > 0 else None
+            before = self.bars.trading_index_before(latest)
+            prev = self.bars.bar_by_index(symbol, before) if before >= 0 else None
             out[symbol] = {
-                "latestTrade": {"t": t, "x": "V", "p": price, "s": 100, "c": ["@"], "i": 1, "z": "A"},
-                "latestQuote": {
-                    "t": t,
-                    "ax": "V",
-                    "ap": round(price + spread / 2, 2),
-                    "as": 2,
-                    "bx": "V",
-                    "bp": round(price - spread / 2, 2),
-                    "bs": 2,
-                    "c": ["R"],
-                    "z": "A",
-                },
-                "minuteBar": _bar_json(start.strftime("%Y-%m-%dT%H:%M:%SZ"), mbar),
-                "dailyBar": _bar_json(self._stamp(latest), daily),
-                "prevDailyBar": None if prev is None else _bar_json(self._stamp(latest - 1), prev),
+                "latestTrade": trade,
+                "latestQuote": _quote_for(trade),
+                "minuteBar": _with_bad_print(
+                    _bar_json(start.strftime("%Y-%m-%dT%H:%M:%SZ"), mbar), bad.get((symbol, mbar.session))
+                ),
+                "dailyBar": _with_bad_print(
+                    _bar_json(self._stamp(latest), daily), bad.get((symbol, daily.session))
+                ),
+                "prevDailyBar": None
+                if prev is None
+                else _with_bad_print(_bar_json(self._stamp(before), prev), bad.get((symbol, prev.session))),
             }
         return out
+
+
+def _with_bad_print(row: dict[str, Any], factor: float | None) -> dict[str, Any]:
+    return row if factor is None else _bad_printed(row, factor)
+
+
+def _quote_for(trade: dict[str, Any]) -> dict[str, Any]:
+    """The NBBO around a trade: a spread of 2 basis points (at least a cent), 2 x 100 shares a side."""
+    price = trade["p"]
+    spread = max(round(price * 0.0002, 2), 0.01)
+    return {
+        "t": trade["t"],
+        "ax": "V",
+        "ap": round(price + spread / 2, 2),
+        "as": 2,
+        "bx": "V",
+        "bp": round(price - spread / 2, 2),
+        "bs": 2,
+        "c": ["R"],
+        "z": "A",
+    }
