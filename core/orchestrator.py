@@ -163,7 +163,7 @@ class Orchestrator:
         trading_session = self.calendar.current_or_next_session(started)
 
         self._refresh_open_orders(trading_session)
-        self.reconciler.resolve_pending_intents(trading_session)  # no request unless an intent is unresolved
+        self.reconciler.resolve_pending_intents(trading_session, may_submit=market_open)  # none: no request
         focus = self.load_focus_symbols()
         data = self.data_agent.process(focus, limit=max(2 * self.config.zscore_lookback, 40))
         positions = self.gateway.get_positions()

@@ -143,11 +143,13 @@ class Reconciler:
 
     # ------------------------------------------------------------------ pending intents
     def resolve_pending_intents(self, session: date, report: ReconcileReport | None = None, *,
-                                at_startup: bool = False) -> ReconcileReport:
+                                at_startup: bool = False, may_submit: bool = True) -> ReconcileReport:
         """Look every PENDING intent up by client_order_id (no request when there is none).
 
         Runs at start-up and on every iteration while any is left, so an order whose submit answer
         and look-ups were lost (503s, a full disk) is found as soon as the broker answers.
+        `may_submit=False` (an iteration outside market hours) defers the resubmission of one the
+        broker surely does not have, as no new order is sent then either.
         """
         report = report if report is not None else ReconcileReport()
         pending = self.store.pending_intents()
@@ -155,11 +157,11 @@ class Reconciler:
             return report
         decision_session = self.calendar.last_completed_session(self.clock.now())
         for intent in pending:
-            self._resolve_intent(intent, session, decision_session, report, at_startup)
+            self._resolve_intent(intent, session, decision_session, report, at_startup, may_submit)
         return report
 
     def _resolve_intent(self, intent: IntentRecord, session: date, decision_session: date, report: ReconcileReport,
-                        at_startup: bool) -> None:
+                        at_startup: bool, may_submit: bool) -> None:
         cid = intent.client_order_id
         try:
             order = self.gateway.get_order_by_client_id(cid)
@@ -176,6 +178,8 @@ class Reconciler:
             if not at_startup:
                 log.info("intent_resolved", client_order_id=cid, symbol=intent.symbol, status=order.status.value,
                          filled_qty=order.filled_qty)
+        elif intent.signal_session == decision_session and not may_submit:
+            report.unresolved.append(cid)  # surely absent; sent at the next iteration in market hours
         elif intent.signal_session == decision_session and not self.execution.dry_run:
             placed = self.execution.resume_intent(intent)
             if placed is None:
