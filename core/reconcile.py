@@ -257,6 +257,13 @@ class Reconciler:
             broker_qty = max(theirs.qty, 0.0) if theirs is not None else 0.0
             broker_avg = theirs.avg_entry_price if theirs is not None else 0.0
             last = seen.get(symbol)
+            if theirs is not None and mine is None and last is None and broker_qty > QTY_TOLERANCE \
+                    and self.config.unknown_position_policy == "adopt":
+                # A position seen for the first time, in a symbol the daemon does not hold: adopted.
+                # Shares once reported as not the daemon's are never adopted silently later.
+                self._adopt(symbol, theirs, "adopted", report)
+                self._remember(symbol, last, broker_qty, broker_avg, broker_qty)
+                continue
             book_avg = mine.avg_entry_price if mine is not None else None
             change = explain(own, last, broker_qty, broker_avg, book_avg=book_avg)
             confirmed_by: list[str] = []
@@ -271,14 +278,10 @@ class Reconciler:
                 if event is not None:  # its exact terms, rather than the ratio read from rounded prices
                     change = explain(own, last, broker_qty, broker_avg, book_avg=book_avg, split=event.ratio)
             own_after = self._apply_change(symbol, own, change, theirs, session, report, confirmed_by)
-            if own_after <= QTY_TOLERANCE and broker_qty > QTY_TOLERANCE and mine is None \
-                    and self.config.unknown_position_policy == "adopt" and theirs is not None:
-                self._adopt(symbol, theirs, "adopted", report)
-                own_after = broker_qty
-            elif adopt_outside and own_after > QTY_TOLERANCE and change.outside_qty > QTY_TOLERANCE \
-                    and theirs is not None:
-                self.store.set_position(symbol, broker_qty, mine.avg_entry_price if mine else broker_avg,
-                                        mine.entry_session if mine else None, mine.origin if mine else "adopted")
+            current = self.store.book().get(symbol) if adopt_outside else None  # after a re-base, if any
+            if current is not None and change.outside_qty > QTY_TOLERANCE:
+                self.store.set_position(symbol, broker_qty, current.avg_entry_price, current.entry_session,
+                                        current.origin)
                 report.adjusted.append(symbol)
                 log.warning("outside_shares_adopted", symbol=symbol, own_qty=own_after, broker_qty=broker_qty,
                             reason="--accept-broker-state: the broker's quantity becomes the daemon's own")

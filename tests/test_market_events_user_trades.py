@@ -213,3 +213,26 @@ def test_a_position_the_daemon_never_traded_follows_unknown_position_policy(
         assert len(spy_sells) == 1 and spy_sells[0].qty == 2 and "SPY" not in scn.broker_positions()
         assert_book_matches_broker(scn, daemon.store)
     assert_no_duplicate_orders(scn, daemon.store)
+
+
+def test_accept_broker_state_makes_the_users_shares_the_daemons_own_at_that_start(
+        scenario: Callable[..., Scenario]) -> None:
+    scn = scenario(JNJ_DAY)
+    first, own = _daemon_holds_jnj(scn)
+    _by_hand(scn, "buy", 5, "buy")
+    scn.clock.advance(120)
+    scn.kill(first)
+    second = scn.boot(startup=False)
+    with capture_logs() as logs:
+        second.orchestrator.startup(accept_broker_quantities=True)   # --accept-broker-state
+    (reconciled,) = [e for e in logs if e["event"] == "reconciled"]
+    assert reconciled["adjusted"] == ["JNJ"] and reconciled["outside_shares"] == {}
+    assert second.store.book()["JNJ"].qty == pytest.approx(own + 5) and second.store.book()["JNJ"].origin == "daemon"
+    assert_book_matches_broker(scn, second.store)
+    # Its exit now sells all of them.
+    _advance_to(scn, EXIT_DAY)
+    second.orchestrator.run_iteration()
+    _settle(scn, second)
+    (sell,) = [o for o in scn.broker_orders() if o.side == "sell"]
+    assert sell.qty == pytest.approx(own + 5) and scn.broker_positions() == {}
+    assert_no_duplicate_orders(scn, second.store)
