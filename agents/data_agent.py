@@ -327,13 +327,20 @@ def _malformed_reason(bars: list[dict[str, Any]]) -> str:
 
 def _history_moved(cached: SymbolBars, fresh: SymbolBars) -> bool:
     """Whether the answer re-adjusted the history the cache holds: the last cached bar came back with
-    other prices, or did not come back although later bars did."""
+    other prices, or did not come back although later bars did. (Plain floats: a numpy call per
+    symbol would cost more than the rest of the refresh.)"""
     if cached.ts.size == 0 or fresh.ts.size == 0:
         return False
-    hit = np.flatnonzero(fresh.ts == cached.ts[-1])
-    if hit.size == 0:
-        return bool(fresh.ts[-1] > cached.ts[-1])  # later bars without the one asked for from: history changed
-    return not np.allclose(fresh.values[hit[0], :4], cached.values[-1, :4], rtol=READJUSTED_RTOL, atol=0.0)
+    last = cached.ts[-1]
+    if fresh.ts[0] == last:  # the usual case: the answer starts at the bar it was asked from
+        row = 0
+    else:
+        hit = np.flatnonzero(fresh.ts == last)
+        if hit.size == 0:
+            return bool(fresh.ts[-1] > last)  # later bars without the one asked for from: history changed
+        row = int(hit[0])
+    now, before = fresh.values[row, :4].tolist(), cached.values[-1, :4].tolist()
+    return any(abs(a - b) > READJUSTED_RTOL * abs(b) for a, b in zip(now, before, strict=True))
 
 
 def _combine(cached: SymbolBars | None, fresh: SymbolBars | None, limit: int, cold_ns: int) -> SymbolBars | None:
