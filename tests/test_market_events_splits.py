@@ -30,6 +30,7 @@ from core.indicators import rolling_zscore
 from core.models import Side
 from tests.scenario_helpers import (
     BARS_PATH,
+    SCENARIO_INSTANCE,
     Scenario,
     assert_book_matches_broker,
     assert_no_duplicate_orders,
@@ -93,7 +94,7 @@ def test_a_daemon_running_across_a_10_for_1_split_rebases_and_is_not_fooled(
     daemon = scn.boot()
     with capture_logs() as logs:
         daemon.orchestrator.run(until=ny(2025, 6, 6, 16, 30))   # Thursday and Friday: bars cached
-    buy = scn.sim.exchange.order_by_client_id(client_order_id("zmr", NVDA_DECISION, "NVDA", Side.BUY))
+    buy = scn.sim.exchange.order_by_client_id(client_order_id("zmr", NVDA_DECISION, "NVDA", Side.BUY, SCENARIO_INSTANCE))
     assert buy is not None and buy.status == "filled"
     own_before = daemon.store.book()["NVDA"].qty
     entry_before = daemon.store.book()["NVDA"].avg_entry_price
@@ -143,7 +144,7 @@ def test_a_daemon_running_across_a_10_for_1_split_rebases_and_is_not_fooled(
     second.orchestrator.run(until=ny(2025, 6, 11, 10, 0))
     (sell,) = _orders(scn, "NVDA", "sell")
     assert sell.qty == pytest.approx(own_before * 10) and sell.status == "filled"
-    assert sell.client_order_id == client_order_id("zmr", date(2025, 6, 10), "NVDA", Side.SELL)
+    assert sell.client_order_id == client_order_id("zmr", date(2025, 6, 10), "NVDA", Side.SELL, SCENARIO_INSTANCE)
     (closed,) = second.store.closed_positions("NVDA")
     assert closed.qty == pytest.approx(own_before * 10) and closed.reason != "exit_stop_loss"
     assert closed.entry_price == pytest.approx(entry_before / 10)

@@ -26,6 +26,7 @@ from core.state.store import DB_NAME
 from tests.conftest import gateway_for
 from tests.scenario_helpers import (
     ORDERS_PATH,
+    SCENARIO_INSTANCE,
     Scenario,
     assert_book_matches_broker,
     assert_no_duplicate_orders,
@@ -37,7 +38,7 @@ from tests.scenario_helpers import (
 DAY = ny(2025, 2, 28, 9, 30)
 DECISION = date(2025, 2, 27)
 STOP_DAY = ny(2025, 3, 3)
-META_BUY = client_order_id("zmr", DECISION, "META", Side.BUY)
+META_BUY = client_order_id("zmr", DECISION, "META", Side.BUY, SCENARIO_INSTANCE)
 CONFIG: dict[str, Any] = {"symbol_tiers": {"META": "TIER3", "SPY": "TIER1"}, "entry_z": 1.5,
                           "stop_loss_pct": 0.04, "max_holding_sessions": 10}
 LOOKUP_PATH = "/v2/orders:by_client_order_id"
@@ -123,7 +124,7 @@ def test_an_order_resolved_late_becomes_the_daemons_own_and_its_stop_loss_fires(
     scn.clock.advance((STOP_DAY - scn.clock.now()).total_seconds())
     daemon.orchestrator.run_iteration()
     _settle(scn, daemon)
-    sell = scn.sim.exchange.order_by_client_id(client_order_id("zmr", date(2025, 2, 28), "META", Side.SELL))
+    sell = scn.sim.exchange.order_by_client_id(client_order_id("zmr", date(2025, 2, 28), "META", Side.SELL, SCENARIO_INSTANCE))
     assert sell is not None and sell.status == "filled" and sell.qty == pytest.approx(order.filled_qty)
     assert scn.broker_positions() == {} and daemon.store.book() == {}
     (closed,) = daemon.store.closed_positions("META")
@@ -220,14 +221,16 @@ def test_a_flagged_position_left_by_an_older_release_is_not_counted_twice(
     start-up counts the fill once, as the daemon's own."""
     scn = scenario(DAY)
     state_dir = Path(scn.config.state_dir)
-    state_dir.mkdir(mode=0o700, parents=True)
+    for path in state_dir.glob(f"{DB_NAME}*"):  # the scenario's fresh database: replaced by an old release's
+        path.unlink()
+    old_id = client_order_id("zmr", DECISION, "META", Side.BUY)   # that release's id format
     conn = sqlite3.connect(state_dir / DB_NAME, isolation_level=None)
     migrate(conn, 3)
     conn.execute("INSERT INTO order_intents VALUES (?, 'META', 'buy', NULL, 600, 'market', 'day', '2025-02-27', "
-                 "'entry_oversold', 'pending', NULL, '', ?, ?)", (META_BUY, DAY.isoformat(), DAY.isoformat()))
-    gateway_for(scn.sim, scn.config).submit_order(OrderSpec(META_BUY, "META", Side.BUY, notional=600.0))
+                 "'entry_oversold', 'pending', NULL, '', ?, ?)", (old_id, DAY.isoformat(), DAY.isoformat()))
+    gateway_for(scn.sim, scn.config).submit_order(OrderSpec(old_id, "META", Side.BUY, notional=600.0))
     scn.clock.advance(120)
-    order = scn.sim.exchange.order_by_client_id(META_BUY)
+    order = scn.sim.exchange.order_by_client_id(old_id)
     assert order is not None and order.status == "filled"
     conn.execute("INSERT INTO positions (symbol, qty, avg_entry_price, entry_session, entry_price, origin, opened_at, "
                  "updated_at) VALUES ('META', ?, ?, '2025-02-27', ?, 'flagged', ?, ?)",
@@ -237,7 +240,7 @@ def test_a_flagged_position_left_by_an_older_release_is_not_counted_twice(
     with capture_logs() as logs:
         daemon = scn.boot()
     (reconciled,) = [e for e in logs if e["event"] == "reconciled"]
-    assert reconciled["intents_resolved"] == [META_BUY] and reconciled["outside_shares"] == {}
+    assert reconciled["intents_resolved"] == [old_id] and reconciled["outside_shares"] == {}
     position = daemon.store.book()["META"]
     assert position.origin == "daemon" and position.qty == pytest.approx(order.filled_qty)
     _settle(scn, daemon)

@@ -21,12 +21,18 @@ from structlog.testing import capture_logs
 from agents.execution_agent import client_order_id
 from core.models import Side
 from core.status import render_status
-from tests.scenario_helpers import Scenario, assert_book_matches_broker, assert_no_duplicate_orders, ny
+from tests.scenario_helpers import (
+    SCENARIO_INSTANCE,
+    Scenario,
+    assert_book_matches_broker,
+    assert_no_duplicate_orders,
+    ny,
+)
 
 # 2025-03-11 10:00 New York: JNJ closed ~1.5 sd below its mean on 03-10 (an entry at ENTRY_Z=1.2).
 JNJ_DAY = ny(2025, 3, 11)
 JNJ_DECISION = date(2025, 3, 10)
-JNJ_BUY = client_order_id("zmr", JNJ_DECISION, "JNJ", Side.BUY)
+JNJ_BUY = client_order_id("zmr", JNJ_DECISION, "JNJ", Side.BUY, SCENARIO_INSTANCE)
 CONFIG: dict[str, Any] = {"symbol_tiers": {"JNJ": "TIER3", "SPY": "TIER1"}, "entry_z": 1.2,
                           "max_holding_sessions": 1}
 EXIT_DAY = ny(2025, 3, 13)   # max holding: the 03-12 decision sells what was entered on 03-11

@@ -23,7 +23,7 @@ import math
 import threading
 import zlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import lru_cache
@@ -268,7 +268,9 @@ class _Intraday:
 class SyntheticBars:
     """Seeded daily OHLCV for any symbol, plus the intraday price used for fills."""
 
-    def __init__(self, seed: int = 42, calendar: MarketCalendar | None = None) -> None:
+    def __init__(
+        self, seed: int = 42, calendar: MarketCalendar | None = None, closures: Iterable[date] = ()
+    ) -> None:
         self.seed = seed
         self.calendar = calendar or get_market_calendar()
         cal = self.calendar
@@ -288,6 +290,12 @@ class SyntheticBars:
         # Splits re-base the raw tape before their ex-date (core/sim/corporate_actions.py); empty
         # unless SimExchange.add_split registers one.
         self.actions = CorporateActions()
+        # Unscheduled closures: sessions of the calendar the market does not open (an immutable set,
+        # replaced whole, so readers need no lock). The model keeps its indexes: the bars of every
+        # other session are the same with or without closures.
+        self._closed: frozenset[int] = frozenset()
+        for day in closures:
+            self.add_closure(day)
 
     # ------------------------------------------------------------------ calendar index helpers
     def __len__(self) -> int:
@@ -312,8 +320,10 @@ class SyntheticBars:
         return self._stamps[i]
 
     def last_started(self, when: datetime) -> int:
-        """Index of the latest session whose open is at or before `when` (-1 if none)."""
-        return bisect.bisect_right(self._opens, when.timestamp()) - 1
+        """Index of the latest session whose open is at or before `when` (-1 if none); an
+        unscheduled closure never started."""
+        i = bisect.bisect_right(self._opens, when.timestamp()) - 1
+        return self.trading_index_before(i + 1) if self._closed else i
 
     def first_stamp_at_or_after(self, ts: float) -> int:
         return bisect.bisect_left(self._stamps, ts)
@@ -332,11 +342,36 @@ class SyntheticBars:
 
     def trading_index_before(self, i: int) -> int:
         """Index of the last session before session i that the market opened (-1 if none)."""
-        return i - 1
+        i -= 1
+        while i in self._closed:
+            i -= 1
+        return i
 
     def next_trading_index(self, i: int) -> int:
         """Index of the first session at or after session i that the market opens (len if none)."""
+        while i in self._closed:
+            i += 1
         return i
+
+    # ------------------------------------------------------------------ unscheduled closures
+    def add_closure(self, day: date) -> None:
+        """Close the market on `day`, a session of exchange_calendars (SimExchange.add_closure checks
+        the timing and moves waiting orders)."""
+        self._closed = self._closed | {self.index_of(day)}
+
+    @property
+    def closures(self) -> list[date]:
+        return sorted(self.sessions[i] for i in self._closed)
+
+    def is_closed(self, i: int) -> bool:
+        return i in self._closed
+
+    def open_sessions(self, lo: int, hi: int) -> list[int] | None:
+        """The sessions lo..hi-1 the market opens, or None when that is all of them (no closure)."""
+        closed = self._closed
+        if not closed or not any(lo <= i < hi for i in closed):
+            return None
+        return [i for i in range(lo, hi) if i not in closed]
 
     # ------------------------------------------------------------------ generation
     def _symbol_params(self, symbol: str) -> _Params:
@@ -472,7 +507,8 @@ class SyntheticBars:
         """Complete daily bars for the sessions in [start, end] (no clock: callers cut at 'now')."""
         lo = self.first_session_on_or_after(start)
         hi = self.last_session_on_or_before(end) + 1
-        return self._rows(symbol, lo, hi)
+        rows = self._rows(symbol, lo, hi)
+        return [r for r in rows if self._index[r.session] not in self._closed] if self._closed else rows
 
     def _rows(self, symbol: str, lo: int, hi: int) -> list[DailyBar]:
         b = self.window(symbol, lo, hi)

@@ -9,6 +9,11 @@ at Monday's open at Monday's opening price, and the account's equity at every cl
 known (`last_equity`).
 
 Errors are raised as `SimAPIError(status, body)`; the server sends them as they are.
+
+Real-market events (none unless a test registers one; docs/simulated-market.md): splits and cash
+dividends take effect at their ex-date's open in the same time-ordered replay, before that open's
+fills; deposits, withdrawals, a trading block, bad prints (data feed only) and unscheduled closures
+have their own controls; every fill and cash movement is an account activity.
 """
 
 from __future__ import annotations
@@ -392,6 +397,35 @@ class SimExchange:
             self._fill(order, now, self.bars.price_at(symbol, now), pos.qty)
             return order.to_json()
 
+    def trade_externally(self, symbol: str, side: str, qty: float) -> dict[str, Any]:
+        """A trade the user makes by hand (the web app, another program): a market order with a
+        foreign client_order_id, filled now at the exchange's price, in the order list and the FILL
+        activities like any other. A buy needs the cash; a sell at most the shares held; neither
+        while the account is blocked from trading."""
+        if side not in ("buy", "sell"):
+            raise ValueError(f"side must be 'buy' or 'sell', not {side!r}")
+        if not (isinstance(qty, int | float) and math.isfinite(qty) and qty > 0):
+            raise ValueError(f"qty must be a finite number > 0, not {qty!r}")
+        with self._lock:
+            now = self._process_locked()
+            asset = self._lookup_asset(symbol) if is_valid_ticker(symbol) else None
+            if asset is None:
+                raise ValueError(f"unknown symbol {symbol!r}")
+            if self._trading_blocked:
+                raise ValueError("the account is blocked from trading (set_trading_blocked)")
+            price = self.bars.price_at(symbol, now)
+            held = self._positions[symbol].qty if symbol in self._positions else 0.0
+            if side == "sell" and qty > held + QTY_EPS:
+                raise ValueError(f"cannot sell {fmt_num(qty)} {symbol}: {fmt_num(held)} held")
+            if side == "buy" and qty * price > self._cash + 1e-9:
+                raise ValueError(f"buying {fmt_num(qty)} {symbol} at {price} needs more than the cash {fmt_money(self._cash)}")
+            order = self._new_order(
+                symbol, side, "market", "day", float(qty), None, None, False, None, str(uuid.uuid4()), now,
+                source="external",
+            )
+            self._fill(order, now, price, float(qty))
+            return order.to_json()
+
     def orders_for_client_id(self, client_order_id: str) -> int:
         """How many orders were ever created with this client_order_id (0 or 1 when the rules hold)."""
         with self._lock:
@@ -494,6 +528,25 @@ class SimExchange:
             self._process_locked()
             return [dict(a.body) for a in self._activities.items()]
 
+    def add_closure(self, day: date) -> None:
+        """An unscheduled closure (a day of mourning, a storm): the market does not open on `day`
+        although exchange_calendars says it does. /v2/clock is closed all day and its next_open skips
+        the day, /v2/calendar leaves it out, the data API has no bar for it, and orders waiting for
+        its open (or a GTC order rolling into it) wait for the next session instead. The day's open
+        must still be ahead. `start_sim_market(closures=[...])` closes days from the start."""
+        with self._lock:
+            now = self._process_locked()
+            i = self.bars.index_of(day)
+            if self.bars.open_ts(i) <= now.timestamp():
+                raise ValueError(f"the session {day} has opened already; close a day before its open")
+            self.bars.add_closure(day)
+            following = self.bars.next_trading_index(i)
+            for order in self._orders:
+                if order.is_open and order.session == i:
+                    order.session = following
+                    if following < len(self.bars):
+                        order.start_ts = max(order.start_ts, self.bars.open_ts(following))
+
     def add_split(self, symbol: str, ex_date: date, ratio: float) -> Split:
         """A split of `ratio` new shares per old share (10.0: 10-for-1; 0.1: 1-for-10 reverse).
 
@@ -582,7 +635,7 @@ class SimExchange:
         i = self.bars.last_started(when)
         if i >= 0 and when.timestamp() < self.bars.close_ts(i):
             return i, True
-        return i + 1, False
+        return self.bars.next_trading_index(i + 1), False
 
     def _next_event(self, order: SimOrder) -> _Event | None:
         bars = self.bars
@@ -765,7 +818,7 @@ class SimExchange:
         closes = self.bars._closes
         lo = bisect.bisect_right(closes, after_ts)
         hi = bisect.bisect_right(closes, upto_ts)
-        return list(range(lo, hi))
+        return [i for i in range(lo, hi) if not self.bars.is_closed(i)]
 
     def _record_close(self, i: int) -> None:
         session = self.bars.session_at(i)
@@ -791,7 +844,7 @@ class SimExchange:
             order.status = "expired"
             order.expired_at = order.updated_at = when
         elif event.kind == "roll":
-            order.session += 1
+            order.session = self.bars.next_trading_index(order.session + 1)
             if order.session < len(self.bars):
                 order.start_ts = self.bars.open_ts(order.session)
 
@@ -860,7 +913,7 @@ class SimExchange:
     def _previous_session(self, now: datetime) -> int:
         """Index of the last session dated before today (New York)."""
         today = now.astimezone(NEW_YORK).date()
-        return self.bars.first_session_on_or_after(today) - 1
+        return self.bars.trading_index_before(self.bars.first_session_on_or_after(today))
 
     def _last_equity(self, now: datetime) -> float:
         i = self._previous_session(now)
@@ -1186,12 +1239,29 @@ class SimExchange:
 
     def api_clock(self) -> dict[str, Any]:
         now = self.process()
+        if self.bars.closures:
+            return self._clock_with_closures(now)
         cal = self.calendar
         return {
             "timestamp": now.astimezone(NEW_YORK).isoformat(),
             "is_open": cal.is_open(now),
             "next_open": cal.next_open(now).astimezone(NEW_YORK).isoformat(),
             "next_close": cal.next_close(now).astimezone(NEW_YORK).isoformat(),
+        }
+
+    def _clock_with_closures(self, now: datetime) -> dict[str, Any]:
+        """/v2/clock from the sim's own sessions, unscheduled closures left out."""
+        bars, ts = self.bars, now.timestamp()
+        i = bars.last_started(now)
+        next_open = bars.next_trading_index(bisect.bisect_right(bars._opens, ts))
+        next_close = bars.next_trading_index(bisect.bisect_right(bars._closes, ts))
+        if max(next_open, next_close) >= len(bars):
+            raise ValueError("date outside the calendar's range")
+        return {
+            "timestamp": now.astimezone(NEW_YORK).isoformat(),
+            "is_open": i >= 0 and ts < bars.close_ts(i),
+            "next_open": datetime.fromtimestamp(bars.open_ts(next_open), NEW_YORK).isoformat(),
+            "next_close": datetime.fromtimestamp(bars.close_ts(next_close), NEW_YORK).isoformat(),
         }
 
     def api_calendar(self, params: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -1210,11 +1280,16 @@ class SimExchange:
                     hi = bars.last_session_on_or_before(day) + 1
         out = []
         for i in range(lo, hi):
+            if bars.is_closed(i):  # an unscheduled closure is not a trading day
+                continue
             session = bars.session_at(i)
             open_ny = datetime.fromtimestamp(bars.open_ts(i), NEW_YORK)
             close_ny = datetime.fromtimestamp(bars.close_ts(i), NEW_YORK)
             lag = 1 if session >= date(2024, 5, 28) else 2  # T+1 settlement since 2024-05-28
-            settle = bars.session_at(min(i + lag, len(bars) - 1))
+            settle_i = i
+            for _ in range(lag):
+                settle_i = bars.next_trading_index(settle_i + 1)
+            settle = bars.session_at(min(settle_i, len(bars) - 1))
             out.append(
                 {
                     "date": session.isoformat(),

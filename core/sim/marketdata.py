@@ -159,14 +159,15 @@ class MarketData:
         now = self.clock.now()
         lo, hi, partial = self._window(params, now)
         symbols = [s for s in symbols if self._has_data(s)]
-        count = max(hi - lo, 0)
+        served = self.bars.open_sessions(lo, hi)  # None: no unscheduled closure in the window
+        count = max(hi - lo, 0) if served is None else len(served)
         if count == 0 or not symbols:
             return {"bars": {}, "next_page_token": None, "currency": "USD"}
         # Position in the (symbol, time) order: symbol index and offset within that symbol's bars.
         sym_i, offset = 0, 0
         token = params.get("page_token")
         if token:
-            sym_i, offset = self._resume(token, symbols, lo, hi, sort)
+            sym_i, offset = self._resume(token, symbols, lo, hi, sort, served)
 
         out: dict[str, list[dict[str, Any]]] = {}
         remaining = limit
@@ -183,7 +184,10 @@ class MarketData:
         blocks = self.bars.windows([s for s, _, _ in page_symbols], lo, hi)
         if self.bars.actions.has_any:
             blocks = self._adjusted(page_symbols, blocks, adjustment, now)
-        stamps = [self._stamp(i) for i in range(lo, hi)]
+        if served is not None:  # a closed session has no bar: keep the sessions the market opened
+            keep = np.array(served, dtype=np.int64) - lo
+            blocks = [_Block(lo, *(getattr(b, name)[keep] for name in _BAR_FIELDS)) for b in blocks]
+        stamps = [self._stamp(i) for i in (range(lo, hi) if served is None else served)]
         bad = self._bad_prints()
         for (symbol, a, b), block in zip(page_symbols, blocks, strict=True):
             # Positions a..b-1 in the requested order map to window offsets a..b-1 (asc) or
@@ -206,7 +210,8 @@ class MarketData:
             if sort == "desc":
                 rows.reverse()
             out[symbol] = rows
-            last = (symbol, lo + (k1 - 1 if sort == "asc" else k0))
+            at = k1 - 1 if sort == "asc" else k0
+            last = (symbol, lo + at if served is None else served[at])
         more = sym_i < len(symbols) and (offset < count)
         next_token = None
         if more and last is not None:
@@ -310,7 +315,9 @@ class MarketData:
         stamp = datetime.fromtimestamp(self.bars.stamp_ts(i), UTC).strftime("%Y-%m-%dT%H:%M:%S.000000000Z")
         return base64.b64encode(f"{symbol}|D|{stamp}".encode()).decode()
 
-    def _resume(self, token: str, symbols: list[str], lo: int, hi: int, sort: str) -> tuple[int, int]:
+    def _resume(
+        self, token: str, symbols: list[str], lo: int, hi: int, sort: str, served: list[int] | None = None
+    ) -> tuple[int, int]:
         try:
             symbol, frame, stamp = base64.b64decode(token, validate=True).decode().split("|")
             when = datetime.fromisoformat(stamp.replace("000Z", "Z").replace("Z", "+00:00"))
@@ -322,6 +329,9 @@ class MarketData:
         sym_i = bisect.bisect_left(symbols, symbol)
         if sym_i >= len(symbols) or symbols[sym_i] != symbol:
             return sym_i, 0
+        if served is not None:  # count in the sessions served, closures left out
+            done = bisect.bisect_right(served, i) if sort == "asc" else len(served) - bisect.bisect_left(served, i)
+            return (sym_i + 1, 0) if done >= len(served) else (sym_i, done)
         done = (i - lo + 1) if sort == "asc" else (hi - i)
         done = min(max(done, 0), hi - lo)
         if done >= hi - lo:
