@@ -5,7 +5,12 @@
   long (above ~1,000 symbols). `result.requests` counts the HTTP requests, pages included.
   Windows are set by start/end, never by the global
   `limit` (which counts all symbols together and would starve the later ones).
-- An incremental cache: a later call for the same symbols asks only for bars newer than the cache.
+- An incremental cache: a later call for the same symbols asks only for bars from the last cached
+  one on. That overlapping bar is compared with the cached one: when the broker re-adjusted history
+  (a split, or a cash dividend under `Adjustment.ALL`, which the adapter requests, re-bases every
+  earlier bar as of the request's time), the symbols whose overlap differs are refetched over their
+  whole window in ONE extra request, only on that event. The steady state stays at one request, and
+  a cached pre-split bar is never mixed with post-split bars (a fake crash, a false stop-loss).
 - Every symbol's bars are validated; a bad set is excluded with a reason in `result.excluded`
   and a log line. A symbol is never dropped silently, so the universe never narrows by accident.
 - Frames hold completed sessions only. While a session is open, its in-progress bar gives
@@ -21,7 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from itertools import chain
 from operator import itemgetter
 from typing import Any
@@ -43,6 +48,10 @@ log = structlog.get_logger("data_agent")
 COLUMNS = ["open", "high", "low", "close", "volume", "trade_count", "vwap"]
 _VALUES = itemgetter("o", "h", "l", "c", "v", "n", "vw")
 _TIMESTAMP = itemgetter("t")
+# The overlapping bar must repeat the cached prices to this relative tolerance: tight enough for any
+# dividend factor that matters (a 0.3% dividend is a factor of 0.997; 1e-4 is a $0.01 dividend on a
+# $100 stock), loose enough for the decimal formatting of the same price (4 decimals of a $1 stock).
+READJUSTED_RTOL = 1e-4
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +83,7 @@ class BarData(Mapping[str, pd.DataFrame]):
         self.requests: int = 0
         self.as_of: date | None = None
         self.cpu_seconds: float = 0.0      # the agent's own CPU time, excluding the HTTP fetches
+        self.readjusted: list[str] = []    # symbols refetched because the broker re-adjusted their history
         self._frames: dict[str, pd.DataFrame] = {}
 
     def __getitem__(self, symbol: str) -> pd.DataFrame:
@@ -152,17 +162,31 @@ class DataAgent:
         for symbol in wanted:
             cached = self._cache.get(symbol)
             if cached is not None and cached.ts.size and cached.ts[-1] >= cold_ns:
-                start = pd.Timestamp(int(cached.ts[-1]), tz="UTC").to_pydatetime() + timedelta(seconds=1)
+                # AT the last cached bar, not after it: that bar comes back and tells whether history moved.
+                start = pd.Timestamp(int(cached.ts[-1]), tz="UTC").to_pydatetime()
             else:
                 start = cold_start
             groups.setdefault(start, []).append(symbol)
 
+        readjusted: list[str] = []
         for start, group in groups.items():
             fetch_start = time.process_time()
             raw = self._fetch_alpaca_batch(group, start)
             fetch_cpu += time.process_time() - fetch_start
             result.requests += raw.requests if isinstance(raw, BarsAnswer) else 1
-            self._merge(group, raw, result, expected, limit, cold_ns)
+            readjusted += self._merge(group, raw, result, expected, limit, cold_ns)
+        if readjusted:
+            # One extra request for every symbol whose history moved: its whole window, afresh.
+            log.info("history_readjusted", symbols=readjusted, effect="cached bars dropped; whole window refetched",
+                     reason="the last cached bar came back with other prices (a split or a dividend adjustment)")
+            for symbol in readjusted:
+                self._cache.pop(symbol, None)
+            fetch_start = time.process_time()
+            raw = self._fetch_alpaca_batch(readjusted, cold_start)
+            fetch_cpu += time.process_time() - fetch_start
+            result.requests += raw.requests if isinstance(raw, BarsAnswer) else 1
+            self._merge(readjusted, raw, result, expected, limit, cold_ns)
+        result.readjusted = readjusted
         result.cpu_seconds = time.process_time() - cpu_start - fetch_cpu
         return result
 
@@ -182,7 +206,9 @@ class DataAgent:
 
     # ------------------------------------------------------------------ parse, validate, cache
     def _merge(self, symbols: list[str], raw: dict[str, list[dict[str, Any]]], result: BarData,
-               expected: date, limit: int, cold_ns: int) -> None:
+               expected: date, limit: int, cold_ns: int) -> list[str]:
+        """Merge a batch into the cache and the result; returns the symbols whose history was re-adjusted."""
+        readjusted: list[str] = []
         parsed = _parse_batch({s: raw[s] for s in symbols if raw.get(s)}, _ns(bar_timestamp(expected)),
                               now_ns=_ns(self.clock.now()))
         for symbol in symbols:
@@ -195,6 +221,9 @@ class DataAgent:
                 self._exclude(result, symbol, "missing from the batch answer (no bars returned)")
                 continue
             fresh_bars, partial_price = fresh if fresh is not None else (None, None)
+            if cached is not None and fresh_bars is not None and _history_moved(cached, fresh_bars):
+                readjusted.append(symbol)
+                continue
             bars = _combine(cached, fresh_bars, limit, cold_ns)
             if bars is None or bars.ts.size == 0:
                 self._exclude(result, symbol, "no completed daily bars in the window")
@@ -207,6 +236,7 @@ class DataAgent:
             self._cache[symbol] = bars
             result.bars[symbol] = bars
             result.current_prices[symbol] = partial_price if partial_price is not None else bars.last_close
+        return readjusted
 
     @staticmethod
     def _exclude(result: BarData, symbol: str, reason: str) -> None:
@@ -295,6 +325,24 @@ def _malformed_reason(bars: list[dict[str, Any]]) -> str:
         if any(not isinstance(bar, dict) or key not in bar for bar in bars):
             return f"bar field {key!r} missing from the answer"
     return "malformed bar data: a timestamp or a price is not parseable"
+
+
+def _history_moved(cached: SymbolBars, fresh: SymbolBars) -> bool:
+    """Whether the answer re-adjusted the history the cache holds: the last cached bar came back with
+    other prices, or did not come back although later bars did. (Plain floats: a numpy call per
+    symbol would cost more than the rest of the refresh.)"""
+    if cached.ts.size == 0 or fresh.ts.size == 0:
+        return False
+    last = cached.ts[-1]
+    if fresh.ts[0] == last:  # the usual case: the answer starts at the bar it was asked from
+        row = 0
+    else:
+        hit = np.flatnonzero(fresh.ts == last)
+        if hit.size == 0:
+            return bool(fresh.ts[-1] > last)  # later bars without the one asked for from: history changed
+        row = int(hit[0])
+    now, before = fresh.values[row, :4].tolist(), cached.values[-1, :4].tolist()
+    return any(abs(a - b) > READJUSTED_RTOL * abs(b) for a, b in zip(now, before, strict=True))
 
 
 def _combine(cached: SymbolBars | None, fresh: SymbolBars | None, limit: int, cold_ns: int) -> SymbolBars | None:

@@ -7,7 +7,8 @@ Order of work in one pass:
    day's deposits and withdrawals) or a drawdown beyond `max_drawdown_pct` from the equity peak
    (moved by cash flows, see core/cash_flows.py) halts NEW ENTRIES with a reason; so do equity at
    or below zero and unreadable cash flows. Exits still run.
-2. Exits first: a sell never exceeds the held quantity and never duplicates an open sell.
+2. Exits first: a sell never exceeds the held quantity nor the daemon's own quantity (shares the
+   user holds next to it are never sold), and never duplicates an open sell.
 3. Entries, most oversold first, each through: halt, already held or pending, stop-loss cooldown,
    max open positions, sizing (TieredPositionSizer when tiers are on and the symbol has a tier,
    else equal weight = equity / max_open_positions), tier exposure (TierExposureTracker), and the
@@ -177,15 +178,19 @@ class RiskAgent:
                     f"an entry order for {signal.symbol} is still open ({order.client_order_id}); "
                     "the exit waits until it finishes (a sell against an open buy is a wash trade)"
                 )
-        qty = position.qty if position.is_fractional else float(math.floor(position.qty + 1e-9))
-        qty = min(qty, position.qty)  # never more than held
+        own = position.qty if snapshot.own_qty is None else min(position.qty, snapshot.own_qty.get(signal.symbol, 0.0))
+        if own <= 0:
+            raise RiskCheckError(f"{signal.symbol}: none of the {position.qty:g} shares held is the daemon's own")
+        fractional = abs(own - round(own)) > 1e-9
+        qty = own if fractional else float(math.floor(own + 1e-9))
+        qty = min(qty, own)  # never more than held, never more than the daemon's own
         if qty <= 0:
-            raise RiskCheckError(f"{signal.symbol}: held quantity {position.qty} rounds to zero")
+            raise RiskCheckError(f"{signal.symbol}: held quantity {own} rounds to zero")
         price = position.current_price if position.current_price > 0 else signal.price
         return OrderTarget(
             symbol=signal.symbol, side=Side.SELL, qty=qty, notional=round(qty * price, 2), price=price,
-            fractional=position.is_fractional, tier=self.params.symbol_tiers.get(signal.symbol), signal=signal,
-            meta={"reason": signal.reason.value, "held_qty": position.qty},
+            fractional=fractional, tier=self.params.symbol_tiers.get(signal.symbol), signal=signal,
+            meta={"reason": signal.reason.value, "held_qty": position.qty, "own_qty": own},
         )
 
     # ------------------------------------------------------------------ entries

@@ -150,6 +150,9 @@ class PortfolioSnapshot:
     open_orders: tuple[BrokerOrder, ...]
     entry_sessions: dict[str, date] = field(default_factory=dict)   # from the state store
     entry_prices: dict[str, float] = field(default_factory=dict)
+    # The daemon's own quantity per symbol (its book). None: every share at the broker is its own
+    # (the backtest). Otherwise exits sell at most this, never the user's shares next to it.
+    own_qty: dict[str, float] | None = None
 
     def open_order_symbols(self) -> set[str]:
         return {order.symbol for order in self.open_orders}

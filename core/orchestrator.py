@@ -203,6 +203,7 @@ class Orchestrator:
         trading_session = self.calendar.current_or_next_session(started)
 
         self._refresh_open_orders(trading_session)
+        self.reconciler.resolve_pending_intents(trading_session, may_submit=market_open)  # none: no request
         focus = self.load_focus_symbols()
         data = self.data_agent.process(focus, limit=max(2 * self.config.zscore_lookback, 40))
         positions = self.gateway.get_positions()
@@ -211,11 +212,13 @@ class Orchestrator:
         result = IterationResult(number=number, focus=focus, market_open=market_open, requests={},
                                  excluded=dict(data.excluded))
         book = self.store.book()
+        unresolved = self.reconciler.unresolved_symbols()  # busy like an open order: no entry, no exit
         holdings = {
             symbol: Holding(entry_price=pos.avg_entry_price, entry_session=pos.entry_session)
-            for symbol, pos in book.items() if pos.origin != "flagged" and symbol in positions
+            for symbol, pos in book.items() if symbol in positions and symbol not in unresolved
         }
         signals, _ = self.signal_agent.generate(data, holdings, symbols=focus)
+        signals = [signal for signal in signals if signal.symbol not in unresolved]
         result.signals = len(signals)
         signal_session = data.as_of or self.calendar.last_completed_session(started)
         handled = self.store.handled_signals(signal_session)
@@ -270,7 +273,8 @@ class Orchestrator:
         )
         snapshot = PortfolioSnapshot(account=account, positions=positions, open_orders=tuple(open_orders),
                                      entry_sessions={s: p.entry_session for s, p in book.items() if p.entry_session},
-                                     entry_prices={s: p.avg_entry_price for s, p in book.items()})
+                                     entry_prices={s: p.avg_entry_price for s, p in book.items()},
+                                     own_qty={s: p.qty for s, p in book.items()})
         decision = self.risk_agent.evaluate(accepted, snapshot, context)
         # Refusals while the cash flows are unreadable are not remembered: the next iteration reads them again.
         result.risk_rejections = list(decision.rejected) if figures.unknown is None else []

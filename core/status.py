@@ -68,6 +68,13 @@ def render_status_text(s: dict[str, Any], *, title: str | None = None) -> str:
                      f"value {_money(p['market_value'] if p['market_value'] is not None else p['cost']):>11}  "
                      f"P&L {_signed(p['unrealised_pnl']):>10}  tier {p['tier']:<6} since {p['entry_session'] or '-'}  "
                      f"({p['origin']})")
+    outside = s["outside_shares"]
+    if outside:
+        lines.append("")
+        lines.append(f"Shares at the broker that are not the daemon's ({len(outside)}; reported, never traded by it):")
+        for o in outside:
+            lines.append(f"  {o['symbol']:<6} {o['qty']:>14.6g}  (broker {o['broker_qty']:g}, daemon's own "
+                         f"{o['own_qty']:g}, seen {o['seen_at']})")
 
     exposure = s["exposure"]
     lines.append("")

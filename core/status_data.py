@@ -65,6 +65,8 @@ def collect_status(config: AppConfig, *, now: datetime | None = None, live: Live
                                              if p["unrealised_pnl"] is not None))
                     if any(p["unrealised_pnl"] is not None for p in positions) else None},
             "positions": positions,
+            "outside_shares": [{"symbol": row["symbol"], "qty": row["outside_qty"], "broker_qty": row["qty"],
+                                "own_qty": row["own_qty"], "seen_at": row["seen_at"]} for row in db.outside_shares()],
             "exposure": _exposure(config, positions, account, db.value("peak_equity")),
             "open_orders": [_order(row) for row in db.open_orders()],
             "recent_orders": [_order(row) for row in db.recent_orders(RECENT_ORDERS)],

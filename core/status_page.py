@@ -139,6 +139,9 @@ def render_page(s: dict[str, Any]) -> str:
          _money(p["market_value"] if p["market_value"] is not None else p["cost"]), _signed(p["unrealised_pnl"]),
          _pct(p["unrealised_pnl_pct"]), _e(p["tier"]), _e(p["entry_session"]), _e(p["origin"]), _e(p["price_as_of"])]
         for p in s["positions"]], "No positions.")
+    outside = _table("outside-shares", ["symbol", "shares not the daemon's", "broker holds", "daemon's own", "seen"], [
+        [_e(o["symbol"]), f"{o['qty']:g}", f"{o['broker_qty']:g}", f"{o['own_qty']:g}", _e(o["seen_at"])]
+        for o in s["outside_shares"]], "None: every share at the broker in a held symbol is the daemon's.")
 
     exposure_note = (f"against {'equity' if exposure['basis'] == 'equity' else 'peak equity'} "
                      f"{_money(exposure['equity'])}" if exposure["equity"] is not None else exposure["note"])
@@ -200,6 +203,7 @@ def render_page(s: dict[str, Any]) -> str:
 <div class=cards id=summary>{cards}</div>
 <h2>Equity</h2>{equity_svg(s['equity_curve'])}
 <h2>Positions</h2>{positions}
+<h2>Shares that are not the daemon's <span class=meta>reported, never traded</span></h2>{outside}
 <h2>Tier exposure <span class=meta>{escape(str(exposure_note))}</span></h2>{tiers}
 <h2>Active halts</h2>{halts}
 <h2>Open orders</h2>{open_orders}

@@ -134,7 +134,10 @@ def main(url: str, api_key: str, secret_key: str, state_dir: Path, *, max_iterat
             signal.signal(signal.SIGTERM, stop)
             signal.signal(signal.SIGINT, stop)
             orchestrator.startup()
-            _emit("reconciled", pending=len(store.pending_intents()), now=clock.now().isoformat())
+            decision = orchestrator.calendar.last_completed_session(clock.now())
+            pending = store.pending_intents()
+            _emit("reconciled", pending=len(pending), now=clock.now().isoformat(),
+                  stale_pending=len([i for i in pending if i.signal_session != decision]))
             iterations = orchestrator.run(max_iterations=max_iterations, until=until)
             _emit("done", iterations=iterations, pending=len(store.pending_intents()),
                   book={s: p.qty for s, p in store.book().items()}, now=clock.now().isoformat())

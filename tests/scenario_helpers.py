@@ -236,9 +236,21 @@ def assert_no_duplicate_orders(scenario: Scenario, store: StateStore | None = No
             assert by_cid[stored.client_order_id].id == stored.id
 
 
-def assert_book_matches_broker(scenario: Scenario, store: StateStore) -> None:
+def assert_book_matches_broker(scenario: Scenario, store: StateStore,
+                               outside: dict[str, float] | None = None) -> None:
+    """The broker holds exactly the daemon's own book plus `outside`: the shares that are not the
+    daemon's (the user's), which the daemon must also know as not its own (its last observation)."""
+    outside = outside or {}
     book = {symbol: pos.qty for symbol, pos in store.book().items()}
     broker = scenario.broker_positions()
-    assert set(book) == set(broker), f"book {book} vs broker {broker}"
+    assert set(book) <= set(broker), f"book {book} holds symbols the broker does not: {broker}"
+    assert set(broker) == set(book) | {s for s, q in outside.items() if q > 1e-9}, f"book {book} vs broker {broker}"
     for symbol, qty in broker.items():
-        assert abs(book[symbol] - qty) < 1e-6, f"{symbol}: book {book[symbol]} vs broker {qty}"
+        own = book.get(symbol, 0.0)
+        assert own <= qty + 1e-6, f"{symbol}: the daemon's own {own} exceeds the broker's {qty}"
+        expected = outside.get(symbol, 0.0)
+        assert abs(qty - own - expected) < 1e-6, f"{symbol}: broker {qty} = own {own} + outside {expected}?"
+    seen = store.seen_positions()
+    for symbol, qty in outside.items():
+        assert symbol in seen and abs(seen[symbol].outside_qty - qty) < 1e-6, (
+            f"{symbol}: the daemon does not know that {qty} shares are not its own ({seen.get(symbol)})")

@@ -167,3 +167,29 @@ def test_burst_of_1000_calls_causes_no_429(sim: Any, tmp_path: Path) -> None:
     assert sim.server.rate_limited_count == 0
     assert gw.stats.rate_limited == 0
     assert (sim.clock.now() - t0).total_seconds() >= 2 * 60  # 500 per API at 200/min needs > 2 minutes
+
+
+def test_splits_come_from_the_corporate_actions_endpoint_on_the_data_host(sim: Any, tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from core.market_calendar import get_market_calendar
+
+    cal = get_market_calendar()
+    today = sim.clock.now().date()
+    ex_date, later = cal.next_session(today + timedelta(days=1)), cal.next_session(today + timedelta(days=20))
+    sim.exchange.add_split("NVDA", ex_date, 10.0)
+    sim.exchange.add_split("GME", later, 0.25)
+    sim.exchange.add_dividend("MSFT", ex_date, 0.5)
+    gw = _gw(sim, tmp_path)
+    sim.server.clear_log()
+    events = gw.get_splits(["NVDA", "GME", "MSFT"], today, later)
+    assert sorted((e.symbol, e.ex_date, e.ratio, e.kind) for e in events) == [
+        ("GME", later, 0.25, "reverse_split"), ("NVDA", ex_date, 10.0, "forward_split")]
+    (request,) = [r for r in sim.server.request_log if r.path == "/v1/corporate-actions"]
+    assert request.query["types"] == "forward_split,reverse_split" and request.query["symbols"] == "NVDA,GME,MSFT"
+    assert gw.stats.iteration_snapshot() == {"data": 1}
+    assert gw.get_splits(["NVDA"], ex_date + timedelta(days=1), later) == []
+    sim.server.faults.inject("transform", path_prefix="/v1/corporate-actions", count=1,
+                             fn=lambda p: {"corporate_actions": {"forward_splits": [{"symbol": "NVDA"}]}})
+    with pytest.raises(BadBrokerResponseError, match="unreadable forward_splits"):
+        gw.get_splits(["NVDA"], today, later)

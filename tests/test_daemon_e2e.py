@@ -542,7 +542,10 @@ def test_kill_9_at_random_points_then_restart_never_duplicates_or_loses_an_order
                 reconciled = _read_event(proc, "reconciled", timeout=30)
                 if reconciled is not None:
                     ready = True
-                    assert reconciled["pending"] == 0, "start-up left an intent pending"
+                    # An intent may stay pending only while the broker gives no final answer for it (a
+                    # resubmission refused with 429, say): the daemon starts and keeps looking it up. One
+                    # for an older decision is abandoned, never left pending.
+                    assert reconciled["stale_pending"] == 0, "start-up left a stale intent pending"
                     if mode == "running":
                         time.sleep(rng.uniform(0.0, 1.5))
                     elif mode == "in_flight" and _wait_for_order_in_flight(sim, first_record, timeout=6.0):

@@ -90,9 +90,41 @@ def test_incremental_refresh_fetches_only_newer_bars_in_one_request(sim: Any, co
     sim.server.clear_log()
     second = agent.process(config.symbols, limit=252)
     (request,) = [r for r in sim.server.request_log if r.path == BARS]
-    assert datetime.fromisoformat(request.query["start"].replace("Z", "+00:00")) > last_before
+    # From the last cached bar on (it comes back once more, to be compared): nothing older.
+    assert datetime.fromisoformat(request.query["start"].replace("Z", "+00:00")) == last_before
+    assert second.readjusted == [] and second.requests == 1
     assert second["AAPL"].index[-1] > last_before and len(second["AAPL"]) == 252
     assert second["AAPL"].iloc[:-1].equals(first["AAPL"].iloc[1:])
+
+
+@pytest.mark.parametrize(("factor", "refetched"), [(0.997, True), (1.0 / 0.997, True), (10.0, True),
+                                                   (1.000001, False)])
+def test_a_reshaped_overlap_bar_refetches_that_symbols_window_in_one_extra_request(
+        sim: Any, config: Any, gateway: Any, factor: float, refetched: bool) -> None:
+    """A dividend factor (0.997), a split (10) or a correction moves the cached history: the symbol is
+    refetched over its whole window; a difference of float formatting (1e-6) is not a re-adjustment."""
+    agent = _agent(config, gateway, sim)
+    first = agent.process(["AAPL", "MSFT", "SPY"], limit=60)
+    sim.clock.advance(24 * 3600)
+    sim.server.clear_log()
+
+    def reshape(bars: list[dict[str, Any]]) -> None:
+        for bar in bars[:-1]:  # every completed bar, as an adjustment does; the in-progress one stays
+            for key in ("o", "h", "l", "c"):
+                bar[key] = round(bar[key] * factor, 6)
+
+    _transform(sim, _mutate("MSFT", reshape))
+    second = agent.process(["AAPL", "MSFT", "SPY"], limit=60)
+    requests = [r for r in sim.server.request_log if r.path == BARS]
+    assert second.readjusted == (["MSFT"] if refetched else [])
+    assert len(requests) == second.requests == (2 if refetched else 1)
+    if refetched:
+        assert requests[1].query["symbols"] == "MSFT"
+        # Its whole window, from the first bar it keeps (not from the cached last one).
+        assert datetime.fromisoformat(requests[1].query["start"].replace("Z", "+00:00")) == second["MSFT"].index[0]
+        # The refetched window is the broker's history now, not the reshaped answer mixed into the cache.
+        assert second["MSFT"].iloc[:-1]["close"].equals(first["MSFT"].iloc[1:]["close"])
+    assert second["AAPL"].iloc[:-1].equals(first["AAPL"].iloc[1:]) and len(second["MSFT"]) == 60
 
 
 def test_invalid_ticker_is_excluded_and_never_sent(sim: Any, config: Any, gateway: Any) -> None:

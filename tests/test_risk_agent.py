@@ -130,6 +130,26 @@ def test_sell_never_exceeds_held_and_no_shorts() -> None:
     assert "already open" in pending.rejected[0].reason
 
 
+def test_an_exit_sells_only_the_daemons_own_shares() -> None:
+    agent = RiskAgent(_params(), CAL)
+    held = {"AAPL": _pos("AAPL", 15, 200.0)}       # the daemon's 10 + the user's 5
+    own = PortfolioSnapshot(_snap().account, held, (), own_qty={"AAPL": 10.0})
+    (target,) = agent.evaluate([_sell("AAPL", 200.0)], own, _ctx()).approved
+    assert target.qty == 10 and not target.fractional and target.meta["own_qty"] == 10.0
+    # The user sold below the daemon's own quantity: never more than the broker holds.
+    short = PortfolioSnapshot(_snap().account, {"AAPL": _pos("AAPL", 7.5, 200.0)}, (), own_qty={"AAPL": 10.0})
+    (target,) = agent.evaluate([_sell("AAPL", 200.0)], short, _ctx()).approved
+    assert target.qty == 7.5 and target.fractional
+    # Whole own shares next to the user's fractional ones: a whole-share sale.
+    mixed = PortfolioSnapshot(_snap().account, {"AAPL": _pos("AAPL", 3.25, 200.0)}, (), own_qty={"AAPL": 3.0})
+    (target,) = agent.evaluate([_sell("AAPL", 200.0)], mixed, _ctx()).approved
+    assert target.qty == 3 and not target.fractional
+    # None of them is the daemon's: nothing to sell.
+    theirs = PortfolioSnapshot(_snap().account, held, (), own_qty={})
+    decision = agent.evaluate([_sell("AAPL", 200.0)], theirs, _ctx())
+    assert decision.approved == () and "daemon's own" in decision.rejected[0].reason
+
+
 def test_daily_loss_halts_entries_but_not_exits() -> None:
     snap = _snap(equity=9_600.0, last_equity=10_000.0, positions={"MSFT": _pos("MSFT", 1, 400.0)})
     decision = RiskAgent(_params(), CAL).evaluate([_buy("AAPL", 200.0), _sell("MSFT", 400.0)], snap, _ctx())

@@ -252,6 +252,62 @@ def test_adoption_and_external_close(store: StateStore) -> None:
     assert store.closed_positions("GME")[0].reason == "sold by hand"
 
 
+def test_split_rebase_scales_quantities_and_divides_every_stored_price(store: StateStore) -> None:
+    store.apply_fill("NVDA", "buy", 10.0, 1200.0, MON)
+    store.apply_fill("NVDA", "buy", 10.0, 1000.0, MON)       # average 1100, first entry price 1200
+    store.apply_fill("NVDA", "sell", 5.0, 1300.0, TUE)       # 5 sold for 6500: the exit VWAP is 1300
+    rebased = store.rebase_position("NVDA", 10.0, max_qty=1000.0)
+    assert rebased is not None and rebased.qty == pytest.approx(150.0)
+    assert rebased.avg_entry_price == pytest.approx(110.0) and rebased.entry_session == MON
+    store.apply_fill("NVDA", "sell", 150.0, 140.0, WED)     # the rest, in post-split shares
+    (closed,) = store.closed_positions("NVDA")
+    assert closed.qty == pytest.approx(200.0) and closed.entry_price == pytest.approx(110.0)
+    assert closed.exit_price == pytest.approx((6500.0 + 150 * 140.0) / 200.0)  # money unchanged by the split
+    # A reverse split's cash in lieu: never more than the broker holds.
+    store.apply_fill("XYZ", "buy", 25.0, 2.0, MON)
+    assert store.rebase_position("XYZ", 0.1, max_qty=2.0).qty == 2.0  # type: ignore[union-attr]
+    assert store.book()["XYZ"].avg_entry_price == pytest.approx(20.0)
+    assert store.rebase_position("NONE", 2.0, max_qty=1.0) is None
+    with pytest.raises(ValueError):
+        store.rebase_position("XYZ", 0.0, max_qty=1.0)
+
+
+def test_reduce_position_and_seen_positions(store: StateStore, clock: SimClock) -> None:
+    store.apply_fill("AAPL", "buy", 10.0, 100.0, MON)
+    store.reduce_position("AAPL", 7.0)
+    assert store.book()["AAPL"].qty == 7.0 and store.book()["AAPL"].avg_entry_price == 100.0
+    store.reduce_position("AAPL", 9.0)                      # never raises the daemon's own quantity
+    assert store.book()["AAPL"].qty == 7.0
+    with pytest.raises(ValueError, match="close_externally"):
+        store.reduce_position("AAPL", 0.0)
+
+    assert store.seen_positions() == {}
+    store.record_seen_position("AAPL", 12.0, 101.5, 7.0)
+    (seen,) = store.seen_positions().values()
+    assert (seen.symbol, seen.qty, seen.avg_entry_price, seen.own_qty, seen.outside_qty) == ("AAPL", 12.0, 101.5,
+                                                                                             7.0, 5.0)
+    assert seen.seen_at == clock.now()
+    store.record_seen_position("AAPL", 0.0, 0.0, 0.0)       # nothing held any more: forgotten
+    assert store.seen_positions() == {}
+
+
+def test_migration_4_moves_flagged_shares_out_of_the_daemons_book(state_dir: Path, clock: SimClock) -> None:
+    state_dir.mkdir(mode=0o700)
+    conn = sqlite3.connect(state_dir / DB_NAME, isolation_level=None)
+    migrate(conn, 3)
+    _seed(conn, 3)
+    # Version 3 wrote a position the daemon never traded (UNKNOWN_POSITION_POLICY=flag) into its book.
+    conn.execute("INSERT INTO positions (symbol, qty, avg_entry_price, entry_session, entry_price, origin, "
+                 "opened_at, updated_at) VALUES ('GME', 7, 20, '2025-03-06', 20, 'flagged', "
+                 "'2025-03-06T15:00:00+00:00', '2025-03-07T15:00:00+00:00')")
+    conn.close()
+    with StateStore(state_dir, clock) as store:
+        assert set(store.book()) == {"SPY"} and store.book()["SPY"].origin == "daemon"
+        (seen,) = store.seen_positions().values()
+        assert (seen.symbol, seen.qty, seen.avg_entry_price, seen.own_qty) == ("GME", 7.0, 20.0, 0.0)
+        assert seen.outside_qty == 7.0
+
+
 def test_position_snapshots(store: StateStore, clock: SimClock) -> None:
     assert store.latest_snapshot() == []
     store.record_position_snapshot({
@@ -327,6 +383,7 @@ def test_api_usage_accumulates(store: StateStore) -> None:
     assert store.api_usage() == {"GET /v2/positions": 1, "GET /v2/stocks/bars": 3, "POST /v2/orders": 1}
     assert store.api_usage_by_api() == {"data": 3, "trading": 2}
     assert api_of("GET /v1beta1/news") == "data" and api_of("GET /v2/clock") == "trading"
+    assert api_of("GET /v1/corporate-actions") == "data"
 
 
 # ---------------------------------------------------------------------- migrations

@@ -25,9 +25,15 @@ import pydantic
 import requests
 from alpaca.common.enums import BaseURL
 from alpaca.common.exceptions import APIError
-from alpaca.data.enums import Adjustment, DataFeed
+from alpaca.data.enums import Adjustment, CorporateActionsType, DataFeed
+from alpaca.data.historical.corporate_actions import CorporateActionsClient
 from alpaca.data.historical.stock import StockHistoricalDataClient
-from alpaca.data.requests import StockBarsRequest, StockLatestQuoteRequest, StockLatestTradeRequest
+from alpaca.data.requests import (
+    CorporateActionsRequest,
+    StockBarsRequest,
+    StockLatestQuoteRequest,
+    StockLatestTradeRequest,
+)
 from alpaca.data.timeframe import TimeFrame
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
@@ -66,6 +72,7 @@ from core.models import (
     PositionView,
     Side,
 )
+from core.ownership import SplitEvent
 from core.ports import BarsAnswer
 
 T = TypeVar("T")
@@ -154,7 +161,10 @@ class AlpacaGateway:
             key, secret, raw_data=True, url_override=data_url or config.alpaca_data_url,
         )
         self._data_base_url = str(data_url or config.alpaca_data_url or BaseURL.DATA.value)
-        for client, api in ((self._trading, "trading"), (self._data, "data")):
+        # Corporate actions (splits) live on the data host: asked only when a split is suspected.
+        self._corporate = CorporateActionsClient(key, secret, raw_data=True,
+                                                 url_override=data_url or config.alpaca_data_url)
+        for client, api in ((self._trading, "trading"), (self._data, "data"), (self._corporate, "data")):
             client._retry = 0  # the SDK would re-send order POSTs on 429/504; retries live here
             client._session = GuardedSession(api, self.limiter, self.stats, config.request_timeout_seconds)
 
@@ -443,6 +453,38 @@ class AlpacaGateway:
                 break
         raise BadBrokerResponseError(f"{ep}: more than {MAX_ACTIVITY_PAGES} pages of cash activities after {after}",
                                      endpoint=ep)
+
+    def get_splits(self, symbols: list[str], start: date, end: date) -> list[SplitEvent]:
+        """Forward and reverse splits of `symbols` with an ex-date in [start, end] (GET /v1/corporate-actions)."""
+        for symbol in symbols:
+            self._check_symbol(symbol)
+        ep = "GET /v1/corporate-actions"
+        request = CorporateActionsRequest(
+            symbols=symbols, start=start, end=end,
+            types=[CorporateActionsType.FORWARD_SPLIT, CorporateActionsType.REVERSE_SPLIT],
+        )
+        raw: Any = self._call(ep, lambda: self._corporate.get_corporate_actions(request), idempotent=True)
+        if not isinstance(raw, dict):
+            raise BadBrokerResponseError(f"{ep}: expected an object keyed by action type, got {type(raw).__name__}",
+                                         endpoint=ep)
+        events: list[SplitEvent] = []
+        for kind in ("forward_splits", "reverse_splits"):
+            items = raw.get(kind) or []
+            if not isinstance(items, list):
+                raise BadBrokerResponseError(f"{ep}: {kind} is not a list", endpoint=ep)
+            for item in items:
+                try:
+                    new_rate = _num(item["new_rate"], f"{kind}.new_rate", ep)
+                    old_rate = _num(item["old_rate"], f"{kind}.old_rate", ep)
+                    ex_date = date.fromisoformat(str(item["ex_date"]))
+                    symbol = str(item["symbol"])
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise BadBrokerResponseError(f"{ep}: unreadable {kind} entry: {exc}", endpoint=ep) from None
+                if new_rate <= 0 or old_rate <= 0:
+                    raise BadBrokerResponseError(f"{ep}: {symbol} split rates {new_rate}:{old_rate} must be positive",
+                                                 endpoint=ep)
+                events.append(SplitEvent(symbol, ex_date, new_rate / old_rate, kind.rstrip("s"), new_rate, old_rate))
+        return events
 
     # ------------------------------------------------------------------ helpers
     @staticmethod

@@ -171,6 +171,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (api, endpoint)
         );
     """),
+    Migration(4, "ownership: the broker's position last seen per symbol; the book keeps only the daemon's own", """
+        -- The broker's quantity and avg_entry_price as last seen, with the daemon's own quantity at that
+        -- moment: a later change the daemon's fills do not explain (a split, the user's trade) is
+        -- explained against it (core.ownership).
+        CREATE TABLE broker_positions_seen (
+            symbol          TEXT PRIMARY KEY,
+            qty             REAL NOT NULL,
+            avg_entry_price REAL NOT NULL,
+            own_qty         REAL NOT NULL,
+            seen_at         TEXT NOT NULL
+        );
+        -- A 'flagged' row held the broker's quantity of shares the daemon never traded: they are not
+        -- the daemon's, so they leave its book and become the first observation of that symbol.
+        INSERT INTO broker_positions_seen (symbol, qty, avg_entry_price, own_qty, seen_at)
+            SELECT symbol, qty, avg_entry_price, 0, updated_at FROM positions WHERE origin = 'flagged';
+        DELETE FROM positions WHERE origin = 'flagged';
+    """),
     Migration(5, "cash flows applied to the equity peak; who cleared a halt and why", """
         -- one row per deposit/withdrawal the daemon has netted out: the broker's activity id makes
         -- applying it twice impossible

@@ -74,6 +74,13 @@ class StateReader:
         return self._rows("SELECT symbol, qty, avg_entry_price, entry_session, origin, opened_at FROM positions "
                           "ORDER BY symbol")
 
+    def outside_shares(self) -> list[dict[str, Any]]:
+        """Shares the broker held, when last seen, beyond the daemon's own (core.ownership): never traded by it."""
+        if not self.has("broker_positions_seen"):
+            return []
+        return self._rows("SELECT symbol, qty, own_qty, qty - own_qty AS outside_qty, seen_at FROM broker_positions_seen "
+                          "WHERE qty - own_qty > 1e-9 ORDER BY symbol")
+
     def latest_position_snapshot(self) -> list[dict[str, Any]]:
         if not self.has("position_snapshots"):
             return []

@@ -48,6 +48,10 @@ Schema (versioned by `core.state.migrations`, `PRAGMA user_version`)
 - `equity_history`     id PK, recorded_at, session, equity, cash, last_equity, source: the broker's
                        equity whenever the daemon read the account ('decision', 'close').
 - `iterations.dry_run` 1 for an iteration of a dry run (nothing sent).
+- `broker_positions_seen`  symbol PK, qty, avg_entry_price (the broker's, as last seen), own_qty
+                       (the daemon's own quantity then), seen_at: the baseline that explains the
+                       next change of the broker's position (core.ownership). Shares the broker
+                       holds beyond the book's are not the daemon's and are never in `positions`.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ from core.errors import StateError
 from core.logging_setup import redact
 from core.models import BrokerOrder, CashFlow, OrderSpec, OrderStatus, PositionView, Side
 from core.order_ids import is_instance_id, new_instance_id
+from core.ownership import SeenPosition
 from core.ports import IntentRecord, IntentState
 from core.state.migrations import LATEST_VERSION, migrate
 from core.state.migrations import schema_version as read_schema_version
@@ -523,6 +528,55 @@ class StateStore:
                                date.fromisoformat(row["exit_session"]), row["reason"], row["origin"],
                                _datetime(row["closed_at"])) for row in rows]
 
+    # ------------------------------------------------------------------ ownership (core.ownership)
+    def rebase_position(self, symbol: str, ratio: float, *, max_qty: float) -> BookPosition | None:
+        """Re-base a position for a split of `ratio` new shares per old: quantities x ratio (capped at
+        `max_qty`, what the broker holds), every stored price / ratio. Money amounts are unchanged."""
+        if not (ratio > 0 and max_qty >= 0):
+            raise ValueError(f"{symbol}: cannot re-base by ratio {ratio!r} capped at {max_qty!r}")
+        with self._transaction() as conn:
+            row = conn.execute("SELECT * FROM positions WHERE symbol = ?", (symbol,)).fetchone()
+            if row is None:
+                return None
+            qty = min(float(row["qty"]) * ratio, max_qty)
+            entry_price = row["entry_price"]
+            conn.execute(
+                "UPDATE positions SET qty = ?, avg_entry_price = ?, entry_price = ?, sold_qty = ?, updated_at = ? "
+                "WHERE symbol = ?",
+                (qty, float(row["avg_entry_price"]) / ratio, None if entry_price is None else float(entry_price) / ratio,
+                 float(row["sold_qty"]) * ratio, self._now(), symbol),
+            )
+            updated = conn.execute("SELECT * FROM positions WHERE symbol = ?", (symbol,)).fetchone()
+        return _position(updated)
+
+    def reduce_position(self, symbol: str, qty: float) -> None:
+        """Lower the daemon's own quantity to `qty` (> 0): the broker holds less than the book did and
+        nothing of the daemon's explains it. Entry price and session are kept."""
+        if not qty > QTY_EPSILON:
+            raise ValueError(f"{symbol}: reduce to {qty!r}; a flat position is closed with close_externally()")
+        with self._transaction() as conn:
+            conn.execute("UPDATE positions SET qty = MIN(qty, ?), updated_at = ? WHERE symbol = ?",
+                         (qty, self._now(), symbol))
+
+    def seen_positions(self) -> dict[str, SeenPosition]:
+        rows = self._query("SELECT symbol, qty, avg_entry_price, own_qty, seen_at FROM broker_positions_seen "
+                           "ORDER BY symbol")
+        return {row["symbol"]: SeenPosition(row["symbol"], float(row["qty"]), float(row["avg_entry_price"]),
+                                            float(row["own_qty"]), _datetime(row["seen_at"])) for row in rows}
+
+    def record_seen_position(self, symbol: str, qty: float, avg_entry_price: float, own_qty: float) -> None:
+        """Remember the broker's position in `symbol` (and the daemon's own quantity); none held forgets it."""
+        with self._transaction() as conn:
+            if qty <= QTY_EPSILON and own_qty <= QTY_EPSILON:
+                conn.execute("DELETE FROM broker_positions_seen WHERE symbol = ?", (symbol,))
+                return
+            conn.execute(
+                "INSERT INTO broker_positions_seen (symbol, qty, avg_entry_price, own_qty, seen_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (symbol) DO UPDATE SET qty = excluded.qty, "
+                "avg_entry_price = excluded.avg_entry_price, own_qty = excluded.own_qty, seen_at = excluded.seen_at",
+                (symbol, float(qty), float(avg_entry_price), float(own_qty), self._now()),
+            )
+
     def record_exit(self, symbol: str, session: date, reason: str) -> None:
         """Remember why the daemon exited `symbol` (e.g. "exit_stop_loss"), for cool-downs and the closed row."""
         with self._transaction() as conn:
@@ -774,7 +828,7 @@ def _redacted(params: Iterable[Any] | Mapping[str, Any]) -> tuple[Any, ...] | di
 def api_of(endpoint: str) -> str:
     """'data' for Alpaca market-data paths, 'trading' for the rest."""
     path = endpoint.split(" ", 1)[-1]
-    return "data" if path.startswith(("/v2/stocks", "/v1beta")) else "trading"
+    return "data" if path.startswith(("/v2/stocks", "/v1beta", "/v1/corporate-actions")) else "trading"
 
 
 def _iso(moment: datetime) -> str:
