@@ -185,17 +185,21 @@ def test_a_refused_start_up_is_an_event_listing_the_differences(tmp_path: Path) 
     market = start_sim_market(clock=clock)
     recorder = Recorder()
     try:
-        market.exchange.add_position("SPY", 3, 500.0)
+        # An open order carrying this strategy's prefix that the journal never knew: still a refusal (a
+        # replaced STATE_DIR), unlike the user's shares next to the daemon's, which are only reported.
+        cid = "zmr-20250602-SPY-buy-0123456789"
+        market.exchange.submit_order({"symbol": "SPY", "qty": "1", "side": "buy", "type": "limit",
+                                      "limit_price": "1.00", "time_in_force": "gtc", "client_order_id": cid})
         config = make_config(tmp_path, use_scanner=False)
         with StateStore(Path(config.state_dir), clock) as store:
-            store.set_position("SPY", 2, 500.0, CAL.previous_session(clock.now().date()), "daemon")
             orch = Orchestrator(config, gateway_for(market, config), store, clock, calendar=CAL, events=recorder)
             with pytest.raises(ReconciliationError):
                 orch.startup()
     finally:
         market.stop()
     [refused] = recorder.of(StartupRefused)
-    assert refused.differences == ("SPY: the daemon's book holds 2, the broker holds 3",)
+    assert len(refused.differences) == 1
+    assert cid in refused.differences[0] and "does not know" in refused.differences[0]
 
 
 def test_a_failing_consumer_never_reaches_the_loop() -> None:
