@@ -34,6 +34,7 @@ from config.universe import BASELINE_SYMBOLS
 from core.candidates import load_candidates
 from core.clock import Clock
 from core.errors import CandidatesError, TradingDaemonError
+from core.exit_commitments import ExitCommitments
 from core.market_calendar import MarketCalendar, get_market_calendar
 from core.market_clock import MarketClock
 from core.models import PortfolioSnapshot, PositionView, Rejection, Side, SignalReason
@@ -88,6 +89,8 @@ class Orchestrator:
                                         min_notional=config.min_order_notional)
         self.reconciler = Reconciler(config, gateway, store, self.execution, self.calendar, clock)
         self.execution.order_sink = self.reconciler.apply_order_update
+        self.exits = ExitCommitments(store, clock, self.execution.strategy_id, enabled=not dry_run)
+        self.execution.attempt_of = self.exits.attempt_of
         self.stopping = False
         self.iterations_run = 0
         self.last_result: IterationResult | None = None
@@ -180,6 +183,7 @@ class Orchestrator:
         signal_session = data.as_of or self.calendar.last_completed_session(started)
         handled = self.store.handled_signals(signal_session)
         accepted, rejected = self.validator.validate(signals, started, data.current_prices, handled)
+        accepted = self.exits.pursue(accepted, positions)
         result.rejected += len(rejected)
         fingerprint = (tuple(sorted((s, round(p.qty, 9)) for s, p in positions.items())),
                        len(self.store.open_orders()))
@@ -241,7 +245,9 @@ class Orchestrator:
             return
         if self.stopping:
             return
+        self.exits.commit(decision.approved)
         report = self.execution.execute(list(decision.approved), trading_session)
+        self.exits.after_execution(decision.approved, report)
         for target in decision.approved:
             if target.side is Side.SELL and target.signal.reason is SignalReason.EXIT_STOP_LOSS:
                 self.store.record_exit(target.symbol, target.signal.session, target.signal.reason.value)

@@ -171,6 +171,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (api, endpoint)
         );
     """),
+    Migration(6, "pending exits: an exit risk approved stays committed until filled, gone or refused for good", """
+        CREATE TABLE pending_exits (
+            id               INTEGER PRIMARY KEY,
+            symbol           TEXT NOT NULL,
+            decision_session TEXT NOT NULL,
+            reason           TEXT NOT NULL,
+            signal_price     REAL NOT NULL,
+            zscore           REAL,
+            state            TEXT NOT NULL CHECK (state IN ('active', 'done', 'given_up')),
+            attempts         INTEGER NOT NULL DEFAULT 0,
+            last_refusal     TEXT NOT NULL DEFAULT '',
+            outcome          TEXT NOT NULL DEFAULT '',
+            created_at       TEXT NOT NULL,
+            updated_at       TEXT NOT NULL
+        );
+        -- at most one exit in pursuit per symbol, enforced by the database rather than by callers
+        CREATE UNIQUE INDEX pending_exits_one_active ON pending_exits (symbol) WHERE state = 'active';
+    """),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
