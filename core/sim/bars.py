@@ -326,6 +326,10 @@ class SyntheticBars:
     def base_price(self, symbol: str) -> float:
         return base_price(symbol)
 
+    def trading_index_before(self, i: int) -> int:
+        """Index of the last session before session i that the market opened (-1 if none)."""
+        return i - 1
+
     # ------------------------------------------------------------------ generation
     def _symbol_params(self, symbol: str) -> _Params:
         p = self._params_cache.get(symbol)

@@ -295,6 +295,8 @@ class SimExchange:
         self._cursor = self._created.timestamp()
         self._close_equity: dict[date, float] = {}
         self._baseline_positions: dict[str, float] = {}
+        self._trading_blocked = False
+        self._bad_prints: dict[tuple[str, date], float] = {}
         for symbol in DEFAULT_SYMBOL_TIERS:
             self._asset(symbol)
         for symbol, flags in (assets or {}).items():
@@ -420,6 +422,41 @@ class SimExchange:
     def has_data(self, symbol: str) -> bool:
         """Whether the data API serves bars for the symbol."""
         return is_valid_ticker(symbol) and symbol not in self._removed
+
+    # ================================================================== real-market events (docs/simulated-market.md)
+    def set_trading_blocked(self, blocked: bool) -> None:
+        """Alpaca's `trading_blocked` account flag: while set, /v2/account reports it and every order
+        POST (and every DELETE /v2/positions, which places an order) gets Alpaca's 403
+        `{"code": 40310000, "message": "account is not authorized to trade"}`. Cancels still work."""
+        with self._lock:
+            self._trading_blocked = bool(blocked)
+
+    @property
+    def trading_blocked(self) -> bool:
+        return self._trading_blocked
+
+    def set_bad_print(self, symbol: str, session: date, factor: float) -> None:
+        """A bad print on the data feed only: the data API serves `symbol`'s daily bar of `session`
+        (its in-progress bar while the session trades, and the latest minute bar while that bar
+        belongs to the session) with open/high/low/close/vwap x `factor`, volume unchanged, in
+        /v2/stocks/bars, /bars/latest and the snapshot's bars. The latest trade and quote, fills,
+        positions and the account keep the true price."""
+        if not is_valid_ticker(symbol):
+            raise ValueError(f"invalid symbol {symbol!r}")
+        if not (isinstance(factor, int | float) and math.isfinite(factor) and factor > 0):
+            raise ValueError(f"factor must be a finite number > 0, not {factor!r}")
+        self.bars.index_of(session)  # a session of the calendar, else ValueError
+        with self._lock:
+            self._bad_prints[(symbol, session)] = float(factor)
+
+    def clear_bad_prints(self) -> None:
+        with self._lock:
+            self._bad_prints.clear()
+
+    def bad_prints(self) -> dict[tuple[str, date], float]:
+        """{(symbol, session): factor} registered now (a copy; empty unless a test set one)."""
+        with self._lock:
+            return dict(self._bad_prints)
 
     # ================================================================== assets
     def _asset(self, symbol: str) -> SimAsset:
@@ -717,6 +754,8 @@ class SimExchange:
             return self._submit(body, now)
 
     def _submit(self, body: Any, now: datetime, *, closing: bool = False) -> SimOrder:
+        if self._trading_blocked:
+            raise _error(403, CODE_FORBIDDEN, "account is not authorized to trade")
         if not isinstance(body, dict):
             raise _error(400, CODE_INVALID, "request body format is invalid")
         symbol = body.get("symbol")
@@ -914,7 +953,7 @@ class SimExchange:
                 "cash": fmt_money(s.cash),
                 "accrued_fees": "0",
                 "portfolio_value": fmt_money(s.equity),
-                "trading_blocked": False,
+                "trading_blocked": self._trading_blocked,
                 "transfers_blocked": False,
                 "account_blocked": False,
                 "created_at": fmt_time(self._created),

@@ -1,4 +1,5 @@
-"""The market-data half of the emulator: /v2/stocks/bars (daily), /bars/latest and /snapshots.
+"""The market-data half of the emulator: /v2/stocks/bars (daily), /bars/latest, /trades/latest,
+/quotes/latest and /snapshots.
 
 Only what has happened by the clock's now is served: completed sessions, plus the in-progress
 bar of a session that is open. Multi-symbol answers are ordered by symbol, then time; `limit`
@@ -39,6 +40,14 @@ def _bad(message: str) -> SimAPIError:
 
 def _stamp_text(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _bad_printed(row: dict[str, Any], factor: float) -> dict[str, Any]:
+    """A bar JSON row with its prices x factor (a bad print); volume and trade count unchanged."""
+    out = dict(row)
+    for key in ("o", "h", "l", "c", "vw"):
+        out[key] = round(row[key] * factor, 4)
+    return out
 
 
 def _bar_json(t: str, bar: DailyBar) -> dict[str, Any]:
@@ -166,6 +175,7 @@ class MarketData:
             sym_i, offset = sym_i + 1, 0
         blocks = self.bars.windows([s for s, _, _ in page_symbols], lo, hi)
         stamps = [self._stamp(i) for i in range(lo, hi)]
+        bad = self._bad_prints()
         for (symbol, a, b), block in zip(page_symbols, blocks, strict=True):
             # Positions a..b-1 in the requested order map to window offsets a..b-1 (asc) or
             # count-b..count-a-1 reversed (desc).
@@ -182,6 +192,8 @@ class MarketData:
                 bar = self.bars.bar_as_of(symbol, hi - 1, now)
                 assert bar is not None
                 rows[-1] = _bar_json(stamps[-1], bar)
+            if bad:
+                self._apply_bad_prints(symbol, rows, bad)
             if sort == "desc":
                 rows.reverse()
             out[symbol] = rows
@@ -226,49 +238,113 @@ class MarketData:
     def api_latest_bars(self, params: Mapping[str, str]) -> dict[str, Any]:
         self._check_latest(params)
         now = self.clock.now()
+        bad = self._bad_prints()
         out: dict[str, Any] = {}
         for symbol in self._symbols(params):
             if not self._has_data(symbol):
                 continue
             minute = self.bars.minute_bar(symbol, now)
             if minute is not None:
-                out[symbol] = _bar_json(minute[0].strftime("%Y-%m-%dT%H:%M:%SZ"), minute[1])
+                row = _bar_json(minute[0].strftime("%Y-%m-%dT%H:%M:%SZ"), minute[1])
+                out[symbol] = _with_bad_print(row, bad.get((symbol, minute[1].session)))
         return {"bars": out}
+
+    def api_latest_trades(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """GET /v2/stocks/trades/latest: {"trades": {symbol: trade}} at the true price (never a bad
+        print); symbols without data are left out, as Alpaca does."""
+        self._check_latest(params)
+        now = self.clock.now()
+        out: dict[str, Any] = {}
+        for symbol in self._symbols(params):
+            trade = self._latest_trade(symbol, now) if self._has_data(symbol) else None
+            if trade is not None:
+                out[symbol] = trade
+        return {"trades": out}
+
+    def api_latest_quotes(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """GET /v2/stocks/quotes/latest: {"quotes": {symbol: quote}} around the true price."""
+        self._check_latest(params)
+        now = self.clock.now()
+        out: dict[str, Any] = {}
+        for symbol in self._symbols(params):
+            trade = self._latest_trade(symbol, now) if self._has_data(symbol) else None
+            if trade is not None:
+                out[symbol] = _quote_for(trade)
+        return {"quotes": out}
+
+    def _latest_trade(self, symbol: str, now: datetime) -> dict[str, Any] | None:
+        """The last trade at `now` at the exchange's price; None before the first session."""
+        latest = self.bars.last_started(now)
+        if latest < 0:
+            return None
+        price = self.bars.price_at(symbol, now)
+        trade_time = min(now, datetime.fromtimestamp(self.bars.close_ts(latest), UTC))
+        t = trade_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return {"t": t, "x": "V", "p": price, "s": 100, "c": ["@"], "i": 1, "z": "A"}
+
+    def _bad_prints(self) -> dict[tuple[str, date], float]:
+        return self.exchange.bad_prints() if self.exchange is not None else {}
+
+    def _apply_bad_prints(
+        self, symbol: str, rows: list[dict[str, Any]], bad: Mapping[tuple[str, date], float]
+    ) -> None:
+        """Rows of `symbol` whose session has a bad print get its factor (in place)."""
+        factors = {self._stamp(self.bars.index_of(s)): f for (sym, s), f in bad.items() if sym == symbol}
+        for k, row in enumerate(rows):
+            factor = factors.get(row["t"])
+            if factor is not None:
+                rows[k] = _bad_printed(row, factor)
 
     def api_snapshots(self, params: Mapping[str, str]) -> dict[str, Any]:
         self._check_latest(params)
         now = self.clock.now()
+        bad = self._bad_prints()
         out: dict[str, Any] = {}
         for symbol in self._symbols(params):
             if not self._has_data(symbol):
                 continue
             minute = self.bars.minute_bar(symbol, now)
             latest = self.bars.last_started(now)
-            if minute is None or latest < 0:
+            trade = self._latest_trade(symbol, now)
+            if minute is None or latest < 0 or trade is None:
                 continue
             start, mbar = minute
-            price = self.bars.price_at(symbol, now)
-            trade_time = min(now, datetime.fromtimestamp(self.bars.close_ts(latest), UTC))
-            t = trade_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            spread = max(round(price * 0.0002, 2), 0.01)
             daily = self.bars.bar_as_of(symbol, latest, now)
             assert daily is not None
-            prev = self.bars.bar_by_index(symbol, latest - 1) if latest > 0 else None
+            before = self.bars.trading_index_before(latest)
+            prev = self.bars.bar_by_index(symbol, before) if before >= 0 else None
             out[symbol] = {
-                "latestTrade": {"t": t, "x": "V", "p": price, "s": 100, "c": ["@"], "i": 1, "z": "A"},
-                "latestQuote": {
-                    "t": t,
-                    "ax": "V",
-                    "ap": round(price + spread / 2, 2),
-                    "as": 2,
-                    "bx": "V",
-                    "bp": round(price - spread / 2, 2),
-                    "bs": 2,
-                    "c": ["R"],
-                    "z": "A",
-                },
-                "minuteBar": _bar_json(start.strftime("%Y-%m-%dT%H:%M:%SZ"), mbar),
-                "dailyBar": _bar_json(self._stamp(latest), daily),
-                "prevDailyBar": None if prev is None else _bar_json(self._stamp(latest - 1), prev),
+                "latestTrade": trade,
+                "latestQuote": _quote_for(trade),
+                "minuteBar": _with_bad_print(
+                    _bar_json(start.strftime("%Y-%m-%dT%H:%M:%SZ"), mbar), bad.get((symbol, mbar.session))
+                ),
+                "dailyBar": _with_bad_print(
+                    _bar_json(self._stamp(latest), daily), bad.get((symbol, daily.session))
+                ),
+                "prevDailyBar": None
+                if prev is None
+                else _with_bad_print(_bar_json(self._stamp(before), prev), bad.get((symbol, prev.session))),
             }
         return out
+
+
+def _with_bad_print(row: dict[str, Any], factor: float | None) -> dict[str, Any]:
+    return row if factor is None else _bad_printed(row, factor)
+
+
+def _quote_for(trade: dict[str, Any]) -> dict[str, Any]:
+    """The NBBO around a trade: a spread of 2 basis points (at least a cent), 2 x 100 shares a side."""
+    price = trade["p"]
+    spread = max(round(price * 0.0002, 2), 0.01)
+    return {
+        "t": trade["t"],
+        "ax": "V",
+        "ap": round(price + spread / 2, 2),
+        "as": 2,
+        "bx": "V",
+        "bp": round(price - spread / 2, 2),
+        "bs": 2,
+        "c": ["R"],
+        "z": "A",
+    }

@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from core.sim.bars import SyntheticBars
+from core.sim.controls import ControlError, run_control
 from core.sim.exchange import SimAPIError, SimExchange
 from core.sim.marketdata import MarketData
 
@@ -41,6 +42,13 @@ WINDOW_SECONDS = 60.0
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 IDLE_TIMEOUT_SECONDS = 120.0
 CONTROL_PREFIX = "/_sim/"
+DEFAULT_MAX_URL_BYTES = 8192
+# What Alpaca's front proxy (nginx) answers to an over-long request line, before any API code runs.
+URI_TOO_LONG_HTML = (
+    b"<html>\r\n<head><title>414 Request-URI Too Large</title></head>\r\n<body>\r\n"
+    b"<center><h1>414 Request-URI Too Large</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+)
 
 FAULT_KINDS = frozenset(
     {"429", "500", "503", "504", "hang", "drop", "accept_then_drop", "504_after_accept", "body", "transform"}
@@ -282,6 +290,7 @@ class SimMarketServer:
         *,
         rate_limit_per_minute: int = 200,
         fault_seed: int = 0,
+        max_url_bytes: int = DEFAULT_MAX_URL_BYTES,
     ) -> None:
         if host not in LOOPBACK_HOSTS:
             raise ValueError(f"the simulated market binds to loopback only, not {host!r}")
@@ -294,6 +303,7 @@ class SimMarketServer:
         self._api_key = api_key
         self._secret_key = secret_key
         self.rate_limit_per_minute = rate_limit_per_minute
+        self.max_url_bytes = max_url_bytes  # longer request targets get the front proxy's 414
         self.faults = FaultInjector(fault_seed)
         self.request_log: list[RequestRecord] = []
         self.rate_limited_count = 0
@@ -423,7 +433,7 @@ class SimMarketServer:
         parts = urlsplit(handler.path)
         path = unquote(parts.path)
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        api = "data" if path.startswith(("/v2/stocks", "/v1beta")) else "trading"
+        api = "data" if path.startswith(("/v2/stocks", "/v1beta", "/v1/corporate-actions")) else "trading"
         length = int(handler.headers.get("Content-Length") or 0)
         raw_body = handler.rfile.read(length) if length > 0 else b""
         if path.startswith(CONTROL_PREFIX):
@@ -433,6 +443,12 @@ class SimMarketServer:
         record = RequestRecord(method, path, query, api, time.time(), self.clock.now())
         with self._lock:
             self.request_log.append(record)
+        if len(handler.path) > self.max_url_bytes:
+            # The proxy refuses before the API sees it: no rate-limit slot, no faults, connection closed.
+            record.status = 414
+            handler.close_connection = True
+            handler.send(_Response(414, raw=URI_TOO_LONG_HTML, content_type="text/html"), {})
+            return
 
         matched = self.faults.match(method, path)
         fault = matched[0] if matched else None
@@ -478,7 +494,8 @@ class SimMarketServer:
         """`GET /_sim/clock` -> {"now": iso}; `POST /_sim/advance` {"seconds": s} -> {"now": iso}.
 
         They let a daemon in another process share this market's simulated clock (the kill -9
-        tests). Same API key headers as every other route.
+        tests). Same API key headers as every other route. `POST /_sim/<event control>` calls the
+        SimExchange control of that name (core/sim/controls.py).
         """
         if not self._authorized(handler):
             return _Response(401, {"message": "unauthorized."})
@@ -495,6 +512,11 @@ class SimMarketServer:
             if not math.isfinite(seconds) or seconds < 0:
                 return _Response(422, {"message": f"seconds must be a finite number >= 0, not {seconds!r}"})
             return _Response(200, {"now": advance(seconds).isoformat()})
+        if method == "POST":  # the real-market events: core/sim/controls.py
+            try:
+                return _Response(200, run_control(self.exchange, path[len(CONTROL_PREFIX) :], raw_body))
+            except ControlError as exc:
+                return _Response(exc.status, {"message": str(exc)})
         return _Response(404, {"message": f"no control endpoint {method} {path}"})
 
     def _fault_response(self, fault: Fault, headers: dict[str, str]) -> _Response:
@@ -594,5 +616,7 @@ class SimMarketServer:
             ("GET", r"/v2/stocks/bars", lambda q, b, m: ok(md.api_bars(q))),
             ("GET", r"/v2/stocks/bars/latest", lambda q, b, m: ok(md.api_latest_bars(q))),
             ("GET", r"/v2/stocks/snapshots", lambda q, b, m: ok(md.api_snapshots(q))),
+            ("GET", r"/v2/stocks/trades/latest", lambda q, b, m: ok(md.api_latest_trades(q))),
+            ("GET", r"/v2/stocks/quotes/latest", lambda q, b, m: ok(md.api_latest_quotes(q))),
         ]
         return {(method, re.compile(pattern)): fn for method, pattern, fn in table}
