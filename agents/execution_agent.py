@@ -124,9 +124,10 @@ class ExecutionAgent:
                 log.info("order_skipped", symbol=target.symbol, side=target.side.value, reason=str(skip))
                 continue
             except BrokerError as exc:
+                refusal = classify_refusal(exc)  # a 5xx passes; an asset the broker does not know does not
                 report.rejected.append(Rejection(target.symbol, target.side, "execution",
                                                  f"asset or account flags unavailable: {exc}",
-                                                 {"refusal": RefusalKind.TRANSIENT.value, "cause": "flags_unavailable"}))
+                                                 {"refusal": refusal.kind.value, "cause": refusal.cause}))
                 continue
             self._place(spec, target, report)
         return report

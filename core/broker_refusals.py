@@ -5,7 +5,8 @@ or because the asset was halted, must go out once the cause lifts; a sale the br
 accept (a malformed request) must not be re-sent every iteration for ever.
 
 Transient: the cause is a state of the account or the market that changes on its own or by a human:
-- 429 and 5xx (nothing, or maybe something, was created; the intent stays pending and is looked up);
+- 429 and 5xx (nothing, or maybe something, was created; the intent stays pending and is looked up),
+  and an answer that could not be read (a proxy's HTML page is not the broker's decision);
 - trading blocked / account not authorised to trade / new orders suspended by the user;
 - asset not tradable, not active, halted;
 - shares held by another open order ("insufficient qty available"), a wash-trade guard against an
@@ -22,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from core.errors import AmbiguousBrokerError, BrokerError, RateLimitedError
+from core.errors import AmbiguousBrokerError, BadBrokerResponseError, BrokerError, RateLimitedError
 
 
 class RefusalKind(StrEnum):
@@ -64,6 +65,8 @@ def classify_refusal(exc: BrokerError) -> Refusal:
         return Refusal(RefusalKind.TRANSIENT, "rate_limited")
     if isinstance(exc, AmbiguousBrokerError) or (exc.status is not None and exc.status >= 500):
         return Refusal(RefusalKind.TRANSIENT, "server_error")
+    if isinstance(exc, BadBrokerResponseError):
+        return Refusal(RefusalKind.TRANSIENT, "unreadable_answer")  # a proxy's page is not the broker's word
     text = str(exc).lower()
     for fragment, cause in TRANSIENT_MESSAGES:
         if fragment in text:
