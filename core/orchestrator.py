@@ -31,6 +31,8 @@ from agents.risk_agent import RiskAgent, RiskContext, RiskParams
 from agents.signal_agent import Holding, SignalAgent, StrategyParams
 from config.settings import AppConfig
 from config.universe import BASELINE_SYMBOLS
+from core.broker_calendar import BrokerCalendar
+from core.broker_time import BrokerTimeClock
 from core.candidates import load_candidates
 from core.clock import Clock
 from core.errors import CandidatesError, TradingDaemonError
@@ -74,12 +76,14 @@ class Orchestrator:
         self.config = config
         self.gateway = gateway
         self.store = store
-        self.clock = clock
-        self.calendar = calendar or get_market_calendar()
+        # The host's clock, measured against the broker's on every clock request (core/broker_time.py),
+        # and a calendar the broker corrects and whose clock decides the session (core/broker_calendar.py).
+        clock = self.clock = BrokerTimeClock(clock, config.max_clock_skew_seconds)
+        self.calendar = BrokerCalendar(calendar or get_market_calendar(), self.clock.to_broker)
         self.dry_run = dry_run
         self.notifier = notifier
         self.scheduled = scheduled or []
-        self.market_clock = MarketClock(gateway, self.calendar)
+        self.market_clock = MarketClock(gateway, self.calendar, broker_time=self.clock)
         self.data_agent = DataAgent(config, market=gateway, clock=clock, calendar=self.calendar)
         self.signal_agent = SignalAgent(StrategyParams.from_config(config), self.calendar)
         self.validator = SignalValidator(self.calendar, config.max_price_drift_pct)
