@@ -1,0 +1,155 @@
+"""Issue 10, item 5: clocks, end to end through the real SDK against the simulated market.
+
+The simulated server keeps the true time (its ScenarioClock); the daemon runs on a `SkewedClock`, a
+host clock `offset` away from it whose sleeps advance the market. The data: MA closes at z = -2.5 on
+2025-02-11 (an entry; at 15:50 that day the in-progress bar already looks like one) and 5% below its
+2025-02-12 open on 2025-02-12 (a stop-loss with STOP_LOSS_PCT=0.04). So a right decision buys MA at
+the 2025-02-12 open on the 2025-02-11 close, and sells it at the 2025-02-13 open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from agents.execution_agent import client_order_id
+from core.models import Side
+from tests.scenario_helpers import (
+    Scenario,
+    SkewedClock,
+    assert_book_matches_broker,
+    assert_no_duplicate_orders,
+    ny,
+)
+
+MA_ENTRY_DECISION = date(2025, 2, 11)
+MA_EXIT_DECISION = date(2025, 2, 12)
+BUY = client_order_id("zmr", MA_ENTRY_DECISION, "MA", Side.BUY)
+SELL = client_order_id("zmr", MA_EXIT_DECISION, "MA", Side.SELL)
+CONFIG: dict[str, Any] = {"symbol_tiers": {"MA": "TIER3"}, "stop_loss_pct": 0.04}
+
+
+@pytest.fixture
+def scenario(tmp_path: Path) -> Iterator[Callable[..., Scenario]]:
+    made: list[Scenario] = []
+
+    def make(start: datetime, **overrides: Any) -> Scenario:
+        scn = Scenario(tmp_path, start, config_overrides={**CONFIG, **overrides})
+        made.append(scn)
+        return scn
+
+    yield make
+    for scn in made:
+        scn.close()
+
+
+def _events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [e for e in logs if e["event"] == name]
+
+
+def _require_ma_entry(scn: Scenario) -> None:
+    assert scn.zscores(["MA"], MA_ENTRY_DECISION)["MA"] <= -scn.config.entry_z, "precondition: MA entry on 02-11"
+    assert scn.zscores(["MA"], date(2025, 2, 10))["MA"] > -scn.config.entry_z, "precondition: no entry on 02-10"
+
+
+def _assert_bought_at_the_open_on_the_close(scn: Scenario) -> None:
+    """The 02-11 decision was taken once, on the final bar, and went out at the 02-12 open."""
+    (order,) = scn.broker_orders()
+    assert order.client_order_id == BUY and order.status == "filled"
+    assert order.created_at == ny(2025, 2, 12, 9, 30)
+    assert all(r.sim_time >= ny(2025, 2, 12, 9, 30) for r in scn.order_posts()), "an order before the real close"
+    intents = scn.intents()
+    assert list(intents) == [BUY] and intents[BUY]["signal_session"] == "2025-02-11"
+
+
+def test_host_clock_ten_minutes_fast_near_the_close_decides_on_the_real_close(
+        scenario: Callable[..., Scenario]) -> None:
+    scn = scenario(ny(2025, 2, 11, 15, 30), loop_interval_seconds=120.0)
+    _require_ma_entry(scn)
+    host = SkewedClock(scn.clock, timedelta(minutes=10))
+    daemon = scn.boot(host_clock=host)
+
+    with capture_logs() as logs:
+        daemon.orchestrator.run(until=ny(2025, 2, 12, 10, 0))
+
+    _assert_bought_at_the_open_on_the_close(scn)
+    # The loop worked only while the broker said open: nothing between the real close and the next open.
+    started = [it["started_at"] for it in scn.iterations()]
+    assert started and not [t for t in started if ny(2025, 2, 11, 16, 0) <= t < ny(2025, 2, 12, 9, 30)]
+    assert max(t for t in started if t < ny(2025, 2, 12, 0, 0)) < ny(2025, 2, 11, 16, 0)
+    (beyond,) = _events(logs, "clock_skew_beyond_bound")     # one line, not one per iteration
+    assert beyond["skew_s"] == pytest.approx(-600.0, abs=0.5) and "broker's time" in beyond["message"]
+    assert daemon.orchestrator.clock.corrected
+    assert _events(logs, "symbol_excluded") == []
+    assert_book_matches_broker(scn, daemon.store)
+    assert_no_duplicate_orders(scn, daemon.store)
+
+
+def test_host_clock_five_seconds_fast_warns_once_and_the_broker_clock_still_cuts_the_bar(
+        scenario: Callable[..., Scenario]) -> None:
+    # Iterations at hh:mm:56 of the market: one lands at 15:59:56, when the host already reads 16:00:01.
+    scn = scenario(ny(2025, 2, 11, 15, 0) + timedelta(seconds=56), loop_interval_seconds=60.0)
+    _require_ma_entry(scn)
+    host = SkewedClock(scn.clock, timedelta(seconds=5))
+    daemon = scn.boot(host_clock=host)
+
+    with capture_logs() as logs:
+        daemon.orchestrator.run(until=ny(2025, 2, 12, 10, 0))
+
+    started = [it["started_at"] for it in scn.iterations()]
+    assert ny(2025, 2, 11, 16, 0) + timedelta(seconds=1) in started, "precondition: an iteration at host 16:00:01"
+    _assert_bought_at_the_open_on_the_close(scn)
+    (warning,) = _events(logs, "clock_skew_warning")
+    assert warning["skew_s"] == pytest.approx(-5.0, abs=0.1)
+    assert _events(logs, "clock_skew_beyond_bound") == []
+    assert not daemon.orchestrator.clock.corrected and daemon.orchestrator.clock.correction_seconds == 0.0
+    assert_no_duplicate_orders(scn, daemon.store)
+
+
+def test_host_clock_a_day_slow_excludes_nothing_and_exits_work(scenario: Callable[..., Scenario]) -> None:
+    scn = scenario(ny(2025, 2, 12, 9, 0), loop_interval_seconds=300.0)
+    _require_ma_entry(scn)
+    host = SkewedClock(scn.clock, timedelta(days=-1))
+    daemon = scn.boot(host_clock=host)
+
+    with capture_logs() as logs:
+        daemon.orchestrator.run(until=ny(2025, 2, 13, 10, 0))
+
+    assert _events(logs, "symbol_excluded") == [], "bars were taken for a future session"
+    orders = {o.client_order_id: o for o in scn.broker_orders()}
+    assert sorted(orders) == sorted([BUY, SELL])
+    assert orders[BUY].created_at == ny(2025, 2, 12, 9, 30) and orders[BUY].status == "filled"
+    assert orders[SELL].created_at == ny(2025, 2, 13, 9, 30) and orders[SELL].status == "filled"
+    assert "MA" not in scn.broker_positions()
+    assert [c.reason for c in daemon.store.closed_positions("MA")] == ["exit_stop_loss"]
+    (beyond,) = _events(logs, "clock_skew_beyond_bound")
+    assert beyond["skew_s"] == pytest.approx(86_400.0, abs=0.5)
+    assert_book_matches_broker(scn, daemon.store)
+    assert_no_duplicate_orders(scn, daemon.store)
+
+
+def test_a_host_clock_step_is_noticed_without_waiting_for_the_next_boundary(scenario: Callable[..., Scenario]) -> None:
+    scn = scenario(ny(2025, 2, 10, 10, 0), loop_interval_seconds=300.0)
+    host = SkewedClock(scn.clock, timedelta(minutes=-20))
+    daemon = scn.boot(host_clock=host)
+    scn.clock.at(ny(2025, 2, 10, 11, 0), lambda: setattr(host, "offset", timedelta(0)))   # NTP steps it right
+
+    with capture_logs() as logs:
+        daemon.orchestrator.run(until=ny(2025, 2, 10, 12, 0))
+
+    assert len(_events(logs, "clock_skew_beyond_bound")) == 1
+    (resolved,) = _events(logs, "clock_skew_resolved")
+    # The clock is read when the daemon starts (the open answer is valid until 16:00) and once more
+    # at the first loop step after the step, because the host's wall clock left its monotonic clock.
+    later_reads = [r.sim_time for r in scn.requests(path_prefix="/v2/clock") if r.sim_time > ny(2025, 2, 10, 10, 0)]
+    assert len(later_reads) == 1 and ny(2025, 2, 10, 11, 0) <= later_reads[0] <= ny(2025, 2, 10, 11, 5)
+    assert daemon.orchestrator.clock.correction_seconds == 0.0
+    # Iterations are stamped with the broker's time throughout: every 5 minutes, no 20-minute jump.
+    started = [it["started_at"] for it in scn.iterations()]
+    assert all(timedelta(minutes=5) <= b - a < timedelta(minutes=6) for a, b in zip(started, started[1:], strict=False))
+    assert resolved["skew_s"] == pytest.approx(0.0, abs=0.1)
