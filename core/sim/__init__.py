@@ -10,8 +10,9 @@ Alpaca's order rules, and an HTTP server on 127.0.0.1 that the unchanged alpaca-
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from types import TracebackType
 from typing import Any
 
@@ -103,14 +104,16 @@ def start_sim_market(
     port: int = 0,
     fractional_trading: bool = True,
     fill_delay_seconds: float = 1.0,
+    closures: Iterable[date] = (),
 ) -> SimMarket:
     """Start a market on 127.0.0.1 (a free port unless `port` is given).
 
-    The clock: `clock` if given, else a SimClock at `start` if given, else wall time.
+    The clock: `clock` if given, else a SimClock at `start` if given, else wall time. `closures`:
+    sessions of the calendar the market does not open (unscheduled closures, docs/simulated-market.md).
     """
     if clock is None:
         clock = SimClock(start) if start is not None else SystemClock()
-    bars = SyntheticBars(seed)
+    bars = SyntheticBars(seed, closures=closures)
     exchange = SimExchange(
         clock,
         bars,

@@ -23,7 +23,7 @@ import math
 import threading
 import zlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import lru_cache
@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.market_calendar import MarketCalendar, bar_timestamp, get_market_calendar
+from core.sim.corporate_actions import CorporateActions, raw_factors, round_price
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -267,7 +268,9 @@ class _Intraday:
 class SyntheticBars:
     """Seeded daily OHLCV for any symbol, plus the intraday price used for fills."""
 
-    def __init__(self, seed: int = 42, calendar: MarketCalendar | None = None) -> None:
+    def __init__(
+        self, seed: int = 42, calendar: MarketCalendar | None = None, closures: Iterable[date] = ()
+    ) -> None:
         self.seed = seed
         self.calendar = calendar or get_market_calendar()
         cal = self.calendar
@@ -284,6 +287,15 @@ class SyntheticBars:
         self._market: dict[int, FloatArray] = {}
         self._params_cache: dict[str, _Params] = {}
         self._market_key = _mix_int(_mix_int(seed * _GOLDEN + 0x3A7E7) ^ 0xFFFF_FFFF_0000)
+        # Splits re-base the raw tape before their ex-date (core/sim/corporate_actions.py); empty
+        # unless SimExchange.add_split registers one.
+        self.actions = CorporateActions()
+        # Unscheduled closures: sessions of the calendar the market does not open (an immutable set,
+        # replaced whole, so readers need no lock). The model keeps its indexes: the bars of every
+        # other session are the same with or without closures.
+        self._closed: frozenset[int] = frozenset()
+        for day in closures:
+            self.add_closure(day)
 
     # ------------------------------------------------------------------ calendar index helpers
     def __len__(self) -> int:
@@ -308,8 +320,10 @@ class SyntheticBars:
         return self._stamps[i]
 
     def last_started(self, when: datetime) -> int:
-        """Index of the latest session whose open is at or before `when` (-1 if none)."""
-        return bisect.bisect_right(self._opens, when.timestamp()) - 1
+        """Index of the latest session whose open is at or before `when` (-1 if none); an
+        unscheduled closure never started."""
+        i = bisect.bisect_right(self._opens, when.timestamp()) - 1
+        return self.trading_index_before(i + 1) if self._closed else i
 
     def first_stamp_at_or_after(self, ts: float) -> int:
         return bisect.bisect_left(self._stamps, ts)
@@ -328,7 +342,36 @@ class SyntheticBars:
 
     def trading_index_before(self, i: int) -> int:
         """Index of the last session before session i that the market opened (-1 if none)."""
-        return i - 1
+        i -= 1
+        while i in self._closed:
+            i -= 1
+        return i
+
+    def next_trading_index(self, i: int) -> int:
+        """Index of the first session at or after session i that the market opens (len if none)."""
+        while i in self._closed:
+            i += 1
+        return i
+
+    # ------------------------------------------------------------------ unscheduled closures
+    def add_closure(self, day: date) -> None:
+        """Close the market on `day`, a session of exchange_calendars (SimExchange.add_closure checks
+        the timing and moves waiting orders)."""
+        self._closed = self._closed | {self.index_of(day)}
+
+    @property
+    def closures(self) -> list[date]:
+        return sorted(self.sessions[i] for i in self._closed)
+
+    def is_closed(self, i: int) -> bool:
+        return i in self._closed
+
+    def open_sessions(self, lo: int, hi: int) -> list[int] | None:
+        """The sessions lo..hi-1 the market opens, or None when that is all of them (no closure)."""
+        closed = self._closed
+        if not closed or not any(lo <= i < hi for i in closed):
+            return None
+        return [i for i in range(lo, hi) if i not in closed]
 
     # ------------------------------------------------------------------ generation
     def _symbol_params(self, symbol: str) -> _Params:
@@ -438,7 +481,23 @@ class SyntheticBars:
                 parts[0].start, *(np.concatenate([getattr(b, name) for b in parts]) for name in _FIELDS)
             )
             out.append(joined.slice(lo, hi))
+        if self.actions.has_splits:
+            out = [self._raw_tape(symbol, block) for symbol, block in zip(symbols, out, strict=True)]
         return out
+
+    def _raw_tape(self, symbol: str, block: _Block) -> _Block:
+        """The model block as traded: x the ratio of every split still to come (volume / ratio)."""
+        factor = raw_factors(self, self.actions.splits(symbol), block.start, len(block))
+        if factor is None:
+            return block
+        open_, high, low, close = (round_price(getattr(block, n) * factor) for n in ("open", "high", "low", "close"))
+        vwap = np.clip(np.round(block.vwap * factor, 4), low, high)
+        volume = np.maximum(np.rint(block.volume / factor), 1.0).astype(np.int64)
+        return _Block(block.start, open_, high, low, close, volume, block.trade_count, vwap)
+
+    def splits_changed(self) -> None:
+        """Forget what was derived from the raw tape (the intraday path shapes) after a new split."""
+        SyntheticBars._intraday.cache_clear()
 
     def window(self, symbol: str, lo: int, hi: int) -> _Block:
         return self.windows([symbol], lo, hi)[0]
@@ -448,7 +507,8 @@ class SyntheticBars:
         """Complete daily bars for the sessions in [start, end] (no clock: callers cut at 'now')."""
         lo = self.first_session_on_or_after(start)
         hi = self.last_session_on_or_before(end) + 1
-        return self._rows(symbol, lo, hi)
+        rows = self._rows(symbol, lo, hi)
+        return [r for r in rows if self._index[r.session] not in self._closed] if self._closed else rows
 
     def _rows(self, symbol: str, lo: int, hi: int) -> list[DailyBar]:
         b = self.window(symbol, lo, hi)
@@ -515,7 +575,8 @@ class SyntheticBars:
             * weight
             * np.sin(2.0 * np.pi * shape.freq * fractions + shape.phase)
         )
-        return np.clip(np.round(path + wiggle, 2), bar.low, bar.high)
+        decimals = 2 if bar.low >= 1.0 or not self.actions.has_splits else 4  # a reverse split's sub-$1 tape
+        return np.clip(np.round(path + wiggle, decimals), bar.low, bar.high)
 
     def _fraction(self, i: int, ts: float) -> float:
         o, c = self._opens[i], self._closes[i]

@@ -6,6 +6,10 @@ calls `SimExchange.<name>(...)`, so a test whose market runs in another process 
     POST /_sim/set_bad_print {"symbol": "SPY", "session": "2025-03-10", "factor": 0.1}
     POST /_sim/clear_bad_prints {}
     POST /_sim/set_asset {"symbol": "AAPL", "tradable": false}
+    POST /_sim/add_split {"symbol": "NVDA", "ex_date": "2025-03-12", "ratio": 10}
+    POST /_sim/add_dividend {"symbol": "JPM", "ex_date": "2025-03-12", "amount": 1.5}
+    POST /_sim/deposit {"amount": 5000}      POST /_sim/withdraw {"amount": 2500}
+    POST /_sim/add_closure {"date": "2025-03-12"}
 
 Answers: 200 {"ok": true, ...}; 400 for a body that is not a JSON object or a parameter of the wrong
 type; 422 when the exchange refuses the values (its ValueError's message); 404 for an unknown name.
@@ -43,6 +47,10 @@ class Control:
     call: Callable[[SimExchange, dict[str, Any]], Any]
 
 
+def _action_json(action: Any) -> dict[str, Any]:
+    return {"id": action.id, "symbol": action.symbol, "ex_date": action.ex_date.isoformat()}
+
+
 def _set_asset(ex: SimExchange, a: dict[str, Any]) -> Any:
     flags = {k: v for k, v in a.items() if k != "symbol"}
     return ex.set_asset(a["symbol"], **flags).to_json()
@@ -57,6 +65,17 @@ CONTROLS: dict[str, Control] = {
         lambda ex, a: ex.set_bad_print(a["symbol"], a["session"], a["factor"]),
     ),
     "clear_bad_prints": Control((), lambda ex, a: ex.clear_bad_prints()),
+    "add_split": Control(
+        (Param("symbol", "str"), Param("ex_date", "date"), Param("ratio", "number")),
+        lambda ex, a: _action_json(ex.add_split(a["symbol"], a["ex_date"], a["ratio"])),
+    ),
+    "add_dividend": Control(
+        (Param("symbol", "str"), Param("ex_date", "date"), Param("amount", "number")),
+        lambda ex, a: _action_json(ex.add_dividend(a["symbol"], a["ex_date"], a["amount"])),
+    ),
+    "deposit": Control((Param("amount", "number"),), lambda ex, a: ex.deposit(a["amount"])),
+    "withdraw": Control((Param("amount", "number"),), lambda ex, a: ex.withdraw(a["amount"])),
+    "add_closure": Control((Param("date", "date"),), lambda ex, a: ex.add_closure(a["date"])),
     "set_asset": Control(
         (
             Param("symbol", "str"),

@@ -29,7 +29,9 @@ import numpy as np
 from config.universe import DEFAULT_SYMBOL_TIERS, is_valid_ticker
 from core.clock import Clock
 from core.market_calendar import NEW_YORK, MarketCalendar
+from core.sim.activities import ActivityLog, ActivityQueryError
 from core.sim.bars import SyntheticBars
+from core.sim.corporate_actions import Action, CashDividend, Split, previous_close
 
 ASSET_NAMESPACE = uuid.UUID("6f1d9a52-3c1e-4c8e-9f57-5a3e0b1d2c40")
 ACCOUNT_ID = "9b1c6a1e-5f0e-4f7a-9a8e-51a0c0de0001"
@@ -297,6 +299,8 @@ class SimExchange:
         self._baseline_positions: dict[str, float] = {}
         self._trading_blocked = False
         self._bad_prints: dict[tuple[str, date], float] = {}
+        self._applied_actions: set[str] = set()
+        self._activities = ActivityLog(ACCOUNT_ID)
         for symbol in DEFAULT_SYMBOL_TIERS:
             self._asset(symbol)
         for symbol, flags in (assets or {}).items():
@@ -458,6 +462,106 @@ class SimExchange:
         with self._lock:
             return dict(self._bad_prints)
 
+    def deposit(self, amount: float) -> dict[str, Any]:
+        """Cash in (a bank transfer landing now): cash += amount, recorded as a `CSD` activity
+        with a positive net_amount. Returns the activity."""
+        amount = self._cash_amount(amount)
+        with self._lock:
+            now = self._process_locked()
+            self._cash = round(self._cash + amount, 2)
+            return self._activities.add_non_trade("CSD", now, fmt_money(amount), "Cash deposit")
+
+    def withdraw(self, amount: float) -> dict[str, Any]:
+        """Cash out now: cash -= amount, recorded as a `CSW` activity with a negative net_amount.
+        More than the cash is refused (Alpaca lets only withdrawable cash go). Returns the activity."""
+        amount = self._cash_amount(amount)
+        with self._lock:
+            now = self._process_locked()
+            if amount > self._cash + 1e-9:
+                raise ValueError(f"withdrawal {fmt_money(amount)} exceeds the cash {fmt_money(self._cash)}")
+            self._cash = round(self._cash - amount, 2)
+            return self._activities.add_non_trade("CSW", now, fmt_money(-amount), "Cash withdrawal")
+
+    @staticmethod
+    def _cash_amount(amount: float) -> float:
+        if not (isinstance(amount, int | float) and math.isfinite(amount) and round(amount, 2) > 0):
+            raise ValueError(f"amount must be a finite number of dollars >= 0.01, not {amount!r}")
+        return round(float(amount), 2)
+
+    def activities(self) -> list[dict[str, Any]]:
+        """Every account activity so far, oldest first (the JSON /v2/account/activities serves)."""
+        with self._lock:
+            self._process_locked()
+            return [dict(a.body) for a in self._activities.items()]
+
+    def add_closure(self, day: date) -> None:
+        """An unscheduled closure (a day of mourning, a storm): the market does not open on `day`
+        although exchange_calendars says it does. /v2/clock is closed all day and its next_open skips
+        the day, /v2/calendar leaves it out, the data API has no bar for it, and orders waiting for
+        its open (or a GTC order rolling into it) wait for the next session instead. The day's open
+        must still be ahead. `start_sim_market(closures=[...])` closes days from the start."""
+        with self._lock:
+            now = self._process_locked()
+            i = self.bars.index_of(day)
+            if self.bars.open_ts(i) <= now.timestamp():
+                raise ValueError(f"the session {day} has opened already; close a day before its open")
+            self.bars.add_closure(day)
+            following = self.bars.next_trading_index(i)
+            for order in self._orders:
+                if order.is_open and order.session == i:
+                    order.session = following
+                    if following < len(self.bars):
+                        order.start_ts = max(order.start_ts, self.bars.open_ts(following))
+
+    def add_split(self, symbol: str, ex_date: date, ratio: float) -> Split:
+        """A split of `ratio` new shares per old share (10.0: 10-for-1; 0.1: 1-for-10 reverse).
+
+        Raw prices of the sessions before `ex_date` become the model price x ratio (volume / ratio),
+        so prices after the split stay at the model's level; at the ex-date's open a held position's
+        qty is multiplied by the ratio and its avg_entry_price divided by it (cost kept), open orders
+        in the symbol are canceled, and `lastday_price` is given in the new basis. Bars requested with
+        `adjustment=split|all` on or after the ex-date are divided by the ratio before it. The
+        ex-date's open must still be ahead, and the symbol must not have traded in this market yet
+        (registering rewrites the raw tape of every earlier session, so register at set-up).
+        """
+        if not is_valid_ticker(symbol):
+            raise ValueError(f"invalid symbol {symbol!r}")
+        if not (isinstance(ratio, int | float) and math.isfinite(ratio) and ratio > 0 and ratio != 1):
+            raise ValueError(f"ratio must be a finite number > 0 other than 1, not {ratio!r}")
+        with self._lock:
+            now = self._process_locked()
+            if self._action_open_ts(ex_date) <= now.timestamp():
+                raise ValueError(f"the ex-date {ex_date} has opened already; register a split before its open")
+            if symbol in self._positions or any(o.symbol == symbol for o in self._orders):
+                raise ValueError(
+                    f"{symbol} has traded in this market already; register its splits before it trades"
+                )
+            split = self.bars.actions.add_split(symbol, ex_date, float(ratio))
+            self.bars.splits_changed()
+            return split
+
+    def add_dividend(self, symbol: str, ex_date: date, amount: float) -> CashDividend:
+        """A cash dividend of `amount` per share (in the ex-date's share basis).
+
+        At the ex-date's open a held position earns qty x amount in cash (rounded to the cent), recorded
+        as a `DIV` account activity; the shares and the raw tape are unchanged (the model's price does
+        not drop by the dividend). Bars requested with `adjustment=dividend|all` on or after the
+        ex-date have every bar before it multiplied by 1 - amount / previous close. The ex-date's open
+        must still be ahead and the amount below the previous session's close.
+        """
+        if not is_valid_ticker(symbol):
+            raise ValueError(f"invalid symbol {symbol!r}")
+        if not (isinstance(amount, int | float) and math.isfinite(amount) and amount > 0):
+            raise ValueError(f"amount must be a finite number > 0, not {amount!r}")
+        with self._lock:
+            now = self._process_locked()
+            if self._action_open_ts(ex_date) <= now.timestamp():
+                raise ValueError(f"the ex-date {ex_date} has opened already; register a dividend before its open")
+            close = previous_close(self.bars, self.bars.actions, symbol, ex_date)
+            if close is not None and amount >= close:
+                raise ValueError(f"amount {amount} is not below the previous close {close}")
+            return self.bars.actions.add_dividend(symbol, ex_date, float(amount))
+
     # ================================================================== assets
     def _asset(self, symbol: str) -> SimAsset:
         asset = self._assets.get(symbol)
@@ -497,7 +601,7 @@ class SimExchange:
         i = self.bars.last_started(when)
         if i >= 0 and when.timestamp() < self.bars.close_ts(i):
             return i, True
-        return i + 1, False
+        return self.bars.next_trading_index(i + 1), False
 
     def _next_event(self, order: SimOrder) -> _Event | None:
         bars = self.bars
@@ -552,9 +656,14 @@ class SimExchange:
                 if event is not None and event.ts <= now_ts:
                     heapq.heappush(heap, event)
         closes = self._closes_between(self._cursor, now_ts)
-        ci = 0
-        while heap or ci < len(closes):
-            if heap and (ci >= len(closes) or heap[0].ts <= self.bars.close_ts(closes[ci])):
+        due = self._actions_due(now_ts) if self.bars.actions.has_any else []
+        ci = ai = 0
+        while heap or ci < len(closes) or ai < len(due):
+            next_close = self.bars.close_ts(closes[ci]) if ci < len(closes) else math.inf
+            if ai < len(due) and due[ai][0] <= min(heap[0].ts if heap else math.inf, next_close):
+                self._apply_action(due[ai][2], due[ai][0])  # at the open, before any fill
+                ai += 1
+            elif heap and (ci >= len(closes) or heap[0].ts <= self.bars.close_ts(closes[ci])):
                 event = heapq.heappop(heap)
                 target = event.order
                 assert target is not None
@@ -572,11 +681,110 @@ class SimExchange:
         self._cursor = max(self._cursor, now_ts)
         return now
 
+    # ================================================================== corporate actions
+    def _action_open_ts(self, ex_date: date) -> float:
+        """When an action takes effect: the open of the first session on or after its ex-date."""
+        i = self.bars.next_trading_index(self.bars.first_session_on_or_after(ex_date))
+        if i >= len(self.bars):
+            raise ValueError(f"ex-date {ex_date} is beyond the calendar")
+        return self.bars.open_ts(i)
+
+    def _actions_due(self, now_ts: float) -> list[tuple[float, int, Action]]:
+        """Actions not applied yet whose ex-date open is at or before now: (open ts, splits before
+        dividends, action), in time order."""
+        due = []
+        for action in self.bars.actions.all():
+            if action.id not in self._applied_actions:
+                ts = self._action_open_ts(action.ex_date)
+                if ts <= now_ts:
+                    due.append((ts, 0 if isinstance(action, Split) else 1, action))
+        due.sort(key=lambda item: (item[0], item[1], item[2].seq))
+        return due
+
+    def _apply_action(self, action: Action, ts: float) -> None:
+        self._applied_actions.add(action.id)
+        when = datetime.fromtimestamp(ts, UTC)
+        if isinstance(action, Split):
+            self._apply_split(action, when)
+        else:
+            self._apply_dividend(action, when)
+
+    def _apply_dividend(self, dividend: CashDividend, when: datetime) -> None:
+        """At the ex-date's open the holder of record is paid: qty x amount, to the cent, as a `DIV`
+        activity. (Alpaca pays on the payable date; the sim pays at the ex-date's open, so a test
+        sees the whole event on one day.)"""
+        pos = self._positions.get(dividend.symbol)
+        if pos is None:
+            return
+        paid = round(pos.qty * dividend.amount, 2)
+        self._cash = round(self._cash + paid, 2)
+        self._activities.add_non_trade(
+            "DIV",
+            when,
+            fmt_money(paid),
+            f"Cash dividend of ${fmt_num(dividend.amount)} per share on {fmt_num(pos.qty)} {dividend.symbol} shares",
+            symbol=dividend.symbol,
+            qty=fmt_num(pos.qty),
+            per_share_amount=fmt_num(dividend.amount),
+        )
+
+    def _apply_split(self, split: Split, when: datetime) -> None:
+        """At the ex-date open: open orders in the symbol are canceled (their prices and quantities
+        are in the old share basis), and a held position's qty x ratio, avg_entry_price / ratio, cost
+        kept. A fractional remainder (a reverse split of 15 shares 1-for-10: 1.5) is kept as
+        fractional shares, as Alpaca has done since 2021 instead of paying cash in lieu."""
+        for order in self._orders:
+            if order.is_open and order.symbol == split.symbol:
+                order.status = "canceled"
+                order.canceled_at = order.updated_at = when
+        pos = self._positions.get(split.symbol)
+        if pos is not None:
+            old_qty = pos.qty
+            pos.qty = round(pos.qty * split.ratio, 9)
+            pos.avg_entry_price = pos.avg_entry_price / split.ratio
+            new_rate, old_rate = split.rates
+            self._activities.add_non_trade(
+                "SPLIT",
+                when,
+                "0",
+                f"{new_rate}-for-{old_rate} {'reverse ' if split.is_reverse else ''}split: "
+                f"{fmt_num(old_qty)} -> {fmt_num(pos.qty)} {split.symbol} shares",
+                symbol=split.symbol,
+                qty=fmt_num(round(pos.qty - old_qty, 9)),
+            )
+
+    def _record_fill_activity(self, order: SimOrder, when: datetime, price: float, qty: float) -> None:
+        leaves = 0.0 if order.qty is None or order.status == "filled" else max(order.qty - order.filled_qty, 0.0)
+        self._activities.add(
+            "FILL",
+            when,
+            {
+                "transaction_time": fmt_time(when),
+                "type": "fill" if order.status == "filled" else "partial_fill",
+                "price": fmt_num(price, 4),
+                "qty": fmt_num(qty),
+                "side": order.side,
+                "symbol": order.symbol,
+                "leaves_qty": fmt_num(leaves),
+                "order_id": order.id,
+                "cum_qty": fmt_num(order.filled_qty),
+                "order_status": order.status,
+            },
+        )
+
+    def _split_adjusted_lastday(self, symbol: str, prev: int, close: float) -> float:
+        """The previous close in today's share basis: / the ratio of each split applied since."""
+        for split in self.bars.actions.splits(symbol):
+            k = self.bars.next_trading_index(self.bars.first_session_on_or_after(split.ex_date))
+            if k > prev and split.id in self._applied_actions:
+                close /= split.ratio
+        return close
+
     def _closes_between(self, after_ts: float, upto_ts: float) -> list[int]:
         closes = self.bars._closes
         lo = bisect.bisect_right(closes, after_ts)
         hi = bisect.bisect_right(closes, upto_ts)
-        return list(range(lo, hi))
+        return [i for i in range(lo, hi) if not self.bars.is_closed(i)]
 
     def _record_close(self, i: int) -> None:
         session = self.bars.session_at(i)
@@ -602,7 +810,7 @@ class SimExchange:
             order.status = "expired"
             order.expired_at = order.updated_at = when
         elif event.kind == "roll":
-            order.session += 1
+            order.session = self.bars.next_trading_index(order.session + 1)
             if order.session < len(self.bars):
                 order.start_ts = self.bars.open_ts(order.session)
 
@@ -637,6 +845,7 @@ class SimExchange:
         full = order.qty is None or order.filled_qty >= order.qty - QTY_EPS
         order.status = "partially_filled" if order.partial_fraction is not None or not full else "filled"
         self.fills.append(Fill(order.id, order.client_order_id, symbol, order.side, qty, price, when))
+        self._record_fill_activity(order, when, price, qty)
 
     # ================================================================== account math
     def _reserved(self, now: datetime) -> float:
@@ -670,7 +879,7 @@ class SimExchange:
     def _previous_session(self, now: datetime) -> int:
         """Index of the last session dated before today (New York)."""
         today = now.astimezone(NEW_YORK).date()
-        return self.bars.first_session_on_or_after(today) - 1
+        return self.bars.trading_index_before(self.bars.first_session_on_or_after(today))
 
     def _last_equity(self, now: datetime) -> float:
         i = self._previous_session(now)
@@ -996,12 +1205,29 @@ class SimExchange:
 
     def api_clock(self) -> dict[str, Any]:
         now = self.process()
+        if self.bars.closures:
+            return self._clock_with_closures(now)
         cal = self.calendar
         return {
             "timestamp": now.astimezone(NEW_YORK).isoformat(),
             "is_open": cal.is_open(now),
             "next_open": cal.next_open(now).astimezone(NEW_YORK).isoformat(),
             "next_close": cal.next_close(now).astimezone(NEW_YORK).isoformat(),
+        }
+
+    def _clock_with_closures(self, now: datetime) -> dict[str, Any]:
+        """/v2/clock from the sim's own sessions, unscheduled closures left out."""
+        bars, ts = self.bars, now.timestamp()
+        i = bars.last_started(now)
+        next_open = bars.next_trading_index(bisect.bisect_right(bars._opens, ts))
+        next_close = bars.next_trading_index(bisect.bisect_right(bars._closes, ts))
+        if max(next_open, next_close) >= len(bars):
+            raise ValueError("date outside the calendar's range")
+        return {
+            "timestamp": now.astimezone(NEW_YORK).isoformat(),
+            "is_open": i >= 0 and ts < bars.close_ts(i),
+            "next_open": datetime.fromtimestamp(bars.open_ts(next_open), NEW_YORK).isoformat(),
+            "next_close": datetime.fromtimestamp(bars.close_ts(next_close), NEW_YORK).isoformat(),
         }
 
     def api_calendar(self, params: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -1020,11 +1246,16 @@ class SimExchange:
                     hi = bars.last_session_on_or_before(day) + 1
         out = []
         for i in range(lo, hi):
+            if bars.is_closed(i):  # an unscheduled closure is not a trading day
+                continue
             session = bars.session_at(i)
             open_ny = datetime.fromtimestamp(bars.open_ts(i), NEW_YORK)
             close_ny = datetime.fromtimestamp(bars.close_ts(i), NEW_YORK)
             lag = 1 if session >= date(2024, 5, 28) else 2  # T+1 settlement since 2024-05-28
-            settle = bars.session_at(min(i + lag, len(bars) - 1))
+            settle_i = i
+            for _ in range(lag):
+                settle_i = bars.next_trading_index(settle_i + 1)
+            settle = bars.session_at(min(settle_i, len(bars) - 1))
             out.append(
                 {
                     "date": session.isoformat(),
@@ -1065,6 +1296,8 @@ class SimExchange:
         price = self.bars.price_at(pos.symbol, now)
         prev = self._previous_session(now)
         lastday = self.bars.bar_by_index(pos.symbol, prev).close if prev >= 0 else pos.avg_entry_price
+        if prev >= 0 and self.bars.actions.has_splits:
+            lastday = self._split_adjusted_lastday(pos.symbol, prev, lastday)
         market_value = pos.qty * price
         cost = pos.cost_basis
         held = self._held_for_sells(pos.symbol, now)
@@ -1141,6 +1374,15 @@ class SimExchange:
                 except SimAPIError as exc:
                     out.append({"symbol": symbol, "status": exc.status, "body": exc.body})
             return out
+
+    def api_activities(self, params: Mapping[str, str], activity_type: str | None = None) -> list[dict[str, Any]]:
+        """GET /v2/account/activities[/{activity_type}] (core/sim/activities.py)."""
+        with self._lock:
+            self._process_locked()
+            try:
+                return self._activities.query(params, activity_type)
+            except ActivityQueryError as exc:
+                raise _error(422, CODE_UNPROCESSABLE, str(exc)) from None
 
     def api_submit_order(self, body: Any) -> dict[str, Any]:
         return self.submit_order(body).to_json()

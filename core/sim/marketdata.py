@@ -16,10 +16,13 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
+import numpy as np
+
 from config.universe import is_valid_ticker
 from core.clock import Clock
 from core.market_calendar import NEW_YORK
-from core.sim.bars import DailyBar, SyntheticBars
+from core.sim.bars import DailyBar, SyntheticBars, _Block
+from core.sim.corporate_actions import ACTION_TYPES, action_json, action_type, adjustment_factors, group_name
 from core.sim.exchange import SimAPIError, SimExchange
 
 DEFAULT_LIMIT = 1000
@@ -31,6 +34,10 @@ LATEST_FEEDS = frozenset({"sip", "iex", "delayed_sip", "boats", "overnight", "ot
 ADJUSTMENTS = frozenset({"raw", "split", "dividend", "spin-off", "all"})
 LATEST_PARAMS = frozenset({"symbols", "feed", "currency"})
 _BAR_FIELDS = ("open", "high", "low", "close", "volume", "trade_count", "vwap")
+
+
+def _csv(raw: str | None) -> list[str]:
+    return [part.strip() for part in (raw or "").split(",") if part.strip()]
 
 
 def _bad(message: str) -> SimAPIError:
@@ -152,14 +159,15 @@ class MarketData:
         now = self.clock.now()
         lo, hi, partial = self._window(params, now)
         symbols = [s for s in symbols if self._has_data(s)]
-        count = max(hi - lo, 0)
+        served = self.bars.open_sessions(lo, hi)  # None: no unscheduled closure in the window
+        count = max(hi - lo, 0) if served is None else len(served)
         if count == 0 or not symbols:
             return {"bars": {}, "next_page_token": None, "currency": "USD"}
         # Position in the (symbol, time) order: symbol index and offset within that symbol's bars.
         sym_i, offset = 0, 0
         token = params.get("page_token")
         if token:
-            sym_i, offset = self._resume(token, symbols, lo, hi, sort)
+            sym_i, offset = self._resume(token, symbols, lo, hi, sort, served)
 
         out: dict[str, list[dict[str, Any]]] = {}
         remaining = limit
@@ -174,7 +182,12 @@ class MarketData:
                 break
             sym_i, offset = sym_i + 1, 0
         blocks = self.bars.windows([s for s, _, _ in page_symbols], lo, hi)
-        stamps = [self._stamp(i) for i in range(lo, hi)]
+        if self.bars.actions.has_any:
+            blocks = self._adjusted(page_symbols, blocks, adjustment, now)
+        if served is not None:  # a closed session has no bar: keep the sessions the market opened
+            keep = np.array(served, dtype=np.int64) - lo
+            blocks = [_Block(lo, *(getattr(b, name)[keep] for name in _BAR_FIELDS)) for b in blocks]
+        stamps = [self._stamp(i) for i in (range(lo, hi) if served is None else served)]
         bad = self._bad_prints()
         for (symbol, a, b), block in zip(page_symbols, blocks, strict=True):
             # Positions a..b-1 in the requested order map to window offsets a..b-1 (asc) or
@@ -197,18 +210,114 @@ class MarketData:
             if sort == "desc":
                 rows.reverse()
             out[symbol] = rows
-            last = (symbol, lo + (k1 - 1 if sort == "asc" else k0))
+            at = k1 - 1 if sort == "asc" else k0
+            last = (symbol, lo + at if served is None else served[at])
         more = sym_i < len(symbols) and (offset < count)
         next_token = None
         if more and last is not None:
             next_token = self._token(last[0], last[1])
         return {"bars": out, "next_page_token": next_token, "currency": "USD"}
 
+    def _adjusted(
+        self, page_symbols: list[tuple[str, int, int]], blocks: list[_Block], adjustment: str | None, now: datetime
+    ) -> list[_Block]:
+        """Raw blocks adjusted as Alpaca adjusts them on `now`'s New York date: `split` and `all` for
+        splits, `dividend` and `all` for cash dividends (core/sim/corporate_actions.py)."""
+        modes = set((adjustment or "raw").split(","))
+        split, dividend = bool(modes & {"split", "all"}), bool(modes & {"dividend", "all"})
+        if not (split or dividend):
+            return blocks
+        as_of = now.astimezone(NEW_YORK).date()
+        out = []
+        for (symbol, _, _), block in zip(page_symbols, blocks, strict=True):
+            factors = adjustment_factors(
+                self.bars, self.bars.actions, symbol, block.start, len(block), as_of, split=split, dividend=dividend
+            )
+            if factors is None:
+                out.append(block)
+                continue
+            price, volume = factors
+            o, h, lo_, c, vw = (np.round(getattr(block, n) * price, 4) for n in ("open", "high", "low", "close", "vwap"))
+            v = np.rint(block.volume * volume).astype(np.int64)
+            out.append(_Block(block.start, o, h, lo_, c, v, block.trade_count, vw))
+        return out
+
+    # ------------------------------------------------------------------ /v1/corporate-actions
+    def api_corporate_actions(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """GET /v1/corporate-actions: the registered splits and cash dividends (core/sim/
+        corporate_actions.py) whose process date (= ex-date) is in [start, end] (default: today, New
+        York), grouped as `forward_splits`, `reverse_splits`, `cash_dividends`; sorted by process date
+        (`sort`), `limit` (1..1000, default 100) counted across groups, and an opaque
+        `next_page_token`. `ids` excludes every other filter. Unknown types, dates or tokens: 400."""
+        ids = _csv(params.get("ids"))
+        if ids and any(params.get(k) for k in ("symbols", "cusips", "types", "start", "end")):
+            raise _bad("ids cannot be combined with symbols, cusips, types, start or end")
+        types = _csv(params.get("types"))
+        unknown = sorted(set(types) - set(ACTION_TYPES))
+        if unknown:
+            raise _bad(f"invalid types: {', '.join(unknown)}")
+        today = self.clock.now().astimezone(NEW_YORK).date()
+        start, end = (self._day(params.get(name), name) or today for name in ("start", "end"))
+        if start > end:
+            raise _bad("start must not be after end")
+        try:
+            limit = int(params.get("limit") or 100)
+        except ValueError:
+            raise _bad(f"invalid limit: {params.get('limit')!r}") from None
+        if not 1 <= limit <= 1000:
+            raise _bad("invalid limit: must be between 1 and 1000")
+        sort = (params.get("sort") or "asc").lower()
+        if sort not in ("asc", "desc"):
+            raise _bad(f"invalid sort: {sort!r}")
+        symbols, cusips = set(_csv(params.get("symbols"))), set(_csv(params.get("cusips")))
+
+        selected = []
+        for action in self.bars.actions.all():
+            body = action_json(self.bars, action)
+            kind = action_type(action)
+            if ids:
+                if action.id not in ids:
+                    continue
+            elif (
+                (types and kind not in types)
+                or (symbols and action.symbol not in symbols)
+                or (cusips and not cusips & {body.get("cusip"), body.get("old_cusip"), body.get("new_cusip")})
+                or not start <= action.ex_date <= end
+            ):
+                continue
+            key = f"{action.ex_date.isoformat()}|{action.symbol}|{kind}|{action.id}"
+            selected.append((key, kind, body))
+        selected.sort(key=lambda item: item[0], reverse=sort == "desc")
+        token = params.get("page_token")
+        if token:
+            try:
+                after = base64.b64decode(token, validate=True).decode()
+            except (ValueError, binascii.Error, UnicodeDecodeError):
+                raise _bad("invalid page_token") from None
+            selected = [item for item in selected if (item[0] > after if sort == "asc" else item[0] < after)]
+        page, rest = selected[:limit], selected[limit:]
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for _, kind, body in page:
+            groups.setdefault(group_name(kind), []).append(body)
+        next_token = base64.b64encode(page[-1][0].encode()).decode() if rest else None
+        return {"corporate_actions": groups, "next_page_token": next_token}
+
+    @staticmethod
+    def _day(raw: str | None, name: str) -> date | None:
+        if not raw:
+            return None
+        try:
+            return date.fromisoformat(raw.strip())
+        except ValueError:
+            raise _bad(f"invalid {name}: {raw!r} (expected YYYY-MM-DD)") from None
+
     def _token(self, symbol: str, i: int) -> str:
         stamp = datetime.fromtimestamp(self.bars.stamp_ts(i), UTC).strftime("%Y-%m-%dT%H:%M:%S.000000000Z")
         return base64.b64encode(f"{symbol}|D|{stamp}".encode()).decode()
 
-    def _resume(self, token: str, symbols: list[str], lo: int, hi: int, sort: str) -> tuple[int, int]:
+    def _resume(
+        self, token: str, symbols: list[str], lo: int, hi: int, sort: str, served: list[int] | None = None
+    ) -> tuple[int, int]:
         try:
             symbol, frame, stamp = base64.b64decode(token, validate=True).decode().split("|")
             when = datetime.fromisoformat(stamp.replace("000Z", "Z").replace("Z", "+00:00"))
@@ -220,6 +329,9 @@ class MarketData:
         sym_i = bisect.bisect_left(symbols, symbol)
         if sym_i >= len(symbols) or symbols[sym_i] != symbol:
             return sym_i, 0
+        if served is not None:  # count in the sessions served, closures left out
+            done = bisect.bisect_right(served, i) if sort == "asc" else len(served) - bisect.bisect_left(served, i)
+            return (sym_i + 1, 0) if done >= len(served) else (sym_i, done)
         done = (i - lo + 1) if sort == "asc" else (hi - i)
         done = min(max(done, 0), hi - lo)
         if done >= hi - lo:

@@ -585,6 +585,12 @@ class SimMarketServer:
         table: list[tuple[str, str, Route]] = [
             ("GET", r"/v2/account", lambda q, b, m: ok(ex.api_account())),
             ("GET", r"/v2/account/configurations", lambda q, b, m: ok(ex.api_account_configurations())),
+            ("GET", r"/v2/account/activities", lambda q, b, m: ok(ex.api_activities(q))),
+            (
+                "GET",
+                r"/v2/account/activities/(?P<type>[^/]+)",
+                lambda q, b, m: ok(ex.api_activities(q, m["type"])),
+            ),
             (
                 "PATCH",
                 r"/v2/account/configurations",
@@ -618,5 +624,6 @@ class SimMarketServer:
             ("GET", r"/v2/stocks/snapshots", lambda q, b, m: ok(md.api_snapshots(q))),
             ("GET", r"/v2/stocks/trades/latest", lambda q, b, m: ok(md.api_latest_trades(q))),
             ("GET", r"/v2/stocks/quotes/latest", lambda q, b, m: ok(md.api_latest_quotes(q))),
+            ("GET", r"/v1/corporate-actions", lambda q, b, m: ok(md.api_corporate_actions(q))),
         ]
         return {(method, re.compile(pattern)): fn for method, pattern, fn in table}
