@@ -114,10 +114,12 @@ class Scenario:
     initial_cash: float = 10_000.0
     config_overrides: dict[str, Any] = field(default_factory=dict)
     calendar: MarketCalendar = field(default_factory=get_market_calendar)
+    closures: list[date] = field(default_factory=list)   # unscheduled closures of the simulated market
 
     def __post_init__(self) -> None:
         self.clock = ScenarioClock(self.start)
-        self.sim: SimMarket = start_sim_market(clock=self.clock, seed=42, initial_cash=self.initial_cash)
+        self.sim: SimMarket = start_sim_market(clock=self.clock, seed=42, initial_cash=self.initial_cash,
+                                               closures=self.closures)
         self.config: AppConfig = make_config(self.tmp_path, **{**FAST_CONFIG, **self.config_overrides})
         self._daemons: list[Daemon] = []
 

@@ -19,6 +19,7 @@ from structlog.testing import capture_logs
 
 from agents.execution_agent import client_order_id
 from core.models import Side
+from core.market_calendar import NEW_YORK as CLOSED_TZ
 from tests.scenario_helpers import (
     Scenario,
     SkewedClock,
@@ -38,8 +39,8 @@ CONFIG: dict[str, Any] = {"symbol_tiers": {"MA": "TIER3"}, "stop_loss_pct": 0.04
 def scenario(tmp_path: Path) -> Iterator[Callable[..., Scenario]]:
     made: list[Scenario] = []
 
-    def make(start: datetime, **overrides: Any) -> Scenario:
-        scn = Scenario(tmp_path, start, config_overrides={**CONFIG, **overrides})
+    def make(start: datetime, *, closures: tuple[date, ...] = (), **overrides: Any) -> Scenario:
+        scn = Scenario(tmp_path, start, config_overrides={**CONFIG, **overrides}, closures=list(closures))
         made.append(scn)
         return scn
 
@@ -153,3 +154,61 @@ def test_a_host_clock_step_is_noticed_without_waiting_for_the_next_boundary(scen
     started = [it["started_at"] for it in scn.iterations()]
     assert all(timedelta(minutes=5) <= b - a < timedelta(minutes=6) for a, b in zip(started, started[1:], strict=False))
     assert resolved["skew_s"] == pytest.approx(0.0, abs=0.1)
+
+
+# ================================================================================ unscheduled closure
+CLOSED = date(2025, 2, 13)   # exchange_calendars says it is a session; the broker never opens
+
+
+def _assert_exit_after_the_closure(scn: Scenario, daemon: Any, logs: list[dict[str, Any]]) -> None:
+    assert scn.calendar.is_session(CLOSED), "precondition: exchange_calendars lists the day"
+    assert [e for e in _events(logs, "symbol_excluded") if "stale" in e["reason"]] == [], "mass stale after a closure"
+    orders = {o.client_order_id: o for o in scn.broker_orders()}
+    assert sorted(orders) == sorted([BUY, SELL])
+    assert orders[SELL].created_at == ny(2025, 2, 14, 9, 30) and orders[SELL].status == "filled"
+    assert "MA" not in scn.broker_positions()
+    assert [c.reason for c in daemon.store.closed_positions("MA")] == ["exit_stop_loss"]
+    (corrected,) = _events(logs, "calendar_corrected_by_broker")
+    assert corrected["closures"] == ["2025-02-13"]
+    assert daemon.orchestrator.calendar.last_completed_session(ny(2025, 2, 14, 10, 0)) == MA_EXIT_DECISION
+    assert not [it for it in scn.iterations() if it["started_at"].astimezone(CLOSED_TZ).date() == CLOSED]
+    assert_book_matches_broker(scn, daemon.store)
+    assert_no_duplicate_orders(scn, daemon.store)
+
+
+def test_an_unscheduled_closure_announced_the_day_before_makes_nothing_stale_and_exits_work(
+        scenario: Callable[..., Scenario]) -> None:
+    scn = scenario(ny(2025, 2, 12, 9, 0), loop_interval_seconds=300.0)
+    _require_ma_entry(scn)
+    # Announced at noon, after the daemon read the broker's calendar with the day's first open answer.
+    scn.clock.at(ny(2025, 2, 12, 12, 0), lambda: scn.sim.exchange.add_closure(CLOSED))
+    daemon = scn.boot()
+
+    with capture_logs() as logs:
+        daemon.orchestrator.run(until=ny(2025, 2, 14, 10, 0))
+
+    # Learned from the broker's clock at the close: its next open skipped the closed day.
+    (disagreement,) = _events(logs, "clock_disagreement")
+    assert disagreement["calendar"].startswith("opens at 2025-02-13")
+    calendar_reads = [r.sim_time for r in scn.requests(path_prefix="/v2/calendar")]
+    assert calendar_reads == [ny(2025, 2, 12, 9, 30), ny(2025, 2, 12, 16, 0), ny(2025, 2, 14, 9, 30)]
+    _assert_exit_after_the_closure(scn, daemon, logs)
+
+
+def test_a_daemon_restarted_after_an_unscheduled_closure_learns_it_before_deciding(
+        scenario: Callable[..., Scenario]) -> None:
+    scn = scenario(ny(2025, 2, 12, 9, 0), closures=(CLOSED,), loop_interval_seconds=300.0)
+    _require_ma_entry(scn)
+    first = scn.boot()
+    first.orchestrator.run(until=ny(2025, 2, 12, 12, 0))
+    scn.kill(first)
+    scn.clock.advance((ny(2025, 2, 14, 9, 0) - scn.clock.now()).total_seconds())   # down over the closure
+
+    second = scn.boot()
+    with capture_logs() as logs:
+        second.orchestrator.run(until=ny(2025, 2, 14, 10, 0))
+
+    # The broker's clock agreed with the calendar this time (closed until 09:30 on the 14th): the
+    # closure came from the broker's calendar, read with the first open answer of the day.
+    assert _events(logs, "clock_disagreement") == []
+    _assert_exit_after_the_closure(scn, second, logs)
