@@ -18,8 +18,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from agents.execution_agent import client_order_id
+from core.market_calendar import NEW_YORK
 from core.models import Side
-from core.market_calendar import NEW_YORK as CLOSED_TZ
 from tests.scenario_helpers import (
     Scenario,
     SkewedClock,
@@ -171,7 +171,7 @@ def _assert_exit_after_the_closure(scn: Scenario, daemon: Any, logs: list[dict[s
     (corrected,) = _events(logs, "calendar_corrected_by_broker")
     assert corrected["closures"] == ["2025-02-13"]
     assert daemon.orchestrator.calendar.last_completed_session(ny(2025, 2, 14, 10, 0)) == MA_EXIT_DECISION
-    assert not [it for it in scn.iterations() if it["started_at"].astimezone(CLOSED_TZ).date() == CLOSED]
+    assert not [it for it in scn.iterations() if it["started_at"].astimezone(NEW_YORK).date() == CLOSED]
     assert_book_matches_broker(scn, daemon.store)
     assert_no_duplicate_orders(scn, daemon.store)
 
