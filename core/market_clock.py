@@ -23,7 +23,7 @@ from typing import Protocol
 import structlog
 
 from core.broker_calendar import BrokerCalendar
-from core.broker_time import BrokerTimeClock
+from core.broker_time import HOST_STEP_SECONDS, BrokerTimeClock
 from core.errors import BrokerError
 from core.market_calendar import NEW_YORK, MarketCalendar
 from core.models import ClockView, MarketDay
@@ -50,7 +50,6 @@ class MarketClock:
         self._calendar = calendar
         self._time = broker_time
         self._cached: ClockView | None = None
-        self._fetched_at: datetime | None = None      # daemon time when the cached answer arrived
         self._calendar_synced_on: date | None = None  # New York date of the last read of the broker's calendar
         self._calendar_synced_at: datetime | None = None
         self.disagreements = 0
@@ -60,19 +59,24 @@ class MarketClock:
 
     def view(self, now: datetime) -> ClockView:
         cached = self._cached
-        broker_now = self._time.to_broker(now) if self._time is not None else now
-        if (cached is None or broker_now >= self._valid_until(cached)
-                or (self._fetched_at is not None and now < self._fetched_at)
-                or (self._time is not None and self._time.host_stepped())):
+        if cached is None or self._expired(cached, now):
             cached = self._fetch()
         return cached
+
+    def _expired(self, cached: ClockView, now: datetime) -> bool:
+        if self._time is None:
+            return now >= self._valid_until(cached) or now < cached.timestamp
+        broker_now = self._time.to_broker(now)
+        # Before the answer's own timestamp (beyond a step's tolerance): time went backwards.
+        return (broker_now >= self._valid_until(cached)
+                or broker_now < cached.timestamp - timedelta(seconds=HOST_STEP_SECONDS)
+                or self._time.host_stepped())
 
     def _fetch(self) -> ClockView:
         view = self._source.get_clock()
         if self._time is not None and view.sent_at is not None and view.received_at is not None:
             self._time.observe(view.timestamp, view.sent_at, view.received_at)
         self._cached = view
-        self._fetched_at = self._time.now() if self._time is not None else view.timestamp
         if isinstance(self._calendar, BrokerCalendar):
             self._calendar.set_clock_view(view)
         disagreement = self._disagreement(view)
