@@ -3,8 +3,9 @@
 Two things the exchange calendar cannot know, and the broker does:
 1. Unscheduled closures (a national day of mourning, a hurricane) and changed hours. The broker's
    calendar (`GET /v2/calendar`) replaces the table over the window it answers for
-   (`apply_broker_days`), so the day after a closure the last completed session is the one before
-   the closure, and no symbol is "stale" because the closed day has no bar.
+   (`apply_broker_days`), and a closed clock whose next open skips sessions closes them
+   (`close_sessions_skipped_by`), so the day after a closure the last completed session is the one
+   before the closure, and no symbol is "stale" because the closed day has no bar.
 2. Which session is in progress right now. While the broker's latest clock answer still holds (it
    is valid until its own next open or close), that answer decides `last_completed_session` and
    `current_or_next_session`, on the broker's timeline: a host clock a few seconds or minutes off
@@ -39,6 +40,9 @@ class BrokerCalendar(MarketCalendar):
         self._to_broker_time = to_broker_time
         self._view: ClockView | None = None
         self.closures: set[date] = set()
+        # Closed by the clock's own next open: final (the daemon sleeps through them), so a calendar
+        # answer that still lists one (late to publish the closure) does not bring it back.
+        self._closed_by_clock: set[date] = set()
 
     # ------------------------------------------------------------------ the broker's clock decides
     def set_clock_view(self, view: ClockView) -> None:
@@ -68,6 +72,31 @@ class BrokerCalendar(MarketCalendar):
         boundary = view.next_close if view.is_open else view.next_open
         return boundary.astimezone(NEW_YORK).date()
 
+    def close_sessions_skipped_by(self, view: ClockView) -> list[date]:
+        """Sessions the broker's clock says will not open: while closed, its next open skips them.
+
+        Needs no request, and holds even when the broker's calendar is late to list a closure. A clock
+        that skips more than a few sessions is not believed (a broken answer, not closures)."""
+        if view.is_open:
+            return []
+        skipped = [s for s, opens in zip(self._sessions, self._opens, strict=True)
+                   if view.timestamp < opens < view.next_open]
+        if not skipped:
+            return []
+        if len(skipped) > MIN_CHANGES_ALLOWED:
+            log.error("broker_clock_skip_refused", skipped=len(skipped), next_open=view.next_open.isoformat(),
+                      effect="calendar unchanged: the clock's next open skips too many sessions")
+            return []
+        gone = set(skipped)
+        keep = [i for i, s in enumerate(self._sessions) if s not in gone]
+        self._load([self._sessions[i] for i in keep], [self._opens[i] for i in keep], [self._closes[i] for i in keep])
+        self.closures |= gone
+        self._closed_by_clock |= gone
+        log.warning("calendar_corrected_by_broker", closures=[str(s) for s in skipped], added_or_retimed=[],
+                    source="clock", effect="the broker's clock opens next at "
+                    f"{view.next_open.isoformat()}: the sessions before it are closed")
+        return skipped
+
     # ------------------------------------------------------------------ the broker's calendar corrects
     def apply_broker_days(self, days: Iterable[MarketDay], start: date, end: date) -> tuple[list[date], list[date]]:
         """Make the table agree with the broker's market days between `start` and `end`.
@@ -76,7 +105,8 @@ class BrokerCalendar(MarketCalendar):
         short answer never closes the days it did not mention. Returns (sessions removed, sessions added
         or re-timed). An answer that disagrees on more than a tenth of the window is refused with a log line.
         """
-        broker = {day.session: day for day in days if start <= day.session <= end}
+        broker = {day.session: day for day in days
+                  if start <= day.session <= end and day.session not in self._closed_by_clock}
         if not broker:
             log.warning("broker_calendar_empty", start=str(start), end=str(end), effect="calendar unchanged")
             return [], []
@@ -102,6 +132,6 @@ class BrokerCalendar(MarketCalendar):
         self.closures |= set(removed)
         self.closures -= set(changed)
         log.warning("calendar_corrected_by_broker", closures=[str(s) for s in removed],
-                    added_or_retimed=[str(s) for s in changed],
+                    added_or_retimed=[str(s) for s in changed], source="calendar",
                     effect="the broker's market days replace exchange_calendars' for these dates")
         return removed, changed

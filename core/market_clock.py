@@ -9,8 +9,9 @@ Each answer also
 - measures the host's skew against the broker (`BrokerTimeClock.observe`, see core/broker_time.py);
 - becomes the session authority of a `BrokerCalendar` (which session is in progress, which is done);
 - is compared with the calendar: when the broker's open/closed state or its next open or close
-  disagrees (an unscheduled closure, changed hours), the broker's calendar (`GET /v2/calendar`) is
-  fetched and corrects the daemon's calendar. The broker wins either way, and a warning is logged.
+  disagrees (an unscheduled closure, changed hours), sessions its next open skips are closed at
+  once, and the broker's calendar (`GET /v2/calendar`) is fetched and corrects the daemon's
+  calendar. The broker wins either way, and a warning is logged.
   The broker's calendar is also read once per trading day, at the first open answer of that day,
   so a closure that happened while the daemon was stopped is known before it decides anything.
 """
@@ -84,6 +85,8 @@ class MarketClock:
             self.disagreements += 1
             log.warning("clock_disagreement", broker=_describe(view), calendar=disagreement,
                         now=view.timestamp.isoformat(), resolution="broker clock wins")
+            if isinstance(self._calendar, BrokerCalendar):
+                self._calendar.close_sessions_skipped_by(view)
         self._maybe_sync_calendar(view, disagreement is not None)
         return view
 

@@ -151,3 +151,21 @@ def test_the_broker_clock_decides_which_session_is_in_progress() -> None:
     assert skewed.current_or_next_session(after_close) == date(2025, 2, 11)
     # Once the broker's own time passes its close, the answer no longer holds: back to the table.
     assert cal.last_completed_session(after_close) == date(2025, 2, 11)
+
+
+def test_a_closed_clock_whose_next_open_skips_sessions_closes_them_for_good() -> None:
+    cal = BrokerCalendar(get_market_calendar())
+    tuesday_evening = datetime(2025, 2, 12, 16, 0, tzinfo=NEW_YORK)
+    friday_open = datetime(2025, 2, 14, 9, 30, tzinfo=NEW_YORK)
+    view = ClockView(tuesday_evening, False, friday_open, datetime(2025, 2, 14, 16, 0, tzinfo=NEW_YORK))
+    assert cal.close_sessions_skipped_by(view) == [date(2025, 2, 13)]
+    assert not cal.is_session(date(2025, 2, 13))
+    # A calendar answer that is late to list the closure does not bring the day back.
+    late = [_day(s) for s in get_market_calendar().sessions_between(date(2025, 2, 3), date(2025, 2, 28))]
+    assert cal.apply_broker_days(late, date(2025, 2, 1), date(2025, 2, 28)) == ([], [])
+    assert not cal.is_session(date(2025, 2, 13))
+    # A next open weeks away is a broken answer, not closures.
+    far = ClockView(tuesday_evening, False, datetime(2025, 3, 14, 9, 30, tzinfo=NEW_YORK), friday_open)
+    with capture_logs() as logs:
+        assert cal.close_sessions_skipped_by(far) == []
+    assert [e["event"] for e in logs] == ["broker_clock_skip_refused"]

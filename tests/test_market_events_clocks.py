@@ -212,3 +212,28 @@ def test_a_daemon_restarted_after_an_unscheduled_closure_learns_it_before_decidi
     # closure came from the broker's calendar, read with the first open answer of the day.
     assert _events(logs, "clock_disagreement") == []
     _assert_exit_after_the_closure(scn, second, logs)
+
+
+def test_a_broker_calendar_late_to_list_the_closure_is_overruled_by_the_broker_clock(
+        scenario: Callable[..., Scenario]) -> None:
+    scn = scenario(ny(2025, 2, 12, 9, 0), loop_interval_seconds=300.0)
+    _require_ma_entry(scn)
+    scn.clock.at(ny(2025, 2, 12, 12, 0), lambda: scn.sim.exchange.add_closure(CLOSED))
+    # The broker's calendar still lists the closed day (published late); only its clock knows.
+    listed = {"date": CLOSED.isoformat(), "open": "09:30", "close": "16:00", "session_open": "0400",
+              "session_close": "2000", "settlement_date": "2025-02-18"}
+    scn.faults.inject("transform", method="GET", path_prefix="/v2/calendar", count=None,
+                      fn=lambda days: sorted([*days, listed], key=lambda day: day["date"]))
+    daemon = scn.boot()
+
+    with capture_logs() as logs:
+        daemon.orchestrator.run(until=ny(2025, 2, 14, 10, 0))
+
+    assert [e["source"] for e in _events(logs, "calendar_corrected_by_broker")] == ["clock"]
+    assert len(scn.requests(path_prefix="/v2/calendar")) == 3
+    assert [e for e in _events(logs, "symbol_excluded") if "stale" in e["reason"]] == []
+    orders = {o.client_order_id: o for o in scn.broker_orders()}
+    assert sorted(orders) == sorted([BUY, SELL])
+    assert orders[SELL].created_at == ny(2025, 2, 14, 9, 30) and orders[SELL].status == "filled"
+    assert_book_matches_broker(scn, daemon.store)
+    assert_no_duplicate_orders(scn, daemon.store)
