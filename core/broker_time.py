@@ -31,6 +31,7 @@ log = structlog.get_logger("broker_time")
 
 CLOCK_SKEW_WARN_SECONDS = 2.0
 HOST_STEP_SECONDS = 2.0
+HOST_STEP_CHECK_SECONDS = 30.0   # the monotonic clock is read at most this often for the step check
 
 _OK, _WARN, _BEYOND = "ok", "warn", "beyond"
 
@@ -51,6 +52,7 @@ class BrokerTimeClock:
         self.measurements = 0
         self._state = _OK
         self._anchor: tuple[datetime, float] | None = None   # host wall and monotonic at the last measurement
+        self._last_step_check: datetime | None = None
 
     # ------------------------------------------------------------------ Clock
     def now(self) -> datetime:
@@ -83,7 +85,8 @@ class BrokerTimeClock:
         certain = max(0.0, abs(skew) - uncertainty)   # the least the clocks can differ by
         self.skew_seconds, self.uncertainty_seconds = skew, uncertainty
         self.measurements += 1
-        self._anchor = (self.host.now(), self.host.monotonic())
+        self._anchor = (received_at, self.host.monotonic())
+        self._last_step_check = received_at
         previous, previous_correction = self._state, self.correction_seconds
         if certain > self.max_skew_seconds:
             self._state, self.correction_seconds = _BEYOND, skew
@@ -93,13 +96,19 @@ class BrokerTimeClock:
             self._state, self.correction_seconds = _OK, 0.0
         self._report(previous, previous_correction)
 
-    def host_stepped(self) -> bool:
+    def host_stepped(self, now: datetime) -> bool:
         """True when the host's wall clock moved differently from its monotonic clock since the last
-        measurement (a step or a suspend): the measured skew no longer holds."""
+        measurement (a step or a suspend): the measured skew no longer holds. `now` is daemon time;
+        the monotonic clock is read at most every HOST_STEP_CHECK_SECONDS (a read can be costly)."""
         if self._anchor is None:
             return False
+        host_wall = now - timedelta(seconds=self.correction_seconds)
+        last = self._last_step_check
+        if last is not None and timedelta(0) <= host_wall - last < timedelta(seconds=HOST_STEP_CHECK_SECONDS):
+            return False
+        self._last_step_check = host_wall
         wall0, mono0 = self._anchor
-        wall = (self.host.now() - wall0).total_seconds()
+        wall = (host_wall - wall0).total_seconds()
         mono = self.host.monotonic() - mono0
         return abs(wall - mono) > HOST_STEP_SECONDS
 

@@ -51,6 +51,7 @@ class MarketClock:
         self._calendar = calendar
         self._time = broker_time
         self._cached: ClockView | None = None
+        self._fetched_for: datetime | None = None
         self._calendar_synced_on: date | None = None  # New York date of the last read of the broker's calendar
         self._calendar_synced_at: datetime | None = None
         self.disagreements = 0
@@ -60,8 +61,11 @@ class MarketClock:
 
     def view(self, now: datetime) -> ClockView:
         cached = self._cached
-        if cached is None or self._expired(cached, now):
+        # The same `now` that fetched the answer is answered by it: the loop asks twice per step, and a
+        # skew correction that the answer itself changed must not make that `now` look stale.
+        if cached is None or (now != self._fetched_for and self._expired(cached, now)):
             cached = self._fetch()
+            self._fetched_for = now
         return cached
 
     def _expired(self, cached: ClockView, now: datetime) -> bool:
@@ -71,7 +75,7 @@ class MarketClock:
         # Before the answer's own timestamp (beyond a step's tolerance): time went backwards.
         return (broker_now >= self._valid_until(cached)
                 or broker_now < cached.timestamp - timedelta(seconds=HOST_STEP_SECONDS)
-                or self._time.host_stepped())
+                or self._time.host_stepped(now))
 
     def _fetch(self) -> ClockView:
         view = self._source.get_clock()
@@ -134,6 +138,7 @@ class MarketClock:
 
     def invalidate(self) -> None:
         self._cached = None
+        self._fetched_for = None
 
 
 def _describe(view: ClockView) -> str:

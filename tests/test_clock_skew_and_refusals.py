@@ -99,9 +99,10 @@ def test_a_host_clock_step_is_detected_against_the_monotonic_clock() -> None:
     clock = BrokerTimeClock(host, max_skew_seconds=10.0)
     clock.observe(T0, T0, T0)
     host.advance(3600)
-    assert not clock.host_stepped()
+    assert not clock.host_stepped(clock.now())
     host.step = timedelta(seconds=30)
-    assert clock.host_stepped()
+    host.advance(60)
+    assert clock.host_stepped(clock.now())
 
 
 # ---------------------------------------------------------------------- calendar
