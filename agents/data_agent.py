@@ -1,7 +1,9 @@
 """DataAgent: daily bars for many symbols in one batched request, validated and cached.
 
 - One multi-symbol request (`_fetch_alpaca_batch`) for all symbols, de-duplicated; the SDK pages
-  only when more than 10,000 bars are due. Windows are set by start/end, never by the global
+  only when more than 10,000 bars are due, and the gateway splits it only when the URL would be too
+  long (above ~1,000 symbols). `result.requests` counts the HTTP requests, pages included.
+  Windows are set by start/end, never by the global
   `limit` (which counts all symbols together and would starve the later ones).
 - An incremental cache: a later call for the same symbols asks only for bars newer than the cache.
 - Every symbol's bars are validated; a bad set is excluded with a reason in `result.excluded`
@@ -34,7 +36,7 @@ from core.bar_validation import REQUIRED_KEYS, validate_freshness, validate_ohlc
 from core.clock import Clock
 from core.errors import BrokerError, DataError
 from core.market_calendar import MarketCalendar, bar_timestamp, get_market_calendar, session_of_bar
-from core.ports import MarketDataPort
+from core.ports import BarsAnswer, MarketDataPort
 
 log = structlog.get_logger("data_agent")
 
@@ -159,7 +161,7 @@ class DataAgent:
             fetch_start = time.process_time()
             raw = self._fetch_alpaca_batch(group, start)
             fetch_cpu += time.process_time() - fetch_start
-            result.requests += 1
+            result.requests += raw.requests if isinstance(raw, BarsAnswer) else 1
             self._merge(group, raw, result, expected, limit, cold_ns)
         result.cpu_seconds = time.process_time() - cpu_start - fetch_cpu
         return result

@@ -1,7 +1,9 @@
 """ExecutionAgent: approved targets -> broker orders, at most one per decision, ever.
 
 - `client_order_id` is derived from strategy, signal session, symbol and side, so a retry or a
-  restart can only ever name the same order again; the broker refuses a second one (422).
+  restart can only ever name the same order again; the broker refuses a second one (422). It also
+  carries the state directory's instance id, so two daemons on one account can tell their orders
+  apart (core/order_ids.py, core/instance_guard.py).
 - The intent is written to the journal BEFORE the POST. After any unclear outcome (timeout, 5xx,
   504, dropped connection) the order is looked up by client_order_id, and only an order that is
   surely absent (a 404 answer) is sent again. See docs/failure-policy.md for every outcome.
@@ -15,11 +17,13 @@
   otherwise whole shares, or a reasoned skip when that gives zero. Sells go by `qty`, never more
   than held.
 - Dry-run logs the exact request and sends nothing.
+- Once a stop is requested (SIGTERM), no new order leaves: `stop_requested` is checked before every
+  POST, including start-up resubmissions. A target not yet journalled is simply not sent (it is
+  decided afresh after the restart); an intent already written stays PENDING for start-up to resolve.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +41,7 @@ from core.errors import (
     RateLimitedError,
 )
 from core.models import AssetInfo, BrokerOrder, OrderSpec, OrderTarget, Rejection, Side
+from core.order_ids import format_client_order_id
 from core.ports import BrokerPort, IntentRecord, IntentState, OrderJournal
 from core.tiered_position_sizer import FRACTIONAL_DECIMALS, floor_to
 
@@ -45,17 +50,14 @@ log = structlog.get_logger("execution_agent")
 MAX_SUBMIT_ATTEMPTS = 3
 
 
-def client_order_id(strategy: str, session: date, symbol: str, side: Side, attempt: int = 1) -> str:
+def client_order_id(strategy: str, session: date, symbol: str, side: Side, instance: str | None = None,
+                    attempt: int = 1) -> str:
     """Deterministic id for one decision (and attempt). Readable prefix plus a short hash of the full key.
 
     Attempt 1 is the decision's own id; a later attempt (an exit re-sent after a refusal) differs only
     in the hash, so the readable prefix still names one decision.
     """
-    key = f"{strategy}|{session.isoformat()}|{symbol}|{side.value}"
-    if attempt > 1:
-        key += f"|attempt {attempt}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    return f"{strategy}-{session:%Y%m%d}-{symbol}-{side.value}-{digest}"
+    return format_client_order_id(strategy, session, symbol, side, instance, attempt)
 
 
 @dataclass
@@ -64,6 +66,7 @@ class ExecutionReport:
     rejected: list[Rejection] = field(default_factory=list)
     dry_run: list[OrderSpec] = field(default_factory=list)
     unresolved: list[str] = field(default_factory=list)   # client_order_ids left PENDING (ambiguous)
+    not_sent: list[str] = field(default_factory=list)     # symbols left alone because a stop was requested
     fractional_orders: int = 0
     whole_share_orders: int = 0
 
@@ -71,8 +74,11 @@ class ExecutionReport:
 class ExecutionAgent:
     def __init__(self, broker: BrokerPort, journal: OrderJournal, *, strategy_id: str = "zmr",
                  dry_run: bool = False, enable_fractional: bool = True, min_notional: float = 1.0,
-                 order_sink: Callable[[BrokerOrder], object] | None = None) -> None:
+                 order_sink: Callable[[BrokerOrder], object] | None = None,
+                 stop_requested: Callable[[], bool] | None = None, instance_id: str | None = None) -> None:
         self.broker = broker
+        self.instance_id = instance_id
+        self.stop_requested: Callable[[], bool] = stop_requested or (lambda: False)
         self.journal = journal
         # Where every broker answer goes. The daemon points this at the reconciler, so a fill that is
         # already in the submit answer reaches the position book, not only the orders table.
@@ -116,6 +122,10 @@ class ExecutionAgent:
     def execute(self, targets: Sequence[OrderTarget], session: date) -> ExecutionReport:
         report = ExecutionReport()
         for target in targets:
+            if self.stop_requested():
+                report.not_sent.append(target.symbol)
+                log.info("order_not_sent", symbol=target.symbol, side=target.side.value, reason="stop requested")
+                continue
             try:
                 spec = self._build_spec(target, session)
             except _Skip as skip:
@@ -133,9 +143,13 @@ class ExecutionAgent:
         return report
 
     # ------------------------------------------------------------------ building the request
+    def client_order_id_for(self, signal_session: date, symbol: str, side: Side, attempt: int = 1) -> str:
+        """The id this agent gives the order for one decision (strategy, signal session, symbol, side),
+        and for a later attempt of it (an exit re-sent after a transient refusal)."""
+        return client_order_id(self.strategy_id, signal_session, symbol, side, self.instance_id, attempt)
+
     def _build_spec(self, target: OrderTarget, session: date) -> OrderSpec:
-        cid = client_order_id(self.strategy_id, target.signal.session, target.symbol, target.side,
-                              self.attempt_of(target))
+        cid = self.client_order_id_for(target.signal.session, target.symbol, target.side, self.attempt_of(target))
         if target.side is Side.SELL:
             asset = self.fresh_asset(target.symbol, session)
         else:
@@ -211,6 +225,12 @@ class ExecutionAgent:
     def _submit_until_known(self, spec: OrderSpec, report: ExecutionReport) -> None:
         cid = spec.client_order_id
         for attempt in range(1, MAX_SUBMIT_ATTEMPTS + 1):
+            if self.stop_requested():
+                # Before any POST (a first one, a resend after a surely-absent lookup, a start-up
+                # resubmission): the intent stays PENDING, and start-up resolves it by lookup.
+                report.unresolved.append(cid)
+                log.info("order_not_sent", client_order_id=cid, reason="stop requested; intent left pending")
+                return
             try:
                 order = self.broker.submit_order(spec)
             except DuplicateClientOrderIdError:

@@ -3,8 +3,10 @@
 Pure: everything it needs arrives in a `PortfolioSnapshot` and a `RiskContext`; it does no I/O.
 
 Order of work in one pass:
-1. Protections. A daily loss beyond `daily_loss_limit_pct` (equity vs last_equity) or a drawdown
-   beyond `max_drawdown_pct` from the equity peak halts NEW ENTRIES with a reason; exits still run.
+1. Protections. A daily loss beyond `daily_loss_limit_pct` (equity vs last_equity, net of the
+   day's deposits and withdrawals) or a drawdown beyond `max_drawdown_pct` from the equity peak
+   (moved by cash flows, see core/cash_flows.py) halts NEW ENTRIES with a reason; so do equity at
+   or below zero and unreadable cash flows. Exits still run.
 2. Exits first: a sell never exceeds the held quantity and never duplicates an open sell.
 3. Entries, most oversold first, each through: halt, already held or pending, stop-loss cooldown,
    max open positions, sizing (TieredPositionSizer when tiers are on and the symbol has a tier,
@@ -23,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from core.cash_flows import day_change
 from core.market_calendar import MarketCalendar
 from core.models import (
     OrderTarget,
@@ -39,6 +42,11 @@ log = structlog.get_logger("risk_agent")
 
 HALT_DAILY_LOSS = "daily_loss"
 HALT_MAX_DRAWDOWN = "max_drawdown"
+HALT_EQUITY = "equity_not_positive"
+HALT_CASH_FLOWS = "cash_flows_unknown"
+# Found afresh from the account on every pass: a stored one is for the record and is not carried
+# into the next pass, so it lifts as soon as its condition does.
+REDETECTED_HALTS = frozenset({HALT_EQUITY, HALT_CASH_FLOWS})
 
 
 class RiskCheckError(Exception):
@@ -90,6 +98,8 @@ class RiskContext:
     peak_equity: float = 0.0
     last_stop_loss_exits: Mapping[str, date] = field(default_factory=dict)
     active_halts: tuple[str, ...] = ()
+    flows_today: float = 0.0                 # deposits (+) and withdrawals (-) since the previous close
+    cash_flows_unknown: str | None = None    # why they could not be read (then loss figures are not judged)
 
 
 class RiskAgent:
@@ -131,13 +141,19 @@ class RiskAgent:
             return []
         halts = list(context.active_halts)
         acct = snapshot.account
-        if acct.last_equity > 0:
-            day_change = acct.equity / acct.last_equity - 1.0
-            if day_change <= -self.params.daily_loss_limit_pct:
-                halts.append(f"{HALT_DAILY_LOSS}: equity {acct.equity:,.2f} is {day_change:.2%} vs last close "
-                             f"{acct.last_equity:,.2f}, beyond the -{self.params.daily_loss_limit_pct:.2%} limit")
+        if not (math.isfinite(acct.equity) and acct.equity > 0):
+            halts.append(f"{HALT_EQUITY}: equity is ${acct.equity:,.2f}: no entries until it is positive")
+        if context.cash_flows_unknown is not None:
+            # A withdrawal would look like a loss and trip the (sticky) kill switch: judge nothing.
+            halts.append(f"{HALT_CASH_FLOWS}: {context.cash_flows_unknown}: no entries until deposits and "
+                         "withdrawals can be told from trading losses")
+        change = day_change(acct.equity, acct.last_equity, context.flows_today)
+        if context.cash_flows_unknown is None and change is not None and change <= -self.params.daily_loss_limit_pct:
+            flows = f" net of {context.flows_today:+,.2f} deposited/withdrawn" if context.flows_today else ""
+            halts.append(f"{HALT_DAILY_LOSS}: equity {acct.equity:,.2f} is {change:.2%} vs last close "
+                         f"{acct.last_equity:,.2f}{flows}, beyond the -{self.params.daily_loss_limit_pct:.2%} limit")
         peak = max(context.peak_equity, acct.equity)
-        if peak > 0:
+        if peak > 0 and context.cash_flows_unknown is None:
             drawdown = 1.0 - acct.equity / peak
             if drawdown >= self.params.max_drawdown_pct:
                 halts.append(f"{HALT_MAX_DRAWDOWN}: drawdown {drawdown:.2%} from peak {peak:,.2f} reached the "
@@ -221,6 +237,8 @@ class RiskAgent:
         p = self.params
         symbol = signal.symbol
         equity = snapshot.account.equity
+        if not (math.isfinite(equity) and equity > 0) and p.fixed_position_notional is None:
+            raise RiskCheckError(f"equity is ${equity:,.2f}: no entries until it is positive")
         if p.fixed_position_notional is not None:
             qty = float(math.floor(p.fixed_position_notional / price))
             if qty < 1:

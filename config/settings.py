@@ -9,6 +9,7 @@ Secret values are never part of a repr, a log line or an error message.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -106,6 +107,8 @@ class AppConfig(BaseSettings):
     loop_interval_seconds: float = Field(default=60.0, ge=1.0, le=3600.0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     unknown_position_policy: Literal["adopt", "flag"] = "flag"
+    # First part of every client_order_id; daemons sharing one account need different ones.
+    order_id_prefix: str = "zmr"
 
     # --- Strategy: z-score mean reversion on daily closes -----------------------------------
     zscore_lookback: int = Field(default=20, ge=2, le=500)
@@ -123,6 +126,7 @@ class AppConfig(BaseSettings):
     stop_loss_cooldown_sessions: int = Field(default=3, ge=0, le=100)
     # Beyond this many seconds between the host's clock and the broker's, decisions use the broker's time.
     max_clock_skew_seconds: float = Field(default=10.0, ge=1.0, le=300.0)
+    max_price_disagreement_pct: float = Field(default=0.05, gt=0.0, le=0.5)
 
     # --- Scanner -------------------------------------------------------------------------
     scanner_top_n: int = Field(default=10, ge=5, le=10)
@@ -147,6 +151,18 @@ class AppConfig(BaseSettings):
                 raise ValueError("expected at least one SYM:TIER entry")
             return checked
         raise ValueError("expected a string of SYM:TIER entries")
+
+    @field_validator("order_id_prefix", mode="after")
+    @classmethod
+    def _check_order_id_prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9]{1,9}", value):
+            raise ValueError("expected 2-10 lower-case letters and digits, starting with a letter, e.g. zmr")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level_any_case(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("alpaca_trading_url", "alpaca_data_url", mode="after")
     @classmethod
@@ -263,15 +279,39 @@ def _raw_values(env_file: str | Path | None) -> dict[str, str]:
 
 
 def get_config(env_file: str | Path | None = ".env", **overrides: Any) -> AppConfig:
-    """Build the validated configuration or raise one `ConfigError` naming every bad value."""
+    """Build the validated configuration or raise one `ConfigError` naming every bad value.
+
+    Also refused (see config/env_check.py): a `.env` that is not UTF-8 text (a one-line message), a
+    key in it that is not a setting, and an environment variable that looks like a misspelt one.
+    """
+    lines = _source_problems(env_file)
     try:
-        return AppConfig(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        config = AppConfig(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         raw = _raw_values(env_file)
         for key, value in overrides.items():
             raw[key.upper()] = str(value)
-        lines = [_describe_error(err, raw) for err in exc.errors(include_url=False, include_input=False)]
+        lines += [_describe_error(err, raw) for err in exc.errors(include_url=False, include_input=False)]
+    if lines:
         raise ConfigError("Invalid configuration:\n  " + "\n  ".join(lines)) from None
+    return config
+
+
+def _source_problems(env_file: str | Path | None) -> list[str]:
+    import os
+
+    from config.env_check import EnvFileError, environment_near_misses, read_env_file, unknown_file_keys
+
+    settings = {name.upper() for name in AppConfig.model_fields}
+    file_values: dict[str, str | None] = {}
+    problems: list[str] = []
+    if env_file is not None and Path(env_file).is_file():
+        try:
+            file_values = read_env_file(Path(env_file))
+        except EnvFileError as exc:
+            raise ConfigError(str(exc)) from None
+        problems += unknown_file_keys(file_values, settings, str(env_file))
+    return problems + environment_near_misses(os.environ, settings, file_values)
 
 
 def describe_config(config: AppConfig) -> list[tuple[str, str]]:

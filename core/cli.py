@@ -19,6 +19,7 @@ from typing import Any
 from config.settings import AppConfig, ConfigError, describe_config, get_config
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_REFUSED = 0, 1, 2, 3
+DEFAULT_ENV_FILE = ".env"
 
 
 def _print_settings(config: AppConfig, out: Any = None) -> None:
@@ -30,7 +31,8 @@ def _print_settings(config: AppConfig, out: Any = None) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trading-daemon", description=__doc__.splitlines()[0])
-    parser.add_argument("--env-file", default=".env", help="dotenv file to read (default: .env)")
+    parser.add_argument("--env-file", default=None, metavar="PATH",
+                        help="dotenv file to read; it must exist (default: .env in the working directory, if any)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the trading loop")
@@ -50,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("scan", help="rank the universe and write candidates.json (daily at 16:05 New York)")
     sub.add_parser("status", help="positions, exposure, orders, halts and API usage from the state database")
     sub.add_parser("demo", help="print the tiered sizing demo")
+    halts = sub.add_parser("halts", help="list active and recent risk halts (who cleared them, and why)")
+    halts_sub = halts.add_subparsers(dest="halts_action")
+    clear = halts_sub.add_parser("clear", help="clear one active halt, with an audit record")
+    clear.add_argument("name", help="the halt's kind, e.g. max_drawdown (as `trading-daemon halts` lists it)")
+    clear.add_argument("--reason", default="", help="why it is cleared (kept in the state database and the log)")
 
     backtest = sub.add_parser("backtest", help="run the agents over historical daily bars")
     try:
@@ -64,13 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.env_file is not None and not Path(args.env_file).is_file():
+        # Only the default .env may be absent: a file named on purpose that is missing (a typo, a wrong
+        # directory) would otherwise run on built-in defaults.
+        what = "is not a regular file" if Path(args.env_file).exists() else "does not exist"
+        print(f"trading-daemon: --env-file {args.env_file} {what}: expected a dotenv file, or leave --env-file "
+              "out to read .env from the working directory if there is one", file=sys.stderr)
+        return EXIT_CONFIG
     try:
-        config = get_config(env_file=args.env_file)
+        config = get_config(env_file=args.env_file if args.env_file is not None else DEFAULT_ENV_FILE)
     except ConfigError as exc:
         print(f"trading-daemon: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     handlers: dict[str, Callable[[argparse.Namespace, AppConfig], int]] = {
         "run": _cmd_run, "scan": _cmd_scan, "status": _cmd_status, "demo": _cmd_demo, "backtest": _cmd_backtest,
+        "halts": _cmd_halts,
     }
     try:
         return handlers[args.command](args, config)
@@ -194,6 +209,22 @@ def _cmd_status(args: argparse.Namespace, config: AppConfig) -> int:
     from core.status import render_status
 
     print(render_status(config))
+    return EXIT_OK
+
+
+def _cmd_halts(args: argparse.Namespace, config: AppConfig) -> int:
+    from core.halts_command import clear_halt, render_halts
+    from core.logging_setup import configure_logging
+
+    if args.halts_action != "clear":
+        print(render_halts(config))
+        return EXIT_OK
+    configure_logging(config.log_level, secrets=config.secret_values())
+    outcome = clear_halt(config, args.name, args.reason)
+    if outcome.code != EXIT_OK:
+        print(f"trading-daemon: {outcome.text}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(outcome.text)
     return EXIT_OK
 
 

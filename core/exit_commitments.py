@@ -25,12 +25,13 @@ No requests: everything here reads the state database and the iteration's positi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from datetime import date
 from typing import Any
 
 import structlog
 
-from agents.execution_agent import ExecutionReport, client_order_id
+from agents.execution_agent import ExecutionReport
 from core.clock import Clock
 from core.market_calendar import bar_timestamp
 from core.models import OrderStatus, OrderTarget, PositionView, Side, Signal, SignalReason
@@ -44,10 +45,11 @@ _DEAD_INTENTS = frozenset({IntentState.REJECTED, IntentState.ABANDONED, IntentSt
 
 
 class ExitCommitments:
-    def __init__(self, store: Any, clock: Clock, strategy_id: str = "zmr", *, enabled: bool = True) -> None:
+    def __init__(self, store: Any, clock: Clock, client_order_id_for: Callable[[date, str, Side, int], str], *,
+                 enabled: bool = True) -> None:
         self.store = store
         self.table = PendingExitTable(store, clock)
-        self.strategy_id = strategy_id
+        self.client_order_id_for = client_order_id_for   # (signal session, symbol, side, attempt) -> id
         self.enabled = enabled   # off in dry run: nothing is sent, so nothing can be pursued
         self._active: dict[str, PendingExit] = {}
 
@@ -127,7 +129,7 @@ class ExitCommitments:
         }
         attempt = 1
         while True:
-            cid = client_order_id(self.strategy_id, pending.decision_session, pending.symbol, Side.SELL, attempt)
+            cid = self.client_order_id_for(pending.decision_session, pending.symbol, Side.SELL, attempt)
             intent = intents.get(cid)
             if intent is None or intent.state == IntentState.PENDING:
                 return attempt, False, False

@@ -223,3 +223,29 @@ class MarketDay:
     session: date
     open: datetime
     close: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LatestPrice:
+    """The broker's own latest price of a symbol (a trade, or a quote's midpoint): the independent
+    price an order's size is checked against before it is sent (core/price_guard.py)."""
+
+    symbol: str
+    price: float
+    at: datetime
+    source: str             # "trade" or "quote"
+
+
+@dataclass(frozen=True, slots=True)
+class CashFlow:
+    """Money moved into (+) or out of (-) the account: not a trading gain or loss.
+
+    From Alpaca's account activities: CSD (deposit), CSW (withdrawal), JNLC (cash journal).
+    `occurred_at` is when it happened if the broker says (the activity id's time stamp), else None.
+    """
+
+    id: str
+    kind: str
+    amount: float
+    on: date
+    occurred_at: datetime | None = None

@@ -7,11 +7,16 @@ One iteration, in order (stages never call each other; typed objects flow one wa
     -> [only if signals survive] account + open orders + asset flags -> RiskAgent -> ExecutionAgent
     -> iteration record + one `iteration_complete` log event
 
+A decision also reads the account activities (deposits and withdrawals are netted out of the loss
+figures: core/cash_flow_tracker.py), and every approved order is checked against the broker's own
+price before it is sent (core/price_guard.py; one latest-trade request when entries are about to go).
+
 A steady-state iteration with no signals and no open orders costs 2 requests (bars, positions):
 the clock is cached until its next boundary and the account is fetched only when a decision needs it.
 
 Outside market hours the loop sleeps towards the next open in bounded steps. After an error it
-backs off exponentially (capped) and always sleeps. SIGTERM/SIGINT set a stop flag that is checked
+backs off (core/loop_backoff.py: until the broker's rate-limit reset, else exponentially, capped at
+60 s) and always sleeps. SIGTERM/SIGINT set a stop flag that is checked
 between stages; every write is committed as it happens, so stopping loses nothing.
 """
 
@@ -27,19 +32,23 @@ import structlog
 
 from agents.data_agent import DataAgent
 from agents.execution_agent import ExecutionAgent, ExecutionReport
-from agents.risk_agent import RiskAgent, RiskContext, RiskParams
+from agents.risk_agent import REDETECTED_HALTS, RiskAgent, RiskContext, RiskParams
 from agents.signal_agent import Holding, SignalAgent, StrategyParams
 from config.settings import AppConfig
 from config.universe import BASELINE_SYMBOLS
 from core.broker_calendar import BrokerCalendar
 from core.broker_time import BrokerTimeClock
 from core.candidates import load_candidates
+from core.cash_flow_tracker import CashFlowTracker
 from core.clock import Clock
-from core.errors import CandidatesError, TradingDaemonError
+from core.errors import BrokerError, CandidatesError, TradingDaemonError
 from core.exit_commitments import ExitCommitments
+from core.instance_guard import InstanceGuard
+from core.loop_backoff import loop_backoff_seconds
 from core.market_calendar import MarketCalendar, get_market_calendar
 from core.market_clock import MarketClock
 from core.models import PortfolioSnapshot, PositionView, Rejection, Side, SignalReason
+from core.price_guard import PriceGuard
 from core.reconcile import Reconciler
 from core.signal_validator import SignalValidator
 
@@ -47,7 +56,6 @@ log = structlog.get_logger("orchestrator")
 
 MAX_FOCUS_CANDIDATES = 10
 MAX_SLEEP_STEP_SECONDS = 300.0
-MAX_BACKOFF_SECONDS = 900.0
 RERUN_REJECTED_AFTER = timedelta(minutes=30)
 
 
@@ -90,10 +98,15 @@ class Orchestrator:
         self.risk_agent = RiskAgent(RiskParams.from_config(config), self.calendar)
         self.execution = ExecutionAgent(gateway, store, dry_run=dry_run,
                                         enable_fractional=config.enable_fractional_shares,
-                                        min_notional=config.min_order_notional)
+                                        min_notional=config.min_order_notional,
+                                        stop_requested=lambda: self.stopping, strategy_id=config.order_id_prefix,
+                                        instance_id=store.instance_id)
+        self.instance_guard = InstanceGuard(config.order_id_prefix, store.instance_id, store.instance_created_at)
         self.reconciler = Reconciler(config, gateway, store, self.execution, self.calendar, clock)
         self.execution.order_sink = self.reconciler.apply_order_update
-        self.exits = ExitCommitments(store, clock, self.execution.strategy_id, enabled=not dry_run)
+        self.cash_flows = CashFlowTracker(gateway, store, self.calendar)
+        self.price_guard = PriceGuard.from_config(config)
+        self.exits = ExitCommitments(store, clock, self.execution.client_order_id_for, enabled=not dry_run)
         self.execution.attempt_of = self.exits.attempt_of
         self.stopping = False
         self.iterations_run = 0
@@ -110,7 +123,15 @@ class Orchestrator:
 
     def startup(self, *, accept_broker_quantities: bool = False) -> None:
         """Reconcile with the broker before anything else; raises ReconciliationError to refuse."""
-        report = self.reconciler.reconcile(accept_broker_quantities=accept_broker_quantities)
+        self.instance_guard.check_at_startup(self.gateway.get_orders("all"))
+        try:
+            report = self.reconciler.reconcile(accept_broker_quantities=accept_broker_quantities)
+        except BrokerError:
+            if not self.stopping:
+                raise
+            # A stop during start-up left an intent unsent on purpose: exit cleanly, the next start resolves it.
+            log.info("startup_interrupted", reason="stop requested; pending intents are resolved at the next start")
+            return
         self._known_positions = set(report.positions)
         log.info("reconciled", **report.summary())
 
@@ -130,7 +151,7 @@ class Orchestrator:
                 next_open = self.market_clock.next_open(now)
             except TradingDaemonError as exc:
                 failures += 1
-                self._backoff(failures, f"market clock unavailable: {exc}")
+                self._backoff(failures, f"market clock unavailable: {exc}", exc)
                 continue
             if not market_open and not once:
                 self._ping_watchdog("market closed; waiting for the open")
@@ -147,7 +168,7 @@ class Orchestrator:
                 self._record_failure(exc)
                 if once:
                     raise
-                self._backoff(failures, str(exc))
+                self._backoff(failures, str(exc), exc)
                 continue
             self.iterations_run += 1
             if once or (max_iterations is not None and self.iterations_run >= max_iterations):
@@ -217,28 +238,27 @@ class Orchestrator:
                             result: IterationResult) -> None:
         account = self.gateway.get_account()
         open_orders = self.gateway.get_open_orders()
+        self.instance_guard.halt_if_present(open_orders, self.store, trading_session)
         entry_symbols = [s.symbol for s in accepted if s.side is Side.BUY]
         flags = self.execution.asset_flags(entry_symbols, trading_session) if entry_symbols else {}
         account_fractional = self.execution.account_fractional(trading_session) if entry_symbols else True
-        peak = max(float(self.store.get_value("peak_equity", "0") or 0.0), account.equity)
-        self.store.set_value("peak_equity", repr(peak))
+        figures = self.cash_flows.update(account, self.clock.now())
         self.store.clear_expired_halts(trading_session)
         context = RiskContext(
             session=accepted[0].session, current_prices=current_prices,
             fractionable={s: a.fractionable and a.tradable for s, a in flags.items()},
-            account_fractional=account_fractional, peak_equity=peak,
+            account_fractional=account_fractional, peak_equity=figures.peak,
             last_stop_loss_exits={s: d for s in entry_symbols if (d := self.store.last_stop_loss_exit(s))},
-            active_halts=tuple(h.reason for h in self.store.active_halts()),
+            active_halts=tuple(h.reason for h in self.store.active_halts() if h.kind not in REDETECTED_HALTS),
+            flows_today=figures.flows_today, cash_flows_unknown=figures.unknown,
         )
         snapshot = PortfolioSnapshot(account=account, positions=positions, open_orders=tuple(open_orders),
                                      entry_sessions={s: p.entry_session for s, p in book.items() if p.entry_session},
                                      entry_prices={s: p.avg_entry_price for s, p in book.items()})
         decision = self.risk_agent.evaluate(accepted, snapshot, context)
-        result.risk_rejections = list(decision.rejected)
-        known = {h.reason for h in self.store.active_halts()}
-        for halt in decision.halts:
-            if halt not in known:
-                self.store.add_halt(halt.split(":", 1)[0], halt, trading_session)
+        # Refusals while the cash flows are unreadable are not remembered: the next iteration reads them again.
+        result.risk_rejections = list(decision.rejected) if figures.unknown is None else []
+        self._record_halts(decision, len(context.active_halts), trading_session)
         result.halts = list(decision.halts)
         result.rejected += len(decision.rejected)
         if not decision.approved:
@@ -249,16 +269,68 @@ class Orchestrator:
             return
         if self.stopping:
             return
-        self.exits.commit(decision.approved)
-        report = self.execution.execute(list(decision.approved), trading_session)
-        self.exits.after_execution(decision.approved, report)
-        for target in decision.approved:
+        approved = self._price_checked(list(decision.approved), account, positions, book, open_orders,
+                                       current_prices, trading_session, result)
+        if not approved:
+            return
+        self.exits.commit(approved)
+        report = self.execution.execute(approved, trading_session)
+        self.exits.after_execution(approved, report)
+        for target in approved:
             if target.side is Side.SELL and target.signal.reason is SignalReason.EXIT_STOP_LOSS:
                 self.store.record_exit(target.symbol, target.signal.session, target.signal.reason.value)
         result.execution = report
         result.submitted += len(report.submitted)
         result.rejected += len(report.rejected)
         result.dry_run += len(report.dry_run)
+
+    def _record_halts(self, decision: Any, carried: int, trading_session: date) -> None:
+        """Persist halts found in this pass (logged once, when they start); clear re-detected ones that are gone.
+
+        `decision.halts` holds the `carried` stored halts first, then what this pass found.
+        """
+        found = decision.halts[carried:]
+        for halt in found:
+            kind = halt.split(":", 1)[0]
+            if self.store.add_halt(kind, halt, trading_session):
+                log.warning("halt_started", kind=kind, reason=halt, effect="no new entries; exits go on")
+        found_kinds = {halt.split(":", 1)[0] for halt in found}
+        for halt in self.store.active_halts():
+            if halt.kind in REDETECTED_HALTS and halt.kind not in found_kinds:
+                self.store.clear_halt(halt.kind, by="daemon", reason="the condition no longer holds")
+                log.info("halt_cleared", kind=halt.kind, by="daemon", reason="the condition no longer holds")
+
+    def _price_checked(self, targets: list[Any], account: Any, positions: dict[str, PositionView],
+                       book: dict[str, Any], open_orders: list[Any], current_prices: dict[str, float],
+                       trading_session: date, result: IterationResult) -> list[Any]:
+        """The broker's price check of every order about to be sent (core/price_guard.py).
+
+        Exits are checked against the positions' `current_price` (already fetched). Entries cost one
+        batched latest-trade request here, and only here: an iteration that sends no entry asks nothing.
+        """
+        checked = self.price_guard.check_exits(targets, positions, {s: p.avg_entry_price for s, p in book.items()})
+        approved, refused, cached = checked.approved, list(checked.rejected), list(checked.rejected)
+        if any(t.side is Side.BUY for t in approved):
+            wanted = {t.symbol for t in approved if t.side is Side.BUY}
+            wanted |= {o.symbol for o in open_orders if o.side is Side.BUY}
+            prices, unavailable = {}, None
+            try:
+                prices = self.gateway.get_latest_prices(sorted(wanted))
+            except TradingDaemonError as exc:
+                unavailable = f"latest trades unavailable: {exc}"
+            entries = self.price_guard.check_entries(
+                approved, prices, equity=account.equity, positions=positions, open_orders=open_orders,
+                session=trading_session, bar_prices=current_prices, unavailable=unavailable)
+            approved = entries.approved
+            refused += entries.rejected
+            if unavailable is None:  # a failed fetch is retried next iteration, not remembered as a refusal
+                cached += entries.rejected
+        for rejection in refused:
+            log.warning("order_refused_by_price_check", symbol=rejection.symbol, side=rejection.side.value,
+                        reason=rejection.reason)
+        result.rejected += len(refused)
+        result.risk_rejections += cached
+        return approved
 
     # ------------------------------------------------------------------ repeated rejections
     def _without_recent_rejections(self, signals: list[Any], fingerprint: Any, now: datetime) -> list[Any]:
@@ -354,8 +426,8 @@ class Orchestrator:
             seconds = min(seconds, max(0.0, (until - now).total_seconds()))
         self.clock.sleep(max(seconds, 0.0))
 
-    def _backoff(self, failures: int, reason: str) -> None:
-        delay = min(self.config.loop_interval_seconds * (2 ** min(failures - 1, 10)), MAX_BACKOFF_SECONDS)
+    def _backoff(self, failures: int, reason: str, error: BaseException | None = None) -> None:
+        delay = loop_backoff_seconds(failures, self.config.loop_interval_seconds, error, self.clock.now())
         log.warning("loop_backoff", failures=failures, sleep_s=delay, reason=reason)
         self.market_clock.invalidate()
         self.clock.sleep(delay)

@@ -12,6 +12,15 @@ from core.models import AccountView, AssetInfo, BrokerOrder, OrderSpec, Position
 RawBars = dict[str, list[dict[str, Any]]]
 
 
+class BarsAnswer(dict[str, list[dict[str, Any]]]):
+    """`RawBars`, plus how many HTTP requests the answer took (URL batches x pages, retries included),
+    so that the DataAgent counts requests rather than calls."""
+
+    def __init__(self, bars: dict[str, list[dict[str, Any]]] | None = None, *, requests: int = 1) -> None:
+        super().__init__(bars or {})
+        self.requests = requests
+
+
 class MarketDataPort(Protocol):
     def get_daily_bars(self, symbols: list[str], start: datetime, end: datetime | None = None) -> RawBars: ...
 

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from config.settings import AppConfig
+from core.cash_flow_tracker import stored_peak
 from core.clock import SystemClock
 from core.tier_exposure_tracker import TierExposureTracker
 
@@ -30,7 +32,9 @@ def render_status(config: AppConfig) -> str:
             values[symbol] = value
             lines.append(f"  {symbol:<6} {pos.qty:>14.6g} @ {pos.avg_entry_price:>10.2f}  value {value:>11,.2f}  "
                          f"tier {config.symbol_tiers.get(symbol, '-'):<6} since {pos.entry_session or '-'}  ({pos.origin})")
-        equity = float(store.get_value("peak_equity", "0") or 0.0) or sum(values.values()) or 1.0
+        # The tracker needs a positive finite account value: a peak reset to 0 (or never set), or
+        # positions worth nothing or less, must not end `status` in a traceback.
+        equity = next((v for v in (stored_peak(store), sum(values.values())) if math.isfinite(v) and v > 0), 1.0)
         tracker = TierExposureTracker(values, config.symbol_tiers, config.tier_allocations, equity)
         lines.append("")
         lines.append(f"Tier exposure (against peak equity {equity:,.2f}):")

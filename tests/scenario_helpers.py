@@ -28,6 +28,7 @@ from core.clock import SimClock
 from core.indicators import rolling_zscore
 from core.market_calendar import NEW_YORK, MarketCalendar, get_market_calendar
 from core.orchestrator import Orchestrator
+from core.order_ids import parse_client_order_id
 from core.sim import SimMarket, SimOrder, start_sim_market
 from core.sim.server import RequestRecord
 from core.state.store import StateStore
@@ -35,6 +36,9 @@ from tests.conftest import gateway_for, make_config
 
 ORDERS_PATH = "/v2/orders"
 BARS_PATH = "/v2/stocks/bars"
+# The instance id of a scenario's state directory (random in production): a fixed one lets tests name
+# the exact client_order_id of a decision, e.g. client_order_id("zmr", session, "JNJ", BUY, SCENARIO_INSTANCE).
+SCENARIO_INSTANCE = "i5ce7a710"
 
 # Fast, deterministic defaults: wall-clock timeouts are short, backoffs are simulated time.
 FAST_CONFIG: dict[str, Any] = {
@@ -122,6 +126,7 @@ class Scenario:
                                                closures=self.closures)
         self.config: AppConfig = make_config(self.tmp_path, **{**FAST_CONFIG, **self.config_overrides})
         self._daemons: list[Daemon] = []
+        set_instance_id(Path(self.config.state_dir), self.clock, SCENARIO_INSTANCE)
 
     # ------------------------------------------------------------------ daemon processes
     def boot(self, *, startup: bool = True, wrap_gateway: Callable[[Any], Any] | None = None,
@@ -224,6 +229,17 @@ class Scenario:
         return {symbol: float(value) for symbol, value in zip(symbols, np.asarray(last), strict=True)}
 
 
+def set_instance_id(state_dir: Path, clock: SimClock, instance_id: str) -> None:
+    """Create the state database (if new) and give it `instance_id` (a test fixture's, not a random one)."""
+    StateStore(state_dir, clock).close()
+    conn = sqlite3.connect(state_dir / "trading.db")
+    try:
+        with conn:
+            conn.execute("UPDATE kv SET value = ? WHERE key = 'instance_id'", (instance_id,))
+    finally:
+        conn.close()
+
+
 # ---------------------------------------------------------------------- assertions
 def assert_no_duplicate_orders(scenario: Scenario, store: StateStore | None = None) -> None:
     """Each client_order_id was created at most once at the broker, and the journal agrees with it."""
@@ -232,8 +248,11 @@ def assert_no_duplicate_orders(scenario: Scenario, store: StateStore | None = No
     assert len(cids) == len(set(cids)), f"duplicate client_order_id at the broker: {sorted(cids)}"
     for cid in cids:
         assert scenario.sim.exchange.orders_for_client_id(cid) == 1, cid
-    # One decision (strategy, session, symbol, side) -> at most one order.
-    decisions = [cid.rsplit("-", 1)[0] for cid in cids if cid.startswith("zmr-")]
+    # One decision (strategy, session, symbol, side) -> at most one order, whichever instance sent it
+    # and in either id format (with or without the instance).
+    parsed = [parse_client_order_id(cid) for cid in cids if cid.startswith(f"{scenario.config.order_id_prefix}-")]
+    assert all(p is not None for p in parsed), f"an id of this strategy in no known format: {sorted(cids)}"
+    decisions = [p.decision for p in parsed if p is not None]
     assert len(decisions) == len(set(decisions)), f"two orders for one decision: {sorted(decisions)}"
     by_cid = {o.client_order_id: o for o in orders}
     for cid, intent in scenario.intents().items():

@@ -472,3 +472,163 @@ def test_invalid_secret_override_is_hidden() -> None:
     assert "ALPACA_API_KEY=<hidden>" in message
     assert "987654321012" not in message
     _assert_no_secret(message)
+
+
+# --- where settings come from: unknown keys, near misses, encodings, the env file itself ----------
+
+
+def _file_error(env_file: Path) -> str:
+    with pytest.raises(ConfigError) as info:
+        get_config(env_file=env_file)
+    assert type(info.value) is ConfigError and info.value.__suppress_context__
+    return str(info.value)
+
+
+@pytest.mark.parametrize(("line", "key", "nearest"), [
+    ("MAX_OPEN_POSTIONS=1", "MAX_OPEN_POSTIONS", "MAX_OPEN_POSITIONS"),
+    ("max_open_postions=1", "MAX_OPEN_POSTIONS", "MAX_OPEN_POSITIONS"),
+    ("STOP_LOSS_PERCENT=0.05", "STOP_LOSS_PERCENT", "STOP_LOSS_PCT"),
+    ("TIER1_ALOCATION=0.3", "TIER1_ALOCATION", "TIER1_ALLOCATION"),
+    ("DAILY_LOSS_LIMIT=0.02", "DAILY_LOSS_LIMIT", "DAILY_LOSS_LIMIT_PCT"),
+])
+def test_an_unknown_key_in_the_env_file_names_the_nearest_setting(tmp_path: Path, line: str, key: str,
+                                                                  nearest: str) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"SYMBOL_TIERS=SPY:TIER1\n{line}\n", encoding="utf-8")
+    message = _file_error(env_file)
+    assert f"{key} in {env_file} is not a setting: did you mean {nearest}?" in message, message
+    assert "expected" in message
+
+
+def test_an_unknown_key_that_resembles_no_setting(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("TRAILING_STOP=0.05\nPYTHONUNBUFFERED=1\n", encoding="utf-8")
+    message = _file_error(env_file)
+    assert "TRAILING_STOP in" in message and "PYTHONUNBUFFERED in" in message
+    assert message.count("no setting has a similar name; expected one of the names in .env.example") == 2
+
+
+def test_old_sdk_names_in_the_env_file_are_named_with_ours_and_their_values_hidden(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"APCA_API_KEY_ID={API_KEY}\nAPCA_API_SECRET_KEY={SECRET_KEY}\n", encoding="utf-8")
+    message = _file_error(env_file)
+    assert "APCA_API_KEY_ID in" in message and "expected ALPACA_API_KEY" in message
+    assert "APCA_API_SECRET_KEY in" in message and "expected ALPACA_SECRET_KEY" in message
+    _assert_no_secret(message)
+
+
+def test_unknown_keys_and_bad_values_are_reported_together(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("MAX_OPEN_POSTIONS=1\nMIN_ORDER_NOTIONAL=0.5\n", encoding="utf-8")
+    lines = _file_error(env_file).splitlines()
+    assert lines[0] == "Invalid configuration:" and len(lines) == 3
+    assert "MAX_OPEN_POSTIONS" in lines[1] and "MIN_ORDER_NOTIONAL='0.5'" in lines[2]
+
+
+@pytest.mark.parametrize(("variable", "nearest"), [
+    ("MAX_OPEN_POSTIONS", "MAX_OPEN_POSITIONS"),     # one letter dropped
+    ("max_open_postions", "MAX_OPEN_POSITIONS"),     # case-insensitive
+    ("LOG_LEVLE", "LOG_LEVEL"),                      # two letters swapped: one edit
+    ("ENTRYZ", "ENTRY_Z"),
+    ("STOP_LOSS_PCTT", "STOP_LOSS_PCT"),
+    ("ALPACA_SECERT_KEY", "ALPACA_SECRET_KEY"),
+    ("TIER_1_ALLOCATON", "TIER1_ALLOCATION"),        # two edits
+])
+def test_a_near_miss_in_the_environment_is_an_error(monkeypatch: pytest.MonkeyPatch, variable: str,
+                                                    nearest: str) -> None:
+    message = _config_error(monkeypatch, **{variable: "1"})
+    assert f"{variable.upper()} is set in the environment and looks like a misspelt setting: did you mean " \
+           f"{nearest}?" in message, message
+    assert "expected" in message
+
+
+def test_a_variable_three_edits_away_is_not_a_near_miss(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_OPN_POSTONS", "1")   # three letters missing: not a near miss
+    monkeypatch.setenv("ALPACA_IS_PAPER", "true")  # another tool's name, three edits from ALPACA_PAPER
+    assert get_config(env_file=None).max_open_positions == 10
+
+
+UNRELATED_ENVIRONMENT = [
+    "PATH", "HOME", "USER", "SHELL", "LANG", "TERM", "PWD", "TZ", "EDITOR", "PAGER", "LC_ALL", "TMPDIR",
+    "XDG_RUNTIME_DIR", "SSH_AUTH_SOCK", "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE",
+    "VIRTUAL_ENV", "JOURNAL_STREAM", "INVOCATION_ID", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
+    "STATE_DIRECTORY", "LOGS_DIRECTORY", "RUNTIME_DIRECTORY", "CREDENTIALS_DIRECTORY", "HTTP_PROXY",
+    "HTTPS_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "PYTEST_CURRENT_TEST", "CI",
+    "OMP_NUM_THREADS", "MPLBACKEND", "DEBIAN_FRONTEND", "SUDO_USER", "LD_LIBRARY_PATH",
+    # other tools' Alpaca variables (lumibot, MCP servers, the old SDK's optional ones)
+    "ALPACA_BASE_URL", "ALPACA_ENDPOINT", "ALPACA_API_KEY_ID", "ALPACA_API_SECRET", "ALPACA_API_SECRET_KEY",
+    "ALPACA_IS_PAPER", "ALPACA_KEY", "ALPACA_SECRET", "ALPACA_PAPER_TRADING", "ALPACA_OAUTH_TOKEN",
+    "APCA_API_BASE_URL", "APCA_API_DATA_URL", "APCA_RETRY_MAX", "APCA_RETRY_WAIT", "APCA_RETRY_CODES",
+]
+
+
+def test_unrelated_environment_variables_never_trip_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in UNRELATED_ENVIRONMENT:
+        monkeypatch.setenv(name, os.environ.get(name, "1"))
+    config = get_config(env_file=None)  # this machine's whole environment, plus the list above
+    assert config.max_open_positions == 10
+
+
+def test_old_sdk_keys_in_the_environment_are_an_error_only_while_ours_are_unset(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("APCA_API_KEY_ID", API_KEY)
+    monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET_KEY)
+    with pytest.raises(ConfigError) as info:
+        get_config(env_file=None)
+    message = str(info.value)
+    assert "APCA_API_KEY_ID is set in the environment, but it is the old alpaca-trade-api SDK's name: expected " \
+           "ALPACA_API_KEY" in message
+    assert "APCA_API_SECRET_KEY" in message and "ALPACA_SECRET_KEY" in message
+    _assert_no_secret(_full_error_text(info.value))
+    # Our own keys set (here in .env): the old names belong to another program and are left alone.
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"ALPACA_API_KEY={API_KEY}\nALPACA_SECRET_KEY={SECRET_KEY}\n", encoding="utf-8")
+    assert get_config(env_file=env_file).has_credentials
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    ("TIER1_ALLOCATION=0.3\n".encode("utf-16"), "is UTF-16 text"),
+    ("TIER1_ALLOCATION=0.3\n".encode("utf-16-le"), "is UTF-16 text"),
+    (b"TIER1_ALLOCATION=0.3\nSTATE_DIR=/srv/caf\xe9\n", "line 2: byte 0xe9 is not valid UTF-8"),
+    (b"\xef\xbb\xbfSTATE_DIR=/srv/\xff\n", "line 1: byte 0xff is not valid UTF-8"),
+])
+def test_an_env_file_that_is_not_utf8_is_one_line(tmp_path: Path, content: bytes, expected: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from core.cli import EXIT_CONFIG, main
+
+    env_file = tmp_path / ".env"
+    env_file.write_bytes(content)
+    message = _file_error(env_file)
+    assert "\n" not in message and expected in message and "expected" in message and str(env_file) in message
+    assert main(["--env-file", str(env_file), "status"]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert err == f"trading-daemon: {message}\n"  # one line, no traceback
+
+
+def test_a_missing_env_file_named_on_the_command_line_is_an_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from core.cli import EXIT_CONFIG, EXIT_OK, main
+
+    monkeypatch.chdir(tmp_path)  # no .env here: the default may be absent
+    assert main(["demo"]) == EXIT_OK
+    capsys.readouterr()
+    for path, what in ((tmp_path / "prod.env", "does not exist"), (tmp_path, "is not a regular file")):
+        assert main(["--env-file", str(path), "demo"]) == EXIT_CONFIG
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert f"--env-file {path} {what}: expected a dotenv file" in err
+
+
+@pytest.mark.parametrize(("value", "level"), [("debug", "DEBUG"), ("Info", "INFO"), (" warning ", "WARNING")])
+def test_log_level_in_any_case(monkeypatch: pytest.MonkeyPatch, value: str, level: str) -> None:
+    monkeypatch.setenv("LOG_LEVEL", value)
+    assert get_config(env_file=None).log_level == level
+
+
+def test_edit_distance_counts_a_swap_as_one_edit() -> None:
+    from config.env_check import edit_distance
+
+    assert edit_distance("LOG_LEVLE", "LOG_LEVEL", 2) == 1
+    assert edit_distance("MAX_OPEN_POSTIONS", "MAX_OPEN_POSITIONS", 2) == 1
+    assert edit_distance("ABC", "ABC", 2) == 0
+    assert edit_distance("PATH", "STATE_DIR", 2) == 3  # beyond the bound: bound + 1

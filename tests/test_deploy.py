@@ -52,6 +52,8 @@ HARDENING = {
     "SystemCallArchitectures": "native",
     "UMask": "0077",
     "CapabilityBoundingSet": "",
+    # A watchdog SIGABRT must not write the process memory, API keys included, into a core dump.
+    "LimitCORE": "0",
 }
 
 

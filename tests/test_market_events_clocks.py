@@ -21,6 +21,7 @@ from agents.execution_agent import client_order_id
 from core.market_calendar import NEW_YORK
 from core.models import Side
 from tests.scenario_helpers import (
+    SCENARIO_INSTANCE,
     Scenario,
     SkewedClock,
     assert_book_matches_broker,
@@ -30,8 +31,8 @@ from tests.scenario_helpers import (
 
 MA_ENTRY_DECISION = date(2025, 2, 11)
 MA_EXIT_DECISION = date(2025, 2, 12)
-BUY = client_order_id("zmr", MA_ENTRY_DECISION, "MA", Side.BUY)
-SELL = client_order_id("zmr", MA_EXIT_DECISION, "MA", Side.SELL)
+BUY = client_order_id("zmr", MA_ENTRY_DECISION, "MA", Side.BUY, SCENARIO_INSTANCE)
+SELL = client_order_id("zmr", MA_EXIT_DECISION, "MA", Side.SELL, SCENARIO_INSTANCE)
 CONFIG: dict[str, Any] = {"symbol_tiers": {"MA": "TIER3"}, "stop_loss_pct": 0.04}
 
 

@@ -20,17 +20,23 @@ from structlog.testing import capture_logs
 
 from agents.execution_agent import client_order_id
 from core.models import Side
-from tests.scenario_helpers import Scenario, assert_book_matches_broker, assert_no_duplicate_orders, ny
+from tests.scenario_helpers import (
+    SCENARIO_INSTANCE,
+    Scenario,
+    assert_book_matches_broker,
+    assert_no_duplicate_orders,
+    ny,
+)
 
 ENTRY_DECISION = date(2025, 2, 11)
 EXIT_DECISION = date(2025, 2, 12)
 EXIT_DAY_OPEN = ny(2025, 2, 13, 9, 30)
 CONFIG: dict[str, Any] = {"symbol_tiers": {"MA": "TIER3"}, "stop_loss_pct": 0.04, "loop_interval_seconds": 300.0}
-BUY = client_order_id("zmr", ENTRY_DECISION, "MA", Side.BUY)
+BUY = client_order_id("zmr", ENTRY_DECISION, "MA", Side.BUY, SCENARIO_INSTANCE)
 
 
 def sell_attempt(n: int) -> str:
-    return client_order_id("zmr", EXIT_DECISION, "MA", Side.SELL, n)
+    return client_order_id("zmr", EXIT_DECISION, "MA", Side.SELL, SCENARIO_INSTANCE, n)
 
 
 @pytest.fixture
@@ -188,7 +194,7 @@ def test_a_pending_exit_is_pursued_in_the_next_session_although_its_signal_no_lo
     (sale,) = _sells(scn)
     assert sale.status == "filled" and sale.created_at == ny(2025, 2, 14, 9, 30)
     # The sale still carries the 2025-02-12 stop-loss decision (one decision, one sale).
-    assert sale.client_order_id.startswith("zmr-20250212-MA-sell-")
+    assert sale.client_order_id.startswith(f"zmr-{SCENARIO_INSTANCE}-20250212-MA-sell-")
     (pending,) = _pending_exits(scn)
     assert (pending["state"], pending["reason"], pending["decision_session"]) == ("done", "exit_stop_loss", "2025-02-12")
     assert_book_matches_broker(scn, daemon.store)

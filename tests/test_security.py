@@ -2,7 +2,10 @@
 
 - After a full simulated run with distinctive fake keys in the environment, no key or secret is in
   stdout, stderr, the event log, the state database (and its -wal/-shm), candidates.json, crash.log
-  or any other file under STATE_DIR.
+  or any other file under STATE_DIR. The database is also read table by table, column by column
+  (every table sqlite_master lists, so a table added later is covered without editing this file).
+- A broker whose error bodies echo the request, keys included, leaves no key in any table: every
+  text the store writes is redacted.
 - State files are 0600 and the state directory 0700, whatever the umask.
 - Symbols are validated before they reach any URL.
 - Live trading needs both opt-ins; a refusal or a crash never puts a traceback on stderr.
@@ -12,12 +15,14 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +56,33 @@ def assert_no_secret(blob: bytes | str, where: str) -> None:
     for secret in SECRETS:
         for i in range(0, len(secret) - 11):
             assert secret[i:i + 12].encode() not in data, f"a fragment of {secret!r} found in {where}"
+
+
+def assert_no_secret_in_database(db_path: Path, where: str) -> dict[str, int]:
+    """Read EVERY table and column of a state database (from sqlite_master) and check each value.
+
+    Returns the number of rows read per table, so a caller can tell that something was searched.
+    """
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        assert "order_intents" in tables and "iterations" in tables, tables
+        rows_read: dict[str, int] = {}
+        for table in tables:
+            columns = [row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')]
+            assert columns, table
+            selected = ", ".join(f'"{column}"' for column in columns)
+            rows = conn.execute(f'SELECT {selected} FROM "{table}"').fetchall()
+            for row in rows:
+                for column, value in zip(columns, row, strict=True):
+                    if isinstance(value, str | bytes):
+                        assert_no_secret(value, f"{where}: {table}.{column}")
+            rows_read[table] = len(rows)
+        for (sql,) in conn.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL"):
+            assert_no_secret(sql, f"{where}: schema")
+    finally:
+        conn.close()
+    return rows_read
 
 
 def _child_env(state_dir: Path, **extra: str) -> dict[str, str]:
@@ -97,6 +129,11 @@ def test_no_secret_in_any_output_or_state_file(full_run: tuple[Path, subprocess.
     assert {"daemon.log", "trading.db", "candidates.json"} <= names, names
     for path in files:
         assert_no_secret(path.read_bytes(), str(path.relative_to(tmp)))
+    databases = [p for p in files if p.name == "trading.db"]
+    assert databases
+    for db in databases:
+        rows = assert_no_secret_in_database(db, str(db.relative_to(tmp)))
+        assert rows["iterations"] > 0, rows
     lines = (tmp / "state" / "sim" / "daemon.log").read_text().splitlines()
     assert len(lines) > 50  # a real event log was written and searched
     for line in lines:
@@ -146,11 +183,98 @@ def test_no_secret_in_the_live_database_wal_and_shm(tmp_path: Path, restore_logg
                 assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
                 assert_no_secret(path.read_bytes(), name)
             assert store.all_orders() or store.iteration_requests(), "the run wrote nothing to search"
+            assert_no_secret_in_database(state / "trading.db", "live trading.db")
     finally:
         os.umask(old)
         connection.close()
     assert_no_secret(events.getvalue(), "event log")
     assert "iteration_complete" in events.getvalue()
+
+
+def test_a_broker_that_echoes_the_keys_leaves_none_in_any_table(tmp_path: Path, restore_logging: None) -> None:
+    """The broker's error bodies repeat the request's key id and secret: a rejected order (its reason
+    goes to order_intents.message) and a failed iteration (iterations.message). Logging is configured
+    WITHOUT the keys: the gateway registers the keys it uses, so logs and state are redacted anyway."""
+    from core.clock import SimClock
+    from core.logging_setup import configure_logging
+    from core.market_calendar import NEW_YORK
+    from core.orchestrator import Orchestrator
+    from core.sim import SimExchange, SimMarket, SimMarketServer, SyntheticBars
+    from core.state.store import StateStore
+    from tests.conftest import gateway_for
+
+    events = io.StringIO()
+    configure_logging("DEBUG", json_output=True, stream=events)
+    # 2025-03-11 10:00 New York: JNJ is an entry at ENTRY_Z=1.2 (see tests/test_fault_scenarios.py).
+    clock = SimClock(datetime(2025, 3, 11, 10, 0, tzinfo=NEW_YORK))
+    bars = SyntheticBars(42)
+    exchange = SimExchange(clock, bars, initial_cash=10_000.0)
+    server = SimMarketServer(exchange, bars, api_key=API_KEY, secret_key=SECRET_KEY).start()
+    market = SimMarket(clock, bars, exchange, server, api_key=API_KEY, secret_key=SECRET_KEY)
+    echo = f"you sent APCA-API-KEY-ID: {API_KEY} and APCA-API-SECRET-KEY: {SECRET_KEY}"
+    state = tmp_path / "state"
+    config = make_config(tmp_path, symbol_tiers={"JNJ": "TIER3", "SPY": "TIER1"}, entry_z=1.2, use_scanner=False,
+                         request_timeout_seconds=2.0, retry_backoff_seconds=0.05, state_dir=state)
+    try:
+        with StateStore(state, clock) as store:
+            orch = Orchestrator(config, gateway_for(market, config), store, clock)
+            orch.startup()
+            server.faults.inject("body", method="POST", path_prefix="/v2/orders", count=None, status=403,
+                                 content_type="application/json",
+                                 body=json.dumps({"code": 40310000, "message": f"forbidden: {echo}"}))
+            result = orch.run_iteration()
+            assert result.rejected >= 1, "the scenario needs an order the broker refuses"
+            # The next iteration's bars request fails with a long echo (the stored message is cut to
+            # 500 characters); the loop records it and carries on.
+            server.faults.inject("body", method="GET", path_prefix="/v2/stocks/bars", count=1, status=400,
+                                 content_type="application/json",
+                                 body=json.dumps({"message": "bad request: " + f"{echo} " * 20}))
+            orch.run(max_iterations=1, until=clock.now() + timedelta(hours=1))
+            intents = [dict(row) for row in store._query("SELECT * FROM order_intents")]
+            failures = [dict(row) for row in store._query("SELECT * FROM iterations WHERE status = 'error'")]
+            tables = assert_no_secret_in_database(state / "trading.db", "trading.db with the store open")
+            for name in ("trading.db", "trading.db-wal", "trading.db-shm"):
+                if (state / name).exists():
+                    assert_no_secret((state / name).read_bytes(), name)
+    finally:
+        market.stop()
+    # The echoes did reach the store, redacted: the test searched real messages.
+    assert [i["state"] for i in intents] == ["rejected"] and "forbidden: you sent" in intents[0]["message"]
+    assert "***" in intents[0]["message"]
+    assert len(failures) == 1 and "HTTP 400" in failures[0]["message"] and "***" in failures[0]["message"]
+    assert tables["order_intents"] == 1 and tables["iterations"] >= 2
+    assert_no_secret(events.getvalue(), "event log")
+    assert "order_rejected" in events.getvalue() and "iteration_failed" in events.getvalue()
+
+
+def test_the_store_redacts_every_text_it_writes(tmp_path: Path) -> None:
+    """Below the gateway: any write method, any table, a key in full or cut off at the end."""
+    from core.clock import SimClock
+    from core.logging_setup import register_secrets
+    from core.models import OrderSpec, Side
+    from core.ports import IntentState
+    from core.state.store import StateStore
+
+    register_secrets([API_KEY, SECRET_KEY])
+    clock = SimClock(datetime(2025, 3, 11, 15, 0, tzinfo=UTC))
+    state = tmp_path / "state"
+    with StateStore(state, clock) as store:
+        spec = OrderSpec("zmr-20250310-JNJ-buy-0123456789", "JNJ", Side.BUY, qty=1.0)
+        store.record_intent(spec, datetime(2025, 3, 10).date(), reason=f"entry {API_KEY}")
+        store.mark_intent(spec.client_order_id, IntentState.REJECTED, message=f"403: echo {SECRET_KEY} {API_KEY}")
+        store.record_iteration(n=1, started_at=clock.now(), duration_s=0.0, focus_symbols=[], requests={},
+                               signals=0, submitted=0, rejected=0, status="error",
+                               message=f"HTTP 500: {SECRET_KEY[:-3]}")  # a message cut inside the secret
+        store.add_halt("kill_switch", f"halted: {API_KEY}", clock.now().date())
+        store.record_exit("JNJ", clock.now().date(), f"exit_stop_loss {SECRET_KEY}")
+        store.set_value("note", f"{API_KEY}{SECRET_KEY}")
+        message = store.get_intent(spec.client_order_id).message  # type: ignore[union-attr]
+        assert message == "403: echo *** ***"
+        assert store.last_iteration()["message"] == "HTTP 500: ***"  # type: ignore[index]
+        assert store.active_halts()[0].reason == "halted: ***"
+        assert store.get_value("note") == "******"
+    rows = assert_no_secret_in_database(state / "trading.db", "trading.db")
+    assert rows["order_intents"] == rows["iterations"] == rows["risk_halts"] == rows["exits"] == 1
 
 
 @pytest.fixture
@@ -213,9 +337,10 @@ def test_a_crash_writes_a_scrubbed_private_crash_log_and_no_traceback(
         raise RuntimeError(f"unexpected: key={API_KEY} secret={SECRET_KEY}")
 
     monkeypatch.setattr(cli, "_cmd_status", boom)
+    (tmp_path / "empty.env").write_text("")
     old = os.umask(0o022)
     try:
-        code = cli.main(["--env-file", str(tmp_path / "none.env"), "status"])
+        code = cli.main(["--env-file", str(tmp_path / "empty.env"), "status"])
     finally:
         os.umask(old)
     err = capsys.readouterr().err
@@ -238,13 +363,14 @@ def test_a_daemon_error_message_on_stderr_is_scrubbed(
     monkeypatch.setenv("ALPACA_API_KEY", API_KEY)
     monkeypatch.setenv("ALPACA_SECRET_KEY", SECRET_KEY)
     monkeypatch.setenv("STATE_DIR", str(tmp_path / "state"))
+    (tmp_path / "empty.env").write_text("")
     for error, code in ((BrokerError(f"echoed {SECRET_KEY}"), cli.EXIT_FAILURE),
                         (StateError(f"echoed {API_KEY}"), cli.EXIT_REFUSED)):
         def fail(args: Any, config: AppConfig, error: Exception = error) -> int:
             raise error
 
         monkeypatch.setattr(cli, "_cmd_status", fail)
-        assert cli.main(["--env-file", str(tmp_path / "none.env"), "status"]) == code
+        assert cli.main(["--env-file", str(tmp_path / "empty.env"), "status"]) == code
         err = capsys.readouterr().err
         assert err.startswith("trading-daemon: echoed ***")
         assert_no_secret(err, "stderr")
@@ -333,6 +459,7 @@ UNIT_HARDENING = {
     "LockPersonality": "yes", "RestrictRealtime": "yes", "SystemCallArchitectures": "native",
     "SystemCallFilter": "@system-service", "UMask": "0077", "CapabilityBoundingSet": "", "AmbientCapabilities": "",
     "StateDirectoryMode": "0700", "User": "trading", "EnvironmentFile": "/etc/trading-daemon/env",
+    "LimitCORE": "0",
 }
 
 

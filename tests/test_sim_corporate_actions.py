@@ -323,9 +323,7 @@ def test_dividend_registration_rules(market: SimMarket) -> None:
 
 # ------------------------------------------------------------------------------ GET /v1/corporate-actions
 def _ca_client(market: SimMarket) -> Any:
-    from alpaca.data.historical.corporate_actions import CorporateActionsClient
-
-    client = CorporateActionsClient(market.api_key, market.secret_key, url_override=market.url)
+    client = market.corporate_actions_client()  # alpaca-py's CorporateActionsClient on the sim's URL
     client._retry = 0
     return client
 

@@ -243,3 +243,43 @@ def test_controls_refuse_bad_requests_with_one_clear_message(
 def test_controls_need_the_api_keys(market: SimMarket) -> None:
     answer = requests.post(f"{market.url}/_sim/set_trading_blocked", json={"blocked": True}, timeout=5)
     assert answer.status_code == 401 and not market.exchange.trading_blocked
+
+
+def test_start_sim_market_takes_the_url_bound(clock: SimClock) -> None:
+    from core.sim import start_sim_market
+
+    small = start_sim_market(clock=clock, max_url_bytes=100)
+    try:
+        assert small.server.max_url_bytes == 100
+        url = f"{small.url}/v2/stocks/trades/latest?symbols=" + ",".join(["AAPL"] * 20)
+        assert requests.get(url, headers=_headers(small), timeout=5).status_code == 414
+    finally:
+        small.stop()
+
+
+# ------------------------------------------------------------------------------ trades by hand
+def test_a_trade_by_hand_is_an_order_with_a_foreign_id_and_a_fill(market: SimMarket, trading: Any) -> None:
+    trading.submit_order(_buy("AAPL", 2))
+    order = market.exchange.trade_externally("AAPL", "buy", 3)
+    price = market.bars.price_at("AAPL", START)
+    assert order["status"] == "filled" and float(order["filled_avg_price"]) == price
+    assert market.exchange.orders_for_client_id(order["client_order_id"]) == 1
+    assert float(trading.get_open_position("AAPL").qty) == 3  # the API order has not filled yet (1 s delay)
+    assert trading.get_order_by_id(order["id"]).client_order_id == order["client_order_id"]
+    fills = trading.get("/account/activities/FILL")
+    assert [(f["side"], f["qty"], f["order_id"]) for f in fills] == [("buy", "3", order["id"])]
+    assert market.exchange.account().cash == pytest.approx(10_000 - 3 * price, abs=0.01)
+
+    sold = _control(market, "trade_externally", {"symbol": "AAPL", "side": "sell", "qty": 1})
+    assert sold.status_code == 200 and market.exchange.positions()["AAPL"].qty == 2
+    too_many = _control(market, "trade_externally", {"symbol": "AAPL", "side": "sell", "qty": 5})
+    assert too_many.status_code == 422 and too_many.json()["message"] == "cannot sell 5 AAPL: 2 held"
+    with pytest.raises(ValueError, match="needs more than the cash"):
+        market.exchange.trade_externally("COST", "buy", 100)
+    closed = _control(market, "close_position_externally", {"symbol": "AAPL"})
+    assert closed.status_code == 200 and closed.json()["result"]["filled_qty"] == "2"
+    assert "AAPL" not in market.exchange.positions()
+    assert _control(market, "close_position_externally", {"symbol": "AAPL"}).status_code == 422  # none left
+    market.exchange.set_trading_blocked(True)
+    with pytest.raises(ValueError, match="blocked"):
+        market.exchange.trade_externally("AAPL", "buy", 1)

@@ -18,14 +18,16 @@ import json
 import math
 from collections.abc import Callable
 from datetime import UTC, date, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import pydantic
 import requests
+from alpaca.common.enums import BaseURL
 from alpaca.common.exceptions import APIError
 from alpaca.data.enums import Adjustment, DataFeed
 from alpaca.data.historical.stock import StockHistoricalDataClient
-from alpaca.data.requests import StockBarsRequest
+from alpaca.data.requests import StockBarsRequest, StockLatestQuoteRequest, StockLatestTradeRequest
 from alpaca.data.timeframe import TimeFrame
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
@@ -41,6 +43,8 @@ from config.universe import is_valid_ticker
 from core.broker.http_session import GuardedSession
 from core.broker.rate_limiter import RateLimiter
 from core.broker.request_stats import RequestStats
+from core.broker.url_batches import PAGE_TOKEN_RESERVE_BYTES, pack_symbols
+from core.cash_flows import FLOW_ACTIVITY_TYPES, is_counted, parse_activity
 from core.clock import Clock, SystemClock
 from core.errors import (
     AuthenticationError,
@@ -54,22 +58,29 @@ from core.errors import (
     OrderRejectedError,
     RateLimitedError,
 )
+from core.logging_setup import redact, register_secrets
 from core.market_calendar import NEW_YORK
 from core.models import (
     AccountView,
     AssetInfo,
     BrokerOrder,
+    CashFlow,
     ClockView,
+    LatestPrice,
     MarketDay,
     OrderSpec,
     OrderStatus,
     PositionView,
     Side,
 )
+from core.ports import BarsAnswer
 
 T = TypeVar("T")
 RawBars = dict[str, list[dict[str, Any]]]
+BARS_PAGE_SIZE = 10_000  # the SDK's page size for bars (alpaca.data.historical.stock.get_stock_bars)
 MAX_RATE_LIMIT_WAIT_SECONDS = 65.0
+ACTIVITIES_PAGE_SIZE = 100
+MAX_ACTIVITY_PAGES = 20
 
 
 def _num(value: Any, what: str, endpoint: str, *, allow_none: bool = False) -> float:
@@ -87,8 +98,12 @@ def _num(value: Any, what: str, endpoint: str, *, allow_none: bool = False) -> f
 
 
 def _error_body(exc: APIError) -> tuple[int | None, str]:
-    """(code, message) from an Alpaca error body, tolerating non-JSON and HTML bodies."""
-    text = str(exc)
+    """(code, message) from an Alpaca error body, tolerating non-JSON and HTML bodies.
+
+    Redacted first: a body that echoes the request (a proxy's error page, say) can carry the keys,
+    and a snippet cut from it later could keep part of one where no redaction would recognise it.
+    """
+    text = redact(str(exc))
     try:
         body = json.loads(text)
     except (ValueError, TypeError):
@@ -128,6 +143,9 @@ class AlpacaGateway:
         secret = secret_key or (config.alpaca_secret_key.get_secret_value() if config.alpaca_secret_key else None)
         if not key or not secret:
             raise AuthenticationError("ALPACA_API_KEY and ALPACA_SECRET_KEY are required for the Alpaca gateway")
+        # An error body can echo the request, keys included: whatever this process logs or stores is
+        # redacted for the keys actually in use, whether or not logging was configured with them.
+        register_secrets((key, secret))
         self.stats = RequestStats()
         self.limiter = RateLimiter(self.clock, config.api_rate_limit_per_minute)
         self.feed = DataFeed(config.alpaca_data_feed)
@@ -138,6 +156,7 @@ class AlpacaGateway:
         self._data = StockHistoricalDataClient(
             key, secret, raw_data=True, url_override=data_url or config.alpaca_data_url,
         )
+        self._data_base_url = str(data_url or config.alpaca_data_url or BaseURL.DATA.value)
         for client, api in ((self._trading, "trading"), (self._data, "data")):
             client._retry = 0  # the SDK would re-send order POSTs on 429/504; retries live here
             client._session = GuardedSession(api, self.limiter, self.stats, config.request_timeout_seconds)
@@ -153,7 +172,7 @@ class AlpacaGateway:
             # A 2xx whose body is not JSON (a proxy's or captive portal's HTML page): an answer we
             # cannot trust, not a connection failure.
             doc = getattr(exc, "doc", None)
-            snippet = " ".join(str(doc).split())[:160] if doc else str(exc)[:160]
+            snippet = " ".join(redact(str(doc)).split())[:160] if doc else redact(str(exc))[:160]
             return BadBrokerResponseError(f"{endpoint}: the answer is not JSON: {snippet!r}", endpoint=endpoint)
         if isinstance(exc, requests.exceptions.Timeout):
             return BrokerTimeout(f"{endpoint}: no answer within {self.config.request_timeout_seconds:g}s",
@@ -191,7 +210,7 @@ class AlpacaGateway:
             return BadBrokerResponseError(f"{endpoint}: unexpected answer: {_validation_summary(exc)}",
                                           endpoint=endpoint)
         if isinstance(exc, ValueError | KeyError | TypeError | AttributeError | IndexError):
-            first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            first = redact(str(exc)).splitlines()[0][:200] if str(exc) else type(exc).__name__
             return BadBrokerResponseError(f"{endpoint}: unexpected answer: {first}", endpoint=endpoint)
         return BrokerError(f"{endpoint}: {type(exc).__name__}", endpoint=endpoint)
 
@@ -350,24 +369,107 @@ class AlpacaGateway:
         self._call(ep, lambda: self._trading.cancel_order_by_id(order_id), idempotent=True)
 
     # ------------------------------------------------------------------ market data
-    def get_daily_bars(self, symbols: list[str], start: datetime, end: datetime | None = None) -> RawBars:
-        """Raw daily bars for all `symbols` in ONE paginated request set (the SDK follows tokens).
+    def get_daily_bars(self, symbols: list[str], start: datetime, end: datetime | None = None) -> BarsAnswer:
+        """Raw daily bars for all `symbols`: as few requests as the URL length allows (one up to
+        roughly a thousand symbols; see core/broker/url_batches.py), each paginated by the SDK.
 
         Raw dicts, not SDK models: one malformed bar must exclude one symbol, not fail the batch.
         The window is set by start/end only; `limit` is never used because it is global across symbols.
+        The answer carries the number of HTTP requests it took (URL batches x pages, retries included).
         """
         for symbol in symbols:
             self._check_symbol(symbol)
         ep = "GET /v2/stocks/bars"
-        request = StockBarsRequest(
-            symbol_or_symbols=symbols, timeframe=TimeFrame.Day, start=start.replace(microsecond=0),
-            end=end.replace(microsecond=0) if end else None, feed=self.feed, adjustment=Adjustment.ALL,
-        )
-        raw: Any = self._call(ep, lambda: self._data.get_stock_bars(request), idempotent=True)
-        if not isinstance(raw, dict):
-            raise BadBrokerResponseError(f"{ep}: expected an object keyed by symbol, got {type(raw).__name__}",
-                                         endpoint=ep)
-        return raw
+        sent_before = self.stats.count(ep)
+
+        def request_for(batch: list[str]) -> StockBarsRequest:
+            return StockBarsRequest(
+                symbol_or_symbols=batch, timeframe=TimeFrame.Day, start=start.replace(microsecond=0),
+                end=end.replace(microsecond=0) if end else None, feed=self.feed, adjustment=Adjustment.ALL,
+            )
+
+        bars: dict[str, Any] = {}
+        for batch in pack_symbols(symbols, self._bars_url_fixed_bytes(request_for)):
+            raw: Any = self._call(ep, partial(self._data.get_stock_bars, request_for(batch)), idempotent=True)
+            if not isinstance(raw, dict):
+                raise BadBrokerResponseError(f"{ep}: expected an object keyed by symbol, got {type(raw).__name__}",
+                                             endpoint=ep)
+            bars.update(raw)
+        return BarsAnswer(bars, requests=self.stats.count(ep) - sent_before)
+
+    def _bars_url_fixed_bytes(self, request_for: Callable[[list[str]], StockBarsRequest]) -> int:
+        """Bytes of a bars URL apart from its symbols, as requests encodes it for the SDK, plus the
+        room a later page's token takes."""
+        fields = request_for(["A"]).to_request_fields()
+        fields["limit"] = BARS_PAGE_SIZE
+        url = requests.Request("GET", f"{self._data_base_url}/v2/stocks/bars", params=fields).prepare().url or ""
+        return len(url) - len("A") + PAGE_TOKEN_RESERVE_BYTES
+
+    def get_latest_prices(self, symbols: list[str]) -> dict[str, LatestPrice]:
+        """The broker's latest price per symbol: the last trade, else the quote's midpoint.
+
+        One batched `GET /v2/stocks/trades/latest` for all symbols; a second batched
+        `GET /v2/stocks/quotes/latest` only for symbols without a usable trade. A symbol with
+        neither is absent from the answer (the caller refuses to size it).
+        """
+        for symbol in symbols:
+            self._check_symbol(symbol)
+        if not symbols:
+            return {}
+        ep = "GET /v2/stocks/trades/latest"
+        trades: Any = self._call(ep, lambda: self._data.get_stock_latest_trade(
+            StockLatestTradeRequest(symbol_or_symbols=list(symbols), feed=self.feed)), idempotent=True)
+        prices: dict[str, LatestPrice] = {}
+        for symbol in symbols:
+            raw = trades.get(symbol) if isinstance(trades, dict) else None
+            found = _latest(symbol, raw, "trade")
+            if found is not None:
+                prices[symbol] = found
+        missing = [s for s in symbols if s not in prices]
+        if missing:
+            ep = "GET /v2/stocks/quotes/latest"
+            quotes: Any = self._call(ep, lambda: self._data.get_stock_latest_quote(
+                StockLatestQuoteRequest(symbol_or_symbols=missing, feed=self.feed)), idempotent=True)
+            for symbol in missing:
+                raw = quotes.get(symbol) if isinstance(quotes, dict) else None
+                found = _latest(symbol, raw, "quote")
+                if found is not None:
+                    prices[symbol] = found
+        return prices
+
+    def get_cash_flows(self, after: date) -> list[CashFlow]:
+        """Deposits, withdrawals and cash journals (CSD, CSW, JNLC) dated after `after`, oldest first.
+
+        alpaca-py has no method for account activities; the trading client's public `get()` sends
+        the request through this adapter's session (timeout, limiter, counting) and `_call` (retries,
+        error mapping). Pages of 100 follow `page_token` (the last id), at most MAX_ACTIVITY_PAGES.
+        """
+        ep = "GET /v2/account/activities"
+        params: dict[str, Any] = {"activity_types": ",".join(FLOW_ACTIVITY_TYPES), "after": after.isoformat(),
+                                  "direction": "asc", "page_size": ACTIVITIES_PAGE_SIZE}
+        flows: list[CashFlow] = []
+        for _ in range(MAX_ACTIVITY_PAGES):
+            page: Any = self._call(ep, lambda: self._trading.get("/account/activities", dict(params)),
+                                   idempotent=True)
+            if not isinstance(page, list):
+                raise BadBrokerResponseError(f"{ep}: expected a list of activities, got {type(page).__name__}",
+                                             endpoint=ep)
+            for raw in page:
+                if not is_counted(raw):
+                    continue
+                try:
+                    flow = parse_activity(raw)
+                except ValueError as exc:
+                    raise BadBrokerResponseError(f"{ep}: {exc}", endpoint=ep) from None
+                if flow.kind in FLOW_ACTIVITY_TYPES:
+                    flows.append(flow)
+            if len(page) < ACTIVITIES_PAGE_SIZE:
+                return flows
+            params["page_token"] = page[-1].get("id") if isinstance(page[-1], dict) else None
+            if not params["page_token"]:
+                break
+        raise BadBrokerResponseError(f"{ep}: more than {MAX_ACTIVITY_PAGES} pages of cash activities after {after}",
+                                     endpoint=ep)
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -392,3 +494,23 @@ class AlpacaGateway:
             status=status, qty=qty, notional=notional, filled_qty=filled_qty, filled_avg_price=avg,
             submitted_at=raw.submitted_at, order_type=order_type,
         )
+
+
+def _latest(symbol: str, raw: Any, source: str) -> LatestPrice | None:
+    """A LatestPrice from one raw trade ({"t", "p"}) or quote ({"t", "ap", "bp"}), or None if unusable."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        at = datetime.fromisoformat(str(raw.get("t")))
+        if source == "trade":
+            price = float(raw.get("p"))  # type: ignore[arg-type]
+        else:
+            ask, bid = float(raw.get("ap")), float(raw.get("bp"))  # type: ignore[arg-type]
+            if not (math.isfinite(ask) and math.isfinite(bid) and ask > 0 and bid > 0 and ask >= bid):
+                return None
+            price = (ask + bid) / 2.0
+    except (TypeError, ValueError):
+        return None
+    if at.tzinfo is None or not (math.isfinite(price) and price > 0):
+        return None
+    return LatestPrice(symbol=symbol, price=price, at=at.astimezone(UTC), source=source)

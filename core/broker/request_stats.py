@@ -39,6 +39,11 @@ class RequestStats:
             self.by_api_total[api] += 1
             self.by_api_iteration[api] += 1
 
+    def count(self, endpoint: str) -> int:
+        """Requests sent so far to one endpoint key, e.g. "GET /v2/stocks/bars"."""
+        with self._lock:
+            return self.total[endpoint]
+
     def begin_iteration(self) -> None:
         with self._lock:
             self.iteration.clear()

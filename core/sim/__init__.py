@@ -18,6 +18,7 @@ from typing import Any
 
 from core.clock import Clock, SimClock, SystemClock
 from core.sim.bars import BASE_PRICES, DailyBar, SyntheticBars
+from core.sim.corporate_actions import CashDividend, CorporateActions, Split
 from core.sim.exchange import (
     DEFAULT_NON_FRACTIONABLE,
     AccountSnapshot,
@@ -29,7 +30,14 @@ from core.sim.exchange import (
     SimPosition,
 )
 from core.sim.marketdata import MarketData
-from core.sim.server import FAULT_KINDS, Fault, FaultInjector, RequestRecord, SimMarketServer
+from core.sim.server import (
+    DEFAULT_MAX_URL_BYTES,
+    FAULT_KINDS,
+    Fault,
+    FaultInjector,
+    RequestRecord,
+    SimMarketServer,
+)
 
 SIM_API_KEY = "SIM-KEY"
 SIM_SECRET_KEY = "SIM-SECRET"
@@ -39,6 +47,8 @@ __all__ = [
     "DEFAULT_NON_FRACTIONABLE",
     "FAULT_KINDS",
     "AccountSnapshot",
+    "CashDividend",
+    "CorporateActions",
     "DailyBar",
     "Fault",
     "FaultInjector",
@@ -52,6 +62,7 @@ __all__ = [
     "SimMarketServer",
     "SimOrder",
     "SimPosition",
+    "Split",
     "SyntheticBars",
     "start_sim_market",
 ]
@@ -82,6 +93,11 @@ class SimMarket:
 
         return StockHistoricalDataClient(self.api_key, self.secret_key, url_override=self.url, **kwargs)
 
+    def corporate_actions_client(self, **kwargs: Any) -> Any:
+        from alpaca.data.historical.corporate_actions import CorporateActionsClient
+
+        return CorporateActionsClient(self.api_key, self.secret_key, url_override=self.url, **kwargs)
+
     def stop(self) -> None:
         self.server.stop()
 
@@ -105,11 +121,13 @@ def start_sim_market(
     fractional_trading: bool = True,
     fill_delay_seconds: float = 1.0,
     closures: Iterable[date] = (),
+    max_url_bytes: int = DEFAULT_MAX_URL_BYTES,
 ) -> SimMarket:
     """Start a market on 127.0.0.1 (a free port unless `port` is given).
 
     The clock: `clock` if given, else a SimClock at `start` if given, else wall time. `closures`:
     sessions of the calendar the market does not open (unscheduled closures, docs/simulated-market.md).
+    `max_url_bytes`: longer request targets get a 414 (`server.max_url_bytes` can change it later).
     """
     if clock is None:
         clock = SimClock(start) if start is not None else SystemClock()
@@ -129,6 +147,7 @@ def start_sim_market(
         secret_key=SIM_SECRET_KEY,
         rate_limit_per_minute=rate_limit_per_minute,
         fault_seed=seed,
+        max_url_bytes=max_url_bytes,
     )
     server.start()
     return SimMarket(clock, bars, exchange, server)

@@ -10,6 +10,7 @@ calls `SimExchange.<name>(...)`, so a test whose market runs in another process 
     POST /_sim/add_dividend {"symbol": "JPM", "ex_date": "2025-03-12", "amount": 1.5}
     POST /_sim/deposit {"amount": 5000}      POST /_sim/withdraw {"amount": 2500}
     POST /_sim/add_closure {"date": "2025-03-12"}
+    POST /_sim/trade_externally {"symbol": "AAPL", "side": "buy", "qty": 5}
 
 Answers: 200 {"ok": true, ...}; 400 for a body that is not a JSON object or a parameter of the wrong
 type; 422 when the exchange refuses the values (its ValueError's message); 404 for an unknown name.
@@ -76,6 +77,13 @@ CONTROLS: dict[str, Control] = {
     "deposit": Control((Param("amount", "number"),), lambda ex, a: ex.deposit(a["amount"])),
     "withdraw": Control((Param("amount", "number"),), lambda ex, a: ex.withdraw(a["amount"])),
     "add_closure": Control((Param("date", "date"),), lambda ex, a: ex.add_closure(a["date"])),
+    "trade_externally": Control(
+        (Param("symbol", "str"), Param("side", "str"), Param("qty", "number")),
+        lambda ex, a: ex.trade_externally(a["symbol"], a["side"], a["qty"]),
+    ),
+    "close_position_externally": Control(
+        (Param("symbol", "str"),), lambda ex, a: ex.close_position_externally(a["symbol"])
+    ),
     "set_asset": Control(
         (
             Param("symbol", "str"),

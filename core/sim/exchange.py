@@ -9,6 +9,11 @@ at Monday's open at Monday's opening price, and the account's equity at every cl
 known (`last_equity`).
 
 Errors are raised as `SimAPIError(status, body)`; the server sends them as they are.
+
+Real-market events (none unless a test registers one; docs/simulated-market.md): splits and cash
+dividends take effect at their ex-date's open in the same time-ordered replay, before that open's
+fills; deposits, withdrawals, a trading block, bad prints (data feed only) and unscheduled closures
+have their own controls; every fill and cash movement is an account activity.
 """
 
 from __future__ import annotations
@@ -390,6 +395,35 @@ class SimExchange:
                 source="external",
             )
             self._fill(order, now, self.bars.price_at(symbol, now), pos.qty)
+            return order.to_json()
+
+    def trade_externally(self, symbol: str, side: str, qty: float) -> dict[str, Any]:
+        """A trade the user makes by hand (the web app, another program): a market order with a
+        foreign client_order_id, filled now at the exchange's price, in the order list and the FILL
+        activities like any other. A buy needs the cash; a sell at most the shares held; neither
+        while the account is blocked from trading."""
+        if side not in ("buy", "sell"):
+            raise ValueError(f"side must be 'buy' or 'sell', not {side!r}")
+        if not (isinstance(qty, int | float) and math.isfinite(qty) and qty > 0):
+            raise ValueError(f"qty must be a finite number > 0, not {qty!r}")
+        with self._lock:
+            now = self._process_locked()
+            asset = self._lookup_asset(symbol) if is_valid_ticker(symbol) else None
+            if asset is None:
+                raise ValueError(f"unknown symbol {symbol!r}")
+            if self._trading_blocked:
+                raise ValueError("the account is blocked from trading (set_trading_blocked)")
+            price = self.bars.price_at(symbol, now)
+            held = self._positions[symbol].qty if symbol in self._positions else 0.0
+            if side == "sell" and qty > held + QTY_EPS:
+                raise ValueError(f"cannot sell {fmt_num(qty)} {symbol}: {fmt_num(held)} held")
+            if side == "buy" and qty * price > self._cash + 1e-9:
+                raise ValueError(f"buying {fmt_num(qty)} {symbol} at {price} needs more than the cash {fmt_money(self._cash)}")
+            order = self._new_order(
+                symbol, side, "market", "day", float(qty), None, None, False, None, str(uuid.uuid4()), now,
+                source="external",
+            )
+            self._fill(order, now, price, float(qty))
             return order.to_json()
 
     def orders_for_client_id(self, client_order_id: str) -> int:

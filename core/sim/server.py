@@ -7,7 +7,9 @@ exchange clock (simulated time under a SimClock), and a request over the limit g
 
 Test hooks: `faults` injects failures (see `FaultInjector`), `request_log` records every request,
 `rate_limited_count` counts the 429s the limiter itself sent. `GET /_sim/clock` and
-`POST /_sim/advance` share a simulated clock with a daemon in another process (see `_control`).
+`POST /_sim/advance` share a simulated clock with a daemon in another process (see `_control`);
+`POST /_sim/<control>` drives the real-market events (core/sim/controls.py). A request target
+longer than `max_url_bytes` gets the front proxy's 414 (docs/simulated-market.md).
 """
 
 from __future__ import annotations

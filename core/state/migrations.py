@@ -171,6 +171,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (api, endpoint)
         );
     """),
+    Migration(5, "cash flows applied to the equity peak; who cleared a halt and why", """
+        -- one row per deposit/withdrawal the daemon has netted out: the broker's activity id makes
+        -- applying it twice impossible
+        CREATE TABLE cash_flows (
+            id          TEXT PRIMARY KEY,
+            kind        TEXT NOT NULL,
+            amount      REAL NOT NULL,
+            on_date     TEXT NOT NULL,
+            occurred_at TEXT,
+            equity_seen REAL NOT NULL,
+            peak_before REAL NOT NULL,
+            peak_after  REAL NOT NULL,
+            recorded_at TEXT NOT NULL
+        );
+        CREATE INDEX cash_flows_on_date ON cash_flows (on_date);
+
+        ALTER TABLE risk_halts ADD COLUMN cleared_by TEXT;
+        ALTER TABLE risk_halts ADD COLUMN clear_reason TEXT;
+    """),
     Migration(6, "pending exits: an exit risk approved stays committed until filled, gone or refused for good", """
         CREATE TABLE pending_exits (
             id               INTEGER PRIMARY KEY,

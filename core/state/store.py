@@ -8,7 +8,9 @@ Durability and safety
   `BEGIN IMMEDIATE` transaction so a crash never leaves half of them.
 - The directory is created 0700 and the database with its `-wal`/`-shm` files end up 0600 (a
   0077 umask while they are created, then a chmod, which also fixes files made by older code).
-- No secret is ever stored: no table has a column for keys or credentials.
+- No secret is ever stored: no table has a column for keys or credentials, and every text value
+  written goes through `core.logging_setup.redact` first (`_RedactingConnection`, the one door of
+  every write), because a broker's error body can echo the request, key included.
 - All timestamps are ISO-8601 UTC from the injected clock; sessions are ISO dates.
 
 Schema (versioned by `core.state.migrations`, `PRAGMA user_version`)
@@ -32,11 +34,16 @@ Schema (versioned by `core.state.migrations`, `PRAGMA user_version`)
 - `snapshots` + `position_snapshots`  a header row per snapshot, then one row per symbol
                        (recorded_at, symbol, qty, avg_entry_price, market_value, current_price); the
                        header makes an empty account a snapshot of its own.
-- `risk_halts`         id PK, kind, reason, session, started_at, cleared_at|NULL; at most one active
-                       halt per kind (partial unique index).
+- `risk_halts`         id PK, kind, reason, session, started_at, cleared_at|NULL, cleared_by|NULL,
+                       clear_reason|NULL; at most one active halt per kind (partial unique index).
+- `cash_flows`         id PK (the broker's activity id), kind (CSD/CSW/JNLC), amount (+ in, - out),
+                       on_date, occurred_at|NULL, equity_seen, peak_before, peak_after, recorded_at:
+                       deposits and withdrawals already netted out of the equity peak.
 - `iterations`         n PK, started_at, duration_s, focus_symbols JSON, requests JSON, signals,
                        submitted, rejected, status, message.
-- `kv`                 key PK, value TEXT (e.g. peak equity).
+- `kv`                 key PK, value TEXT (e.g. peak equity; `instance_id` and `instance_created_at`:
+                       this state directory's identity in every client_order_id, written once when the
+                       database is first opened and never changed, see core/order_ids.py).
 - `api_usage`          (api, endpoint) PK, count: cumulative request counts.
 """
 
@@ -47,17 +54,19 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, overload
+from typing import Any, cast, overload
 
 from core.clock import Clock
 from core.errors import StateError
-from core.models import BrokerOrder, OrderSpec, OrderStatus, PositionView, Side
+from core.logging_setup import redact
+from core.models import BrokerOrder, CashFlow, OrderSpec, OrderStatus, PositionView, Side
+from core.order_ids import is_instance_id, new_instance_id
 from core.ports import IntentRecord, IntentState
 from core.state.migrations import LATEST_VERSION, migrate
 from core.state.migrations import schema_version as read_schema_version
@@ -125,6 +134,9 @@ class Halt:
     reason: str
     session: date
     started_at: datetime
+    cleared_at: datetime | None = None
+    cleared_by: str | None = None
+    clear_reason: str | None = None
 
 
 class StateStore:
@@ -143,6 +155,7 @@ class StateStore:
         conn = self._open(busy_timeout_s)
         try:
             migrate(conn, name=f"state database {self.path}")
+            self.instance_id, self.instance_created_at = self._instance(conn)
             self._secure_files()
         except sqlite3.Error as exc:
             conn.close()
@@ -192,6 +205,25 @@ class StateStore:
         except sqlite3.DatabaseError as exc:
             raise StateError(f"state database {self.path} cannot be used: {exc}") from exc
 
+    def _instance(self, conn: sqlite3.Connection) -> tuple[str, datetime]:
+        """This state directory's instance id and creation time, made on first use and then kept."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("INSERT OR IGNORE INTO kv (key, value) VALUES (?, ?)",
+                             [("instance_id", new_instance_id()), ("instance_created_at", self._now())])
+            rows = dict(conn.execute("SELECT key, value FROM kv WHERE key IN ('instance_id', 'instance_created_at')")
+                        .fetchall())
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        instance = str(rows["instance_id"])
+        if not is_instance_id(instance):
+            raise StateError(f"state database {self.path}: instance_id {instance!r} is not an instance id "
+                             "(expected 'i' and 8 hex digits); it must never be edited")
+        return instance, _datetime(str(rows["instance_created_at"]))
+
     def _secure_files(self) -> None:
         for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
             try:
@@ -230,15 +262,18 @@ class StateStore:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             conn = self._connection()
+            # Every write method runs its statements through this proxy: the one place where text
+            # is redacted before it is stored, whatever the table or column.
+            writer = cast(sqlite3.Connection, _RedactingConnection(conn))
             if conn.in_transaction:
                 # Inside `atomic()` (the lock is ours, so the open transaction is too): join it; the
                 # outermost block commits, or rolls back everything if anything raises.
-                yield conn
+                yield writer
                 return
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    yield conn
+                    yield writer
                 except BaseException:
                     # SQLite may already have rolled back on its own (disk full, I/O error).
                     if conn.in_transaction:
@@ -546,11 +581,23 @@ class StateStore:
                            "ORDER BY id")
         return [_halt(row) for row in rows]
 
-    def clear_halt(self, kind: str) -> bool:
+    def clear_halt(self, kind: str, *, by: str = "", reason: str = "") -> bool:
+        """Clear the active halt of `kind`, recording who cleared it and why; False if none was active."""
         with self._transaction() as conn:
-            cursor = conn.execute("UPDATE risk_halts SET cleared_at = ? WHERE kind = ? AND cleared_at IS NULL",
-                                  (self._now(), kind))
+            cursor = conn.execute("UPDATE risk_halts SET cleared_at = ?, cleared_by = ?, clear_reason = ? "
+                                  "WHERE kind = ? AND cleared_at IS NULL", (self._now(), by or None, reason or None, kind))
             return cursor.rowcount > 0
+
+    def halts(self, recent: int = 20) -> list[Halt]:
+        """Every active halt, then the `recent` most recently cleared ones (newest first)."""
+        active = self._query("SELECT * FROM risk_halts WHERE cleared_at IS NULL ORDER BY id")
+        cleared = self._query("SELECT * FROM risk_halts WHERE cleared_at IS NOT NULL ORDER BY cleared_at DESC, id DESC "
+                              "LIMIT ?", (max(0, recent),))
+        return [_halt(row) for row in [*active, *cleared]]
+
+    def halt_kinds(self) -> set[str]:
+        """Every kind of halt this database has ever recorded."""
+        return {str(row["kind"]) for row in self._query("SELECT DISTINCT kind FROM risk_halts")}
 
     def clear_expired_halts(self, current_session: date) -> list[Halt]:
         """Clear session-scoped halts (daily_loss, account_blocked) started in an earlier session."""
@@ -561,8 +608,48 @@ class StateStore:
         with self._transaction() as conn:
             rows = conn.execute(f"SELECT kind, reason, session, started_at FROM risk_halts WHERE {where}",
                                 params).fetchall()
-            conn.execute(f"UPDATE risk_halts SET cleared_at = ? WHERE {where}", (self._now(), *params))
+            conn.execute(f"UPDATE risk_halts SET cleared_at = ?, cleared_by = 'daemon', "
+                         f"clear_reason = 'the session it was about has ended' WHERE {where}", (self._now(), *params))
         return [_halt(row) for row in rows]
+
+    # ------------------------------------------------------------------ cash flows
+    def known_cash_flow_ids(self, ids: Iterable[str]) -> set[str]:
+        wanted = list(dict.fromkeys(ids))
+        known: set[str] = set()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            known |= {str(row["id"]) for row in self._query(f"SELECT id FROM cash_flows WHERE id IN ({marks})", chunk)}
+        return known
+
+    def apply_cash_flows(self, flows: list[CashFlow], *, equity: float, peak_before: float, peak_after: float,
+                         checked_on: date) -> int:
+        """Record newly seen flows and the equity peak they moved, in one transaction; returns how many were new."""
+        now = self._now()
+        with self._transaction() as conn:
+            added = 0
+            for flow in flows:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO cash_flows (id, kind, amount, on_date, occurred_at, equity_seen, peak_before, "
+                    "peak_after, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (flow.id, flow.kind, flow.amount, flow.on.isoformat(),
+                     _iso(flow.occurred_at) if flow.occurred_at else None, equity, peak_before, peak_after, now),
+                )
+                added += cursor.rowcount
+            if flows:
+                conn.execute("INSERT INTO kv (key, value) VALUES ('peak_equity', ?) "
+                             "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (repr(peak_after),))
+            conn.execute("INSERT INTO kv (key, value) VALUES ('cash_flows_checked_on', ?) "
+                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (checked_on.isoformat(),))
+        return added
+
+    def cash_flows_since(self, day: date) -> list[CashFlow]:
+        """Flows dated on or after `day`, oldest first."""
+        rows = self._query("SELECT id, kind, amount, on_date, occurred_at FROM cash_flows WHERE on_date >= ? "
+                           "ORDER BY on_date, id", (day.isoformat(),))
+        return [CashFlow(id=row["id"], kind=row["kind"], amount=float(row["amount"]),
+                         on=date.fromisoformat(row["on_date"]),
+                         occurred_at=_datetime(row["occurred_at"]) if row["occurred_at"] else None) for row in rows]
 
     # ------------------------------------------------------------------ iterations
     def record_iteration(self, *, n: int, started_at: datetime, duration_s: float, focus_symbols: list[str],
@@ -638,6 +725,35 @@ class StateStore:
 
 
 # ---------------------------------------------------------------------- helpers
+class _RedactingConnection:
+    """A connection whose `execute`/`executemany` redact every text parameter (see `redact`).
+
+    Messages reach the store from broker answers (a rejected order's reason, a failed iteration's
+    error), and a broker or proxy may echo the request with its key id and secret. Redacting here,
+    rather than at each caller, covers every table and column, including ones added later.
+    """
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> sqlite3.Cursor:
+        return self._conn.execute(sql, _redacted(params))
+
+    def executemany(self, sql: str, rows: Iterable[Iterable[Any] | Mapping[str, Any]]) -> sqlite3.Cursor:
+        return self._conn.executemany(sql, (_redacted(row) for row in rows))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+def _redacted(params: Iterable[Any] | Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+    if isinstance(params, Mapping):
+        return {name: redact(value) if isinstance(value, str) else value for name, value in params.items()}
+    return tuple(redact(value) if isinstance(value, str) else value for value in params)
+
+
 def api_of(endpoint: str) -> str:
     """'data' for Alpaca market-data paths, 'trading' for the rest."""
     path = endpoint.split(" ", 1)[-1]
@@ -704,8 +820,12 @@ def _position(row: sqlite3.Row) -> BookPosition:
 
 
 def _halt(row: sqlite3.Row) -> Halt:
+    keys = row.keys()
+    cleared_at = row["cleared_at"] if "cleared_at" in keys else None
     return Halt(kind=row["kind"], reason=row["reason"], session=date.fromisoformat(row["session"]),
-                started_at=_datetime(row["started_at"]))
+                started_at=_datetime(row["started_at"]), cleared_at=_datetime(cleared_at) if cleared_at else None,
+                cleared_by=row["cleared_by"] if "cleared_by" in keys else None,
+                clear_reason=row["clear_reason"] if "clear_reason" in keys else None)
 
 
 def _iteration(row: sqlite3.Row) -> dict[str, Any]:

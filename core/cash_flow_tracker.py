@@ -1,0 +1,98 @@
+"""The equity peak and the day's figures, net of deposits and withdrawals (reads the broker and the store).
+
+Run once per decision, after the account is fetched (a decision needs it anyway; a steady
+iteration fetches neither). One `GET /v2/account/activities` for CSD/CSW/JNLC dated after the
+last check (less a day of overlap), so it is one page in practice. A flow is applied once: its
+broker id goes into the `cash_flows` table in the same transaction that moves the stored peak
+(core/cash_flows.py has the arithmetic). Then, as before, the peak is raised to the equity.
+
+When the activities cannot be read, nothing is guessed: the peak stays as stored (a deposit must
+not raise it), and the RiskAgent halts entries for that pass instead of judging the loss figures.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import structlog
+
+from core.cash_flows import adjust_peak, net_amount, since_close
+from core.errors import TradingDaemonError
+from core.market_calendar import NEW_YORK, MarketCalendar
+from core.models import AccountView
+
+log = structlog.get_logger("cash_flows")
+
+PEAK_KEY = "peak_equity"
+CHECKED_KEY = "cash_flows_checked_on"
+OVERLAP = timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowFigures:
+    peak: float                 # the equity peak to judge the drawdown against
+    flows_today: float          # net deposits (+) / withdrawals (-) since the previous close
+    unknown: str | None = None  # why the flows could not be read (then both figures are unreliable)
+
+
+def stored_peak(store: Any) -> float:
+    """The stored peak, or 0 (no peak yet) for a missing or unreadable value."""
+    try:
+        peak = float(store.get_value(PEAK_KEY, "0") or 0.0)
+    except ValueError:
+        return 0.0
+    return peak if math.isfinite(peak) and peak > 0 else 0.0
+
+
+class CashFlowTracker:
+    def __init__(self, gateway: Any, store: Any, calendar: MarketCalendar) -> None:
+        self.gateway = gateway
+        self.store = store
+        self.calendar = calendar
+
+    def update(self, account: AccountView, now: datetime) -> FlowFigures:
+        today = now.astimezone(NEW_YORK).date()
+        previous_session = self.calendar.previous_session(today)
+        previous_close = self.calendar.session_close(previous_session)
+        peak = stored_peak(self.store)
+        try:
+            fetched = self.gateway.get_cash_flows(self._after(previous_session))
+        except TradingDaemonError as exc:
+            log.warning("cash_flows_unavailable", reason=str(exc))
+            return FlowFigures(peak=peak, flows_today=0.0, unknown=f"account activities unavailable ({_summary(exc)})")
+        known = self.store.known_cash_flow_ids(flow.id for flow in fetched)
+        new = [flow for flow in fetched if flow.id not in known]
+        adjusted = adjust_peak(peak, account.equity, net_amount(new)) if new else peak
+        self.store.apply_cash_flows(new, equity=account.equity, peak_before=peak, peak_after=adjusted,
+                                    checked_on=today)
+        if new:
+            log.info("cash_flows_applied", flows=[f"{f.kind} {f.amount:+,.2f} on {f.on}" for f in new],
+                     equity=account.equity, peak_before=round(peak, 2), peak_after=round(adjusted, 2),
+                     note="deposits and withdrawals move the equity peak; they are not trading gains or losses")
+        raised = max(adjusted, account.equity) if math.isfinite(account.equity) else adjusted
+        if raised != adjusted:
+            self.store.set_value(PEAK_KEY, repr(raised))
+        flows_today = net_amount(flow for flow in self.store.cash_flows_since(previous_session)
+                                 if since_close(flow, previous_session, previous_close))
+        return FlowFigures(peak=raised, flows_today=flows_today)
+
+    def _after(self, previous_session: date) -> date:
+        """Ask from the last check (a day of overlap; ids de-duplicate), or from the previous session."""
+        checked = self.store.get_value(CHECKED_KEY)
+        start = previous_session
+        if checked:
+            try:
+                start = min(date.fromisoformat(checked), previous_session)
+            except ValueError:
+                pass
+        return start - OVERLAP
+
+
+def _summary(exc: TradingDaemonError) -> str:
+    """Endpoint, status and kind of a failure, for the halt row: not the broker's text, which may echo a request."""
+    endpoint = getattr(exc, "endpoint", "") or "request"
+    status = getattr(exc, "status", None)
+    return f"{endpoint}: " + (f"HTTP {status}" if status else type(exc).__name__)
