@@ -18,7 +18,9 @@ Across sessions. A committed exit is pursued in later sessions too, whatever the
 say: a stop-loss that fired is a risk decision and stays one when the price bounces, a max-holding
 exit only gets older, and a mean-reversion exit that could not go out leaves the book in a state the
 strategy already left. The exit keeps its decision session and reason; a fresh sell signal for the
-same symbol is folded into it (one decision per exit, never two sales).
+same symbol is folded into it (one decision per exit, never two sales). The broker's price check
+(core/price_guard.py) judged the exit before it was committed; `split_pursued` keeps pursued exits
+from being judged again.
 
 No requests: everything here reads the state database and the iteration's positions.
 """
@@ -83,6 +85,17 @@ class ExitCommitments:
                 or pending.decision_session != target.signal.session):
             return 1
         return self._progress(pending)[0]
+
+    def split_pursued(self, targets: Iterable[OrderTarget]) -> tuple[list[OrderTarget], list[OrderTarget]]:
+        """(exits already committed in an earlier iteration, everything else), order kept."""
+        pursued: list[OrderTarget] = []
+        fresh: list[OrderTarget] = []
+        for target in targets:
+            pending = self._active.get(target.symbol)
+            is_pursued = (self.enabled and target.side is Side.SELL and pending is not None
+                          and pending.decision_session == target.signal.session)
+            (pursued if is_pursued else fresh).append(target)
+        return pursued, fresh
 
     # ------------------------------------------------------------------ around execution
     def commit(self, targets: Iterable[OrderTarget]) -> None:

@@ -269,8 +269,10 @@ class Orchestrator:
             return
         if self.stopping:
             return
-        approved = self._price_checked(list(decision.approved), account, positions, book, open_orders,
-                                       current_prices, trading_session, result)
+        # A pursued exit's reason was confirmed by the broker's price when it was committed: not re-judged.
+        pursued, fresh = self.exits.split_pursued(decision.approved)
+        approved = pursued + self._price_checked(fresh, account, positions, book, open_orders,
+                                                 current_prices, trading_session, result)
         if not approved:
             return
         self.exits.commit(approved)

@@ -181,21 +181,36 @@ def test_a_restart_during_a_pending_exit_keeps_retrying(scenario: Callable[..., 
     assert_no_duplicate_orders(scn, second.store)
 
 
-def test_a_pending_exit_is_pursued_in_the_next_session_although_its_signal_no_longer_holds(
+def test_a_pending_exit_is_pursued_in_a_later_session_although_its_signal_no_longer_holds(
         scenario: Callable[..., Scenario]) -> None:
-    scn = scenario()
+    # A 4.5% stop: MA's 02-12 close is below it, its 02-14 close is above it again, and its 02-18 open
+    # is above the stop by more than MAX_PRICE_DISAGREEMENT_PCT (a fresh judgment would keep MA).
+    scn = scenario(stop_loss_pct=0.045, max_price_disagreement_pct=0.005)
     daemon = _hold_ma(scn)
-    # Blocked for the whole of 2025-02-13; lifted before the next open.
+    fill = scn.sim.exchange.order_by_client_id(BUY)
+    assert fill is not None and fill.filled_avg_price is not None
+    stop_level = float(fill.filled_avg_price) * (1 - 0.045)
+    assert scn.sim.bars.session_bar("MA", date(2025, 2, 14)).close > stop_level, "precondition: the stop no longer holds"
+    assert scn.sim.bars.price_at("MA", ny(2025, 2, 18, 9, 30)) > stop_level * 1.005, "precondition: price guard"
+    # Blocked for all of 02-13 and 02-14; lifted over the weekend (02-17 is a holiday).
     scn.clock.at(ny(2025, 2, 13, 9, 0), lambda: scn.sim.exchange.set_trading_blocked(True))
-    scn.clock.at(ny(2025, 2, 13, 20, 0), lambda: scn.sim.exchange.set_trading_blocked(False))
+    scn.clock.at(ny(2025, 2, 15, 12, 0), lambda: scn.sim.exchange.set_trading_blocked(False))
 
-    daemon.orchestrator.run(until=ny(2025, 2, 14, 10, 0))
+    with capture_logs() as logs:
+        daemon.orchestrator.run(until=ny(2025, 2, 18, 10, 0))
 
     (sale,) = _sells(scn)
-    assert sale.status == "filled" and sale.created_at == ny(2025, 2, 14, 9, 30)
-    # The sale still carries the 2025-02-12 stop-loss decision (one decision, one sale).
+    assert sale.status == "filled" and sale.created_at == ny(2025, 2, 18, 9, 30)
+    # The sale still carries the 2025-02-12 stop-loss decision (one decision, one sale), and the price
+    # check did not judge it again.
     assert sale.client_order_id.startswith(f"zmr-{SCENARIO_INSTANCE}-20250212-MA-sell-")
+    assert _events_named(logs, "order_refused_by_price_check") == []
     (pending,) = _pending_exits(scn)
     assert (pending["state"], pending["reason"], pending["decision_session"]) == ("done", "exit_stop_loss", "2025-02-12")
+    assert [c.reason for c in daemon.store.closed_positions("MA")] == ["exit_stop_loss"]
     assert_book_matches_broker(scn, daemon.store)
     assert_no_duplicate_orders(scn, daemon.store)
+
+
+def _events_named(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [e for e in logs if e["event"] == name]
