@@ -7,6 +7,11 @@
 - The intent is written to the journal BEFORE the POST. After any unclear outcome (timeout, 5xx,
   504, dropped connection) the order is looked up by client_order_id, and only an order that is
   surely absent (a 404 answer) is sent again. See docs/failure-policy.md for every outcome.
+- An exit the broker refused for a transient reason is retried by the orchestrator as a NEW attempt:
+  `attempt_of(target)` (set by the orchestrator) numbers it, and the attempt number goes into the
+  client_order_id, since Alpaca never accepts an id twice. Every refusal is classified (transient or
+  permanent, core/broker_refusals.py) in the rejection's `meta["refusal"]`. A sale's asset flags are
+  fetched fresh, so a halt that lifted is noticed.
 - Whole shares go as `qty` orders. Fractional buys go as `notional` market DAY orders, only when
   the account allows fractional trading and the asset is fractionable (flags cached per session);
   otherwise whole shares, or a reasoned skip when that gives zero. Sells go by `qty`, never more
@@ -26,6 +31,7 @@ from datetime import date
 
 import structlog
 
+from core.broker_refusals import NOT_TRADABLE_NOW, Refusal, RefusalKind, classify_refusal
 from core.errors import (
     AmbiguousBrokerError,
     BadBrokerResponseError,
@@ -44,9 +50,14 @@ log = structlog.get_logger("execution_agent")
 MAX_SUBMIT_ATTEMPTS = 3
 
 
-def client_order_id(strategy: str, session: date, symbol: str, side: Side, instance: str | None = None) -> str:
-    """Deterministic id for one decision. Readable prefix plus a short hash of the full key."""
-    return format_client_order_id(strategy, session, symbol, side, instance)
+def client_order_id(strategy: str, session: date, symbol: str, side: Side, instance: str | None = None,
+                    attempt: int = 1) -> str:
+    """Deterministic id for one decision (and attempt). Readable prefix plus a short hash of the full key.
+
+    Attempt 1 is the decision's own id; a later attempt (an exit re-sent after a refusal) differs only
+    in the hash, so the readable prefix still names one decision.
+    """
+    return format_client_order_id(strategy, session, symbol, side, instance, attempt)
 
 
 @dataclass
@@ -79,6 +90,8 @@ class ExecutionAgent:
         self._assets: dict[str, AssetInfo] = {}
         self._assets_session: date | None = None
         self._account_fractional: bool | None = None
+        # Which attempt of its decision a target is (1 unless an exit is being retried).
+        self.attempt_of: Callable[[OrderTarget], int] = lambda target: 1
 
     # ------------------------------------------------------------------ asset flags
     def asset_flags(self, symbols: Iterable[str], session: date) -> dict[str, AssetInfo]:
@@ -91,6 +104,12 @@ class ExecutionAgent:
             if symbol not in self._assets:
                 self._assets[symbol] = self.broker.get_asset(symbol)
         return {s: self._assets[s] for s in symbols if s in self._assets}
+
+    def fresh_asset(self, symbol: str, session: date) -> AssetInfo:
+        """Asset flags asked again now (for a sale: a halt that lifted must be seen at once)."""
+        self.asset_flags((), session)
+        self._assets[symbol] = self.broker.get_asset(symbol)
+        return self._assets[symbol]
 
     def account_fractional(self, session: date) -> bool:
         if self._assets_session != session:
@@ -110,26 +129,33 @@ class ExecutionAgent:
             try:
                 spec = self._build_spec(target, session)
             except _Skip as skip:
-                report.rejected.append(Rejection(target.symbol, target.side, "execution", str(skip)))
+                report.rejected.append(Rejection(target.symbol, target.side, "execution", str(skip),
+                                                 {"refusal": skip.refusal.kind.value, "cause": skip.refusal.cause}))
                 log.info("order_skipped", symbol=target.symbol, side=target.side.value, reason=str(skip))
                 continue
             except BrokerError as exc:
+                refusal = classify_refusal(exc)  # a 5xx passes; an asset the broker does not know does not
                 report.rejected.append(Rejection(target.symbol, target.side, "execution",
-                                                 f"asset or account flags unavailable: {exc}"))
+                                                 f"asset or account flags unavailable: {exc}",
+                                                 {"refusal": refusal.kind.value, "cause": refusal.cause}))
                 continue
             self._place(spec, target, report)
         return report
 
     # ------------------------------------------------------------------ building the request
-    def client_order_id_for(self, signal_session: date, symbol: str, side: Side) -> str:
-        """The id this agent gives the order for one decision (strategy, signal session, symbol, side)."""
-        return client_order_id(self.strategy_id, signal_session, symbol, side, self.instance_id)
+    def client_order_id_for(self, signal_session: date, symbol: str, side: Side, attempt: int = 1) -> str:
+        """The id this agent gives the order for one decision (strategy, signal session, symbol, side),
+        and for a later attempt of it (an exit re-sent after a transient refusal)."""
+        return client_order_id(self.strategy_id, signal_session, symbol, side, self.instance_id, attempt)
 
     def _build_spec(self, target: OrderTarget, session: date) -> OrderSpec:
-        cid = self.client_order_id_for(target.signal.session, target.symbol, target.side)
-        asset = self.asset_flags([target.symbol], session)[target.symbol]
+        cid = self.client_order_id_for(target.signal.session, target.symbol, target.side, self.attempt_of(target))
+        if target.side is Side.SELL:
+            asset = self.fresh_asset(target.symbol, session)
+        else:
+            asset = self.asset_flags([target.symbol], session)[target.symbol]
         if not asset.tradable:
-            raise _Skip(f"{target.symbol} is not tradable at the broker")
+            raise _Skip(f"{target.symbol} is not tradable at the broker", NOT_TRADABLE_NOW)
         fractional_ok = (self.enable_fractional and asset.fractionable and self.account_fractional(session))
         if target.side is Side.SELL:
             qty = target.qty
@@ -222,7 +248,7 @@ class ExecutionAgent:
                 return
             except OrderRejectedError as exc:
                 self.journal.mark_intent(cid, IntentState.REJECTED, message=str(exc))
-                report.rejected.append(Rejection(spec.symbol, spec.side, "broker", str(exc)))
+                report.rejected.append(_refused(spec, exc))
                 log.warning("order_rejected", client_order_id=cid, reason=str(exc))
                 return
             except (AmbiguousBrokerError, BadBrokerResponseError) as exc:
@@ -239,7 +265,7 @@ class ExecutionAgent:
             except BrokerError as exc:
                 # Any other definitive broker answer: record it, never retry blindly.
                 self.journal.mark_intent(cid, IntentState.REJECTED, message=str(exc))
-                report.rejected.append(Rejection(spec.symbol, spec.side, "broker", str(exc)))
+                report.rejected.append(_refused(spec, exc))
                 return
             self._accept(order, report, spec, how="submitted")
             return
@@ -268,8 +294,17 @@ class ExecutionAgent:
                  qty=spec.qty, notional=spec.notional, status=order.status.value, how=how)
 
 
+def _refused(spec: OrderSpec, exc: BrokerError) -> Rejection:
+    refusal = classify_refusal(exc)
+    return Rejection(spec.symbol, spec.side, "broker", str(exc), {"refusal": refusal.kind.value, "cause": refusal.cause})
+
+
 class _Skip(Exception):
-    pass
+    """Decided not to send. A skip is permanent for this attempt unless it says otherwise."""
+
+    def __init__(self, message: str, refusal: Refusal | None = None) -> None:
+        super().__init__(message)
+        self.refusal = refusal or Refusal(RefusalKind.PERMANENT, "skipped")
 
 
 _UNKNOWN = object()

@@ -45,9 +45,10 @@ HALT_DAILY_LOSS = "daily_loss"
 HALT_MAX_DRAWDOWN = "max_drawdown"
 HALT_EQUITY = "equity_not_positive"
 HALT_CASH_FLOWS = "cash_flows_unknown"
+HALT_ACCOUNT_BLOCKED = "account_blocked"
 # Found afresh from the account on every pass: a stored one is for the record and is not carried
 # into the next pass, so it lifts as soon as its condition does.
-REDETECTED_HALTS = frozenset({HALT_EQUITY, HALT_CASH_FLOWS})
+REDETECTED_HALTS = frozenset({HALT_EQUITY, HALT_CASH_FLOWS, HALT_ACCOUNT_BLOCKED})
 
 
 class RiskCheckError(Exception):
@@ -160,7 +161,7 @@ class RiskAgent:
                 halts.append(f"{HALT_MAX_DRAWDOWN}: drawdown {drawdown:.2%} from peak {peak:,.2f} reached the "
                              f"{self.params.max_drawdown_pct:.2%} kill switch")
         if acct.trading_blocked:
-            halts.append("account_blocked: the broker reports trading blocked")
+            halts.append(f"{HALT_ACCOUNT_BLOCKED}: the broker reports trading blocked")
         for halt in halts:
             log.warning("risk_halt", reason=halt)
         return halts

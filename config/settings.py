@@ -130,6 +130,8 @@ class AppConfig(BaseSettings):
     daily_loss_limit_pct: float = Field(default=0.03, gt=0.0, lt=1.0)
     max_drawdown_pct: float = Field(default=0.15, gt=0.0, lt=1.0)
     stop_loss_cooldown_sessions: int = Field(default=3, ge=0, le=100)
+    # Beyond this many seconds between the host's clock and the broker's, decisions use the broker's time.
+    max_clock_skew_seconds: float = Field(default=10.0, ge=1.0, le=300.0)
     max_price_disagreement_pct: float = Field(default=0.05, gt=0.0, le=0.5)
 
     # --- Scanner -------------------------------------------------------------------------

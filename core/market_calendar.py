@@ -39,9 +39,14 @@ class MarketCalendar:
         import exchange_calendars as xcals
 
         cal = xcals.get_calendar("XNYS", start=start, end=end)
-        self._sessions: list[date] = [ts.date() for ts in cal.sessions]
-        self._opens: list[datetime] = [ts.to_pydatetime() for ts in cal.opens]
-        self._closes: list[datetime] = [ts.to_pydatetime() for ts in cal.closes]
+        self._load([ts.date() for ts in cal.sessions], [ts.to_pydatetime() for ts in cal.opens],
+                   [ts.to_pydatetime() for ts in cal.closes])
+
+    def _load(self, sessions: list[date], opens: list[datetime], closes: list[datetime]) -> None:
+        """Install a session table (sorted sessions with their opens and closes, UTC)."""
+        self._sessions: list[date] = sessions
+        self._opens: list[datetime] = opens
+        self._closes: list[datetime] = closes
         self._index = {session: i for i, session in enumerate(self._sessions)}
         self.first_session = self._sessions[0]
         self.last_session = self._sessions[-1]

@@ -213,6 +213,19 @@ class ClockView:
     is_open: bool
     next_open: datetime
     next_close: datetime
+    # The host's clock just before the answering request left and just after its answer arrived:
+    # the skew between the broker and the host is measured against their midpoint.
+    sent_at: datetime | None = None
+    received_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MarketDay:
+    """One day of the broker's market calendar: a session and its open and close (UTC)."""
+
+    session: date
+    open: datetime
+    close: datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,11 +36,14 @@ from agents.risk_agent import REDETECTED_HALTS, RiskAgent, RiskContext, RiskPara
 from agents.signal_agent import Holding, SignalAgent, StrategyParams
 from config.settings import AppConfig
 from config.universe import BASELINE_SYMBOLS
+from core.broker_calendar import BrokerCalendar
+from core.broker_time import BrokerTimeClock
 from core.candidates import load_candidates
 from core.cash_flow_tracker import CashFlowTracker
 from core.clock import Clock
 from core.errors import BrokerError, CandidatesError, ReconciliationError, TradingDaemonError
 from core.events import EventSink, IterationFailed, NullEventSink
+from core.exit_commitments import ExitCommitments
 from core.instance_guard import InstanceGuard
 from core.loop_backoff import loop_backoff_seconds
 from core.loop_observers import (
@@ -89,12 +92,14 @@ class Orchestrator:
         self.config = config
         self.gateway = gateway
         self.store = store
-        self.clock = clock
-        self.calendar = calendar or get_market_calendar()
+        # The host's clock, measured against the broker's on every clock request (core/broker_time.py),
+        # and a calendar the broker corrects and whose clock decides the session (core/broker_calendar.py).
+        clock = self.clock = BrokerTimeClock(clock, config.max_clock_skew_seconds)
+        self.calendar = BrokerCalendar(calendar or get_market_calendar(), self.clock.to_broker)
         self.dry_run = dry_run
         self.notifier = notifier
         self.scheduled = scheduled or []
-        self.market_clock = MarketClock(gateway, self.calendar)
+        self.market_clock = MarketClock(gateway, self.calendar, broker_time=self.clock)
         self.data_agent = DataAgent(config, market=gateway, clock=clock, calendar=self.calendar)
         self.signal_agent = SignalAgent(StrategyParams.from_config(config), self.calendar)
         self.validator = SignalValidator(self.calendar, config.max_price_drift_pct)
@@ -113,6 +118,8 @@ class Orchestrator:
         self.reconciler.events = self.events
         self._market_state = MarketStateAnnouncer(self.events)
         self._halt_watch = HaltWatcher(self.events)
+        self.exits = ExitCommitments(store, clock, self.execution.client_order_id_for, enabled=not dry_run)
+        self.execution.attempt_of = self.exits.attempt_of
         self.stopping = False
         self.iterations_run = 0
         self.last_result: IterationResult | None = None
@@ -223,6 +230,7 @@ class Orchestrator:
         signal_session = data.as_of or self.calendar.last_completed_session(started)
         handled = self.store.handled_signals(signal_session)
         accepted, rejected = self.validator.validate(signals, started, data.current_prices, handled)
+        accepted = self.exits.pursue(accepted, positions)
         result.rejected += len(rejected)
         fingerprint = (tuple(sorted((s, round(p.qty, 9)) for s, p in positions.items())),
                        len(self.store.open_orders()))
@@ -289,11 +297,15 @@ class Orchestrator:
             return
         if self.stopping:
             return
-        approved = self._price_checked(list(decision.approved), account, positions, book, open_orders,
-                                       current_prices, trading_session, result)
+        # A pursued exit's reason was confirmed by the broker's price when it was committed: not re-judged.
+        pursued, fresh = self.exits.split_pursued(decision.approved)
+        approved = pursued + self._price_checked(fresh, account, positions, book, open_orders,
+                                                 current_prices, trading_session, result)
         if not approved:
             return
+        self.exits.commit(approved)
         report = self.execution.execute(approved, trading_session)
+        self.exits.after_execution(approved, report)
         for target in approved:
             if target.side is Side.SELL and target.signal.reason is SignalReason.EXIT_STOP_LOSS:
                 self.store.record_exit(target.symbol, target.signal.session, target.signal.reason.value)

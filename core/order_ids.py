@@ -9,6 +9,9 @@
   apart (core/instance_guard.py).
 - The rest is the decision key, unchanged: a retry, a second iteration or a restart can only name the
   same order again, and the digest is the one the previous format had.
+- Attempt n > 1 of a decision (an exit re-sent after the broker refused it for a transient reason,
+  core/exit_commitments.py) hashes `prefix|session|symbol|side|attempt n`: the same readable part, a
+  different digest, because Alpaca never accepts one client_order_id twice.
 
 The previous format, `{prefix}-{YYYYMMDD}-{symbol}-{side}-{digest}`, has no instance. A database
 that sent such orders still finds them by client_order_id in its own journal; they are never taken
@@ -55,8 +58,13 @@ def is_instance_id(value: str) -> bool:
     return re.fullmatch(INSTANCE_PATTERN, value) is not None
 
 
-def format_client_order_id(prefix: str, session: date, symbol: str, side: Side, instance: str | None = None) -> str:
+def format_client_order_id(prefix: str, session: date, symbol: str, side: Side, instance: str | None = None,
+                           attempt: int = 1) -> str:
     key = f"{prefix}|{session.isoformat()}|{symbol}|{side.value}"
+    if attempt > 1:
+        # A later attempt of the same decision (an exit re-sent after a transient refusal, see
+        # core/exit_commitments.py): only the hash differs, so the readable part still names the decision.
+        key += f"|attempt {attempt}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     middle = f"{instance}-" if instance is not None else ""
     return f"{prefix}-{middle}{session:%Y%m%d}-{symbol}-{side.value}-{digest}"

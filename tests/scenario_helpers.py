@@ -17,7 +17,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,28 @@ class ScenarioClock(SimClock):
         return now
 
 
+class SkewedClock:
+    """A host clock that is `offset` off the market's: now() = market clock + offset, while sleep()
+    advances the market's clock (so the simulated server keeps the true time and its alarms fire).
+    `offset` may be changed at any time, as an NTP step would change a host's clock."""
+
+    def __init__(self, market_clock: ScenarioClock, offset: timedelta) -> None:
+        self.market_clock = market_clock
+        self.offset = offset
+
+    def now(self) -> datetime:
+        return self.market_clock.now() + self.offset
+
+    def sleep(self, seconds: float) -> bool:
+        return self.market_clock.sleep(seconds)
+
+    def interrupt(self) -> None:
+        self.market_clock.interrupt()
+
+    def monotonic(self) -> float:
+        return self.market_clock.monotonic()
+
+
 @dataclass
 class Daemon:
     """One daemon process: its gateway (own limiter and stats), store and orchestrator."""
@@ -96,10 +118,12 @@ class Scenario:
     initial_cash: float = 10_000.0
     config_overrides: dict[str, Any] = field(default_factory=dict)
     calendar: MarketCalendar = field(default_factory=get_market_calendar)
+    closures: list[date] = field(default_factory=list)   # unscheduled closures of the simulated market
 
     def __post_init__(self) -> None:
         self.clock = ScenarioClock(self.start)
-        self.sim: SimMarket = start_sim_market(clock=self.clock, seed=42, initial_cash=self.initial_cash)
+        self.sim: SimMarket = start_sim_market(clock=self.clock, seed=42, initial_cash=self.initial_cash,
+                                               closures=self.closures)
         self.config: AppConfig = make_config(self.tmp_path, **{**FAST_CONFIG, **self.config_overrides})
         self._daemons: list[Daemon] = []
         set_instance_id(Path(self.config.state_dir), self.clock, SCENARIO_INSTANCE)
@@ -107,14 +131,22 @@ class Scenario:
     # ------------------------------------------------------------------ daemon processes
     def boot(self, *, startup: bool = True, wrap_gateway: Callable[[Any], Any] | None = None,
              notifier: Any = None, scheduled: list[Any] | None = None,
-             config: AppConfig | None = None) -> Daemon:
-        """Start a daemon process on the scenario's state directory (reconcile first unless told not to)."""
+             config: AppConfig | None = None, host_clock: Any = None) -> Daemon:
+        """Start a daemon process on the scenario's state directory (reconcile first unless told not to).
+
+        `host_clock` is the daemon host's clock (e.g. a `SkewedClock`); by default the market's."""
         cfg = config or self.config
+        clock = host_clock or self.clock
         gateway = gateway_for(self.sim, cfg)
+        if host_clock is not None:
+            from core.broker.alpaca_gateway import AlpacaGateway
+
+            gateway = AlpacaGateway(cfg, host_clock, api_key=self.sim.api_key, secret_key=self.sim.secret_key,
+                                    trading_url=self.sim.url, data_url=self.sim.url)
         if wrap_gateway is not None:
             gateway = wrap_gateway(gateway)
-        store = StateStore(cfg.state_dir, self.clock)
-        orchestrator = Orchestrator(cfg, gateway, store, self.clock, calendar=self.calendar, notifier=notifier,
+        store = StateStore(cfg.state_dir, clock)
+        orchestrator = Orchestrator(cfg, gateway, store, clock, calendar=self.calendar, notifier=notifier,
                                     scheduled=scheduled)
         daemon = Daemon(gateway, store, orchestrator)
         self._daemons.append(daemon)

@@ -37,7 +37,12 @@ from alpaca.data.requests import (
 from alpaca.data.timeframe import TimeFrame
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
-from alpaca.trading.requests import GetOrdersRequest, LimitOrderRequest, MarketOrderRequest
+from alpaca.trading.requests import (
+    GetCalendarRequest,
+    GetOrdersRequest,
+    LimitOrderRequest,
+    MarketOrderRequest,
+)
 
 from config.settings import AppConfig
 from config.universe import is_valid_ticker
@@ -60,6 +65,7 @@ from core.errors import (
     RateLimitedError,
 )
 from core.logging_setup import redact, register_secrets
+from core.market_calendar import NEW_YORK
 from core.models import (
     AccountView,
     AssetInfo,
@@ -67,6 +73,7 @@ from core.models import (
     CashFlow,
     ClockView,
     LatestPrice,
+    MarketDay,
     OrderSpec,
     OrderStatus,
     PositionView,
@@ -268,11 +275,37 @@ class AlpacaGateway:
 
     def get_clock(self) -> ClockView:
         ep = "GET /v2/clock"
-        clk: Any = self._call(ep, self._trading.get_clock, idempotent=True)
+        timing: dict[str, datetime] = {}
+
+        def timed() -> Any:
+            # Around the attempt that answers (not the retries' back-off): the skew's error bar.
+            timing["sent"] = self.clock.now()
+            answer = self._trading.get_clock()
+            timing["received"] = self.clock.now()
+            return answer
+
+        clk: Any = self._call(ep, timed, idempotent=True)
         return ClockView(
             timestamp=clk.timestamp.astimezone(UTC), is_open=bool(clk.is_open),
             next_open=clk.next_open.astimezone(UTC), next_close=clk.next_close.astimezone(UTC),
+            sent_at=timing.get("sent"), received_at=timing.get("received"),
         )
+
+    def get_calendar(self, start: date, end: date) -> list[MarketDay]:
+        """The broker's market days from `start` to `end` (its own calendar: unscheduled closures included)."""
+        ep = "GET /v2/calendar"
+        raw: Any = self._call(ep, lambda: self._trading.get_calendar(GetCalendarRequest(start=start, end=end)),
+                              idempotent=True)
+        days: list[MarketDay] = []
+        for day in raw:
+            # The SDK parses "date open" and "date close" as naive New York wall-clock times.
+            opens = day.open.replace(tzinfo=NEW_YORK).astimezone(UTC)
+            closes = day.close.replace(tzinfo=NEW_YORK).astimezone(UTC)
+            if not opens < closes:
+                raise BadBrokerResponseError(f"{ep}: {day.date} opens at {day.open:%H:%M}, not before its close "
+                                             f"{day.close:%H:%M}", endpoint=ep)
+            days.append(MarketDay(session=day.date, open=opens, close=closes))
+        return days
 
     def get_positions(self) -> dict[str, PositionView]:
         ep = "GET /v2/positions"

@@ -207,6 +207,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE risk_halts ADD COLUMN cleared_by TEXT;
         ALTER TABLE risk_halts ADD COLUMN clear_reason TEXT;
     """),
+    Migration(6, "pending exits: an exit risk approved stays committed until filled, gone or refused for good", """
+        CREATE TABLE pending_exits (
+            id               INTEGER PRIMARY KEY,
+            symbol           TEXT NOT NULL,
+            decision_session TEXT NOT NULL,
+            reason           TEXT NOT NULL,
+            signal_price     REAL NOT NULL,
+            zscore           REAL,
+            state            TEXT NOT NULL CHECK (state IN ('active', 'done', 'given_up')),
+            attempts         INTEGER NOT NULL DEFAULT 0,
+            last_refusal     TEXT NOT NULL DEFAULT '',
+            outcome          TEXT NOT NULL DEFAULT '',
+            created_at       TEXT NOT NULL,
+            updated_at       TEXT NOT NULL
+        );
+        -- at most one exit in pursuit per symbol, enforced by the database rather than by callers
+        CREATE UNIQUE INDEX pending_exits_one_active ON pending_exits (symbol) WHERE state = 'active';
+    """),
     Migration(7, "operations: equity history for the status page's curve; dry-run iterations marked", """
         -- Equity as the broker reported it whenever the daemon read the account anyway (a decision,
         -- the daily summary after the close): never an estimate. source: 'decision' or 'close'.

@@ -87,10 +87,11 @@ DEFAULT_BUSY_TIMEOUT_S = 5.0
 
 ORIGINS = frozenset({"daemon", "adopted", "flagged"})
 INTENT_STATES = IntentState.OPEN_STATES | IntentState.FINAL_STATES
-# A daily-loss halt is about one session's P&L, and account_blocked is re-detected from the broker
-# on every evaluation: both lapse with the session. Anything else (max_drawdown, the kill switch)
-# stays until cleared on purpose.
-SESSION_SCOPED_HALTS = frozenset({"daily_loss", "account_blocked"})
+# A daily-loss halt is about one session's P&L: it lapses with the session. Halts re-detected from the
+# account at every decision (account_blocked, equity_not_positive, cash_flows_unknown) are cleared by the
+# daemon when their condition is gone. Anything else (max_drawdown, the kill switch) stays until cleared
+# on purpose.
+SESSION_SCOPED_HALTS = frozenset({"daily_loss"})
 STOP_LOSS_REASON = "exit_stop_loss"
 DAEMON_EXIT_REASON = "sold by the daemon"
 EXTERNAL_CLOSE_REASON = "closed outside the daemon"
@@ -657,7 +658,7 @@ class StateStore:
         return {str(row["kind"]) for row in self._query("SELECT DISTINCT kind FROM risk_halts")}
 
     def clear_expired_halts(self, current_session: date) -> list[Halt]:
-        """Clear session-scoped halts (daily_loss, account_blocked) started in an earlier session."""
+        """Clear session-scoped halts (daily_loss) started in an earlier session."""
         kinds = sorted(SESSION_SCOPED_HALTS)
         marks = ", ".join("?" for _ in kinds)
         where = f"cleared_at IS NULL AND kind IN ({marks}) AND session < ?"
