@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from itertools import chain
 from operator import itemgetter
 from typing import Any
@@ -30,6 +30,7 @@ import structlog
 
 from config.settings import AppConfig
 from config.universe import is_valid_ticker
+from core.bar_panel import OHLCV_FIELDS, BarPanel
 from core.bar_validation import REQUIRED_KEYS, validate_freshness, validate_ohlc, validate_order
 from core.clock import Clock
 from core.errors import BrokerError, DataError
@@ -101,6 +102,19 @@ class BarData(Mapping[str, pd.DataFrame]):
             bars = self.bars[symbol]
             matrix[np.searchsorted(all_ts, bars.ts), col] = bars.values[:, 3]
         return all_ts, symbols, matrix
+
+    def panel(self) -> BarPanel:
+        """Open, high, low, close and volume aligned on the union of sessions, without building frames."""
+        symbols = list(self.bars)
+        if not symbols:
+            return BarPanel.empty()
+        all_ts = np.unique(np.concatenate([self.bars[s].ts for s in symbols]))
+        block = np.full((all_ts.size, len(symbols), len(OHLCV_FIELDS)), np.nan)
+        for col, symbol in enumerate(symbols):
+            bars = self.bars[symbol]
+            block[np.searchsorted(all_ts, bars.ts), col] = bars.values[:, :len(OHLCV_FIELDS)]
+        sessions = [session_of_bar(datetime.fromtimestamp(int(t) / 1e9, tz=UTC)) for t in all_ts]
+        return BarPanel(sessions, symbols, *(np.ascontiguousarray(block[:, :, k]) for k in range(len(OHLCV_FIELDS))))
 
 
 class DataAgent:

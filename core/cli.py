@@ -19,6 +19,7 @@ from typing import Any
 from config.settings import AppConfig, ConfigError, describe_config, get_config
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_REFUSED = 0, 1, 2, 3
+STRATEGY_COMMANDS = frozenset({"run", "scan", "backtest", "strategies"})
 
 
 def _print_settings(config: AppConfig, out: Any = None) -> None:
@@ -47,9 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--accept-broker-state", action="store_true",
                      help="at start-up, take the broker's position quantities where they differ from the book")
 
-    sub.add_parser("scan", help="rank the universe and write candidates.json (daily at 16:05 New York)")
+    _add_strategy_arguments(run)
+
+    scan = sub.add_parser("scan", help="rank the universe and write candidates.json (daily at 16:05 New York)")
+    _add_strategy_arguments(scan)
     sub.add_parser("status", help="positions, exposure, orders, halts and API usage from the state database")
     sub.add_parser("demo", help="print the tiered sizing demo")
+    sub.add_parser("strategies", help="list the built-in strategies with their parameters and defaults")
 
     backtest = sub.add_parser("backtest", help="run the agents over historical daily bars")
     try:
@@ -58,7 +63,34 @@ def build_parser() -> argparse.ArgumentParser:
         add_backtest_arguments(backtest)
     except ImportError:  # the backtest package is optional at import time
         pass
+    _add_strategy_arguments(backtest)
     return parser
+
+
+def _add_strategy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--strategy", default=None, metavar="REF",
+                        help="the strategy: a built-in name (zscore, rsi2), package.module:Class or "
+                             "path/to/file.py:Class (default: STRATEGY, zscore)")
+    parser.add_argument("--strategy-param", action="append", default=None, metavar="KEY=VALUE",
+                        help="a strategy parameter, over STRATEGY_PARAMS (repeatable)")
+
+
+def _with_strategy_options(args: argparse.Namespace, config: AppConfig) -> AppConfig:
+    """The configuration with --strategy / --strategy-param applied (validated like the environment)."""
+    reference = getattr(args, "strategy", None)
+    assignments = getattr(args, "strategy_param", None) or []
+    if reference is None and not assignments:
+        return config
+    params = dict(config.strategy_params)
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ConfigError(f"--strategy-param {assignment!r}: expected KEY=VALUE, e.g. entry_z=2.5")
+        params[key.strip()] = value.strip()
+    overrides: dict[str, Any] = {"strategy_params": params}
+    if reference is not None:
+        overrides["strategy"] = reference
+    return get_config(env_file=args.env_file, **overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,16 +98,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = get_config(env_file=args.env_file)
+        config = _with_strategy_options(args, config)
+        if args.command in STRATEGY_COMMANDS:
+            from agents.strategies.loader import strategy_from_config
+
+            strategy_from_config(config)  # a bad strategy stops here, before any output
     except ConfigError as exc:
         print(f"trading-daemon: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     handlers: dict[str, Callable[[argparse.Namespace, AppConfig], int]] = {
         "run": _cmd_run, "scan": _cmd_scan, "status": _cmd_status, "demo": _cmd_demo, "backtest": _cmd_backtest,
+        "strategies": _cmd_strategies,
     }
     try:
         return handlers[args.command](args, config)
     except KeyboardInterrupt:
         return EXIT_OK
+    except ConfigError as exc:  # a strategy that breaks its contract at run time is a configuration error
+        print(f"trading-daemon: {_redact(str(exc), config)}", file=sys.stderr)
+        return EXIT_CONFIG
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a message, not a traceback
         from core.errors import ReconciliationError, StateError, TradingDaemonError
 
@@ -201,6 +242,24 @@ def _cmd_demo(args: argparse.Namespace, config: AppConfig) -> int:
     from core.tiered_position_sizer import _demo
 
     _demo()
+    return EXIT_OK
+
+
+def _cmd_strategies(args: argparse.Namespace, config: AppConfig) -> int:
+    import inspect
+
+    from agents.strategies.loader import BUILTIN_STRATEGIES, describe_builtin, strategy_from_config
+
+    print("Built-in strategies (select one with STRATEGY=NAME or --strategy NAME; parameters with "
+          "STRATEGY_PARAMS='{\"key\": value}' or --strategy-param key=value; your own: docs/strategies.md)")
+    for name, cls in BUILTIN_STRATEGIES.items():
+        print(f"\n{name}: {(inspect.getdoc(cls) or '').splitlines()[0]}")
+        rows = describe_builtin(cls)
+        width = max(len(key) for key, _, _ in rows)
+        for key, default, description in rows:
+            print(f"  {key:<{width}}  {default:<8} {description}")
+    print("\nEvery strategy also exits on STOP_LOSS_PCT and MAX_HOLDING_SESSIONS unless it declares its own exits.")
+    print(f"Selected: {strategy_from_config(config).describe()}")
     return EXIT_OK
 
 
