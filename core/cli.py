@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_strategy_arguments(scan)
     sub.add_parser("status", help="positions, exposure, orders, halts and API usage from the state database")
     sub.add_parser("demo", help="print the tiered sizing demo")
-    sub.add_parser("strategies", help="list the built-in strategies with their parameters and defaults")
+    strategies = sub.add_parser("strategies", help="list the built-in strategies with their parameters and defaults")
+    _add_strategy_arguments(strategies)
 
     backtest = sub.add_parser("backtest", help="run the agents over historical daily bars")
     try:

@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 
 from agents.signal_agent import Holding, RiskExitParams, SignalAgent
-from agents.strategies import BarPanel, HeldPosition, Indicators, Parameters, RiskExit, Strategy, StrategyError
+from agents.strategies import (
+    BarPanel,
+    HeldPosition,
+    Indicators,
+    Parameters,
+    RiskExit,
+    Strategy,
+    StrategyError,
+)
 from agents.strategies.loader import BUILTIN_STRATEGIES, load_strategy, strategy_class
 from agents.strategies.rsi2 import Rsi2Strategy
 from core.indicators import rolling_mean, rolling_sum, wilder_rsi
