@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import structlog
 
 from agents.strategies.base import HeldPosition, Indicators, RiskExit, Strategy
 from agents.strategies.errors import StrategyError
@@ -32,6 +33,8 @@ from agents.strategies.loader import strategy_from_config
 from core.bar_panel import BarPanel
 from core.market_calendar import MarketCalendar, bar_timestamp
 from core.models import Side, Signal, SignalReason
+
+log = structlog.get_logger("signal_agent")
 
 MIN_BARS_FETCHED = 40
 
@@ -72,7 +75,10 @@ class SignalAgent:
     @classmethod
     def from_config(cls, config: Any, calendar: MarketCalendar) -> SignalAgent:
         """The strategy selected by STRATEGY / STRATEGY_PARAMS, with the configured risk exits."""
-        return cls(strategy_from_config(config), calendar, RiskExitParams.from_config(config))
+        strategy = strategy_from_config(config)
+        log.info("strategy_selected", strategy=strategy.describe(), reference=config.strategy,
+                 own_exits=sorted(strategy.own_exits))
+        return cls(strategy, calendar, RiskExitParams.from_config(config))
 
     @property
     def bars_to_fetch(self) -> int:
