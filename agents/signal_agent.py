@@ -95,6 +95,9 @@ class SignalAgent:
             nothing = np.zeros(shape, dtype=bool)
             return PreparedPanel(bars, Indicators(nothing, nothing, np.full(shape, np.nan)), nothing)
         indicators = self.strategy.compute(bars)
+        if not isinstance(indicators, Indicators):
+            raise StrategyError(f"strategy {self.strategy.name!r}: compute() returned a {type(indicators).__name__}: "
+                                "expected Indicators(entry=..., exit=..., score=...)")
         for name in ("entry", "exit", "score"):
             value = getattr(indicators, name)
             if not isinstance(value, np.ndarray) or value.shape != shape:
