@@ -63,7 +63,7 @@ class SymbolBars:
 class BarData(Mapping[str, pd.DataFrame]):
     """`{symbol: DataFrame}` plus what the fetch learned about the symbols it could not use.
 
-    Frames are built on first access; `closes()` gives the aligned close matrix without them.
+    Frames are built on first access; `panel()` gives the aligned OHLCV panel without them.
     """
 
     def __init__(self) -> None:
@@ -90,18 +90,6 @@ class BarData(Mapping[str, pd.DataFrame]):
 
     def __contains__(self, symbol: object) -> bool:
         return symbol in self.bars
-
-    def closes(self) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """(bar timestamps ns, symbols, closes[sessions x symbols]) aligned on the union of timestamps."""
-        symbols = list(self.bars)
-        if not symbols:
-            return np.empty(0, dtype=np.int64), [], np.empty((0, 0))
-        all_ts = np.unique(np.concatenate([self.bars[s].ts for s in symbols]))
-        matrix = np.full((all_ts.size, len(symbols)), np.nan)
-        for col, symbol in enumerate(symbols):
-            bars = self.bars[symbol]
-            matrix[np.searchsorted(all_ts, bars.ts), col] = bars.values[:, 3]
-        return all_ts, symbols, matrix
 
     def panel(self) -> BarPanel:
         """Open, high, low, close and volume aligned on the union of sessions, without building frames."""

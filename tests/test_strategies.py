@@ -277,3 +277,19 @@ def test_a_strategy_file_is_loaded_once_per_process(tmp_path: Path) -> None:
     assert isinstance(load_strategy(f"{path}:Mine", {"lookback": 5}).params, Parameters)
     with pytest.raises(StrategyError, match="is not a file"):
         strategy_class(f"{tmp_path / 'missing.py'}:Mine")
+
+
+def test_the_live_panel_aligns_every_price_column_on_the_union_of_sessions() -> None:
+    from agents.data_agent import BarData, SymbolBars
+    from core.market_calendar import bar_timestamp
+
+    days = SESSIONS[:3]
+    ns = np.array([int(bar_timestamp(d).timestamp() * 1e9) for d in days], dtype=np.int64)
+    data = BarData()
+    #                              open high  low  close volume trades vwap
+    data.bars["A"] = SymbolBars(ns, np.array([[1, 2, 0.5, 1.5, 10, 1, 1]] * 3, dtype=float))
+    data.bars["B"] = SymbolBars(ns[[0, 2]], np.array([[5, 6, 4, 5.5, 20, 1, 5], [7, 8, 6, 7.5, 30, 1, 7]], dtype=float))
+    panel = data.panel()
+    assert panel.sessions == days and panel.symbols == ["A", "B"]
+    assert panel.close[:, 0].tolist() == [1.5] * 3 and panel.high[:, 0].tolist() == [2.0] * 3
+    assert panel.open[0, 1] == 5 and math.isnan(panel.open[1, 1]) and panel.volume[2, 1] == 30
