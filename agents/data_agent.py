@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from itertools import chain
 from operator import itemgetter
 from typing import Any
@@ -37,6 +37,7 @@ import structlog
 
 from config.settings import AppConfig
 from config.universe import is_valid_ticker
+from core.bar_panel import OHLCV_FIELDS, BarPanel
 from core.bar_validation import REQUIRED_KEYS, validate_freshness, validate_ohlc, validate_order
 from core.clock import Clock
 from core.errors import BrokerError, DataError
@@ -73,7 +74,7 @@ class SymbolBars:
 class BarData(Mapping[str, pd.DataFrame]):
     """`{symbol: DataFrame}` plus what the fetch learned about the symbols it could not use.
 
-    Frames are built on first access; `closes()` gives the aligned close matrix without them.
+    Frames are built on first access; `panel()` gives the aligned OHLCV panel without them.
     """
 
     def __init__(self) -> None:
@@ -102,17 +103,18 @@ class BarData(Mapping[str, pd.DataFrame]):
     def __contains__(self, symbol: object) -> bool:
         return symbol in self.bars
 
-    def closes(self) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """(bar timestamps ns, symbols, closes[sessions x symbols]) aligned on the union of timestamps."""
+    def panel(self) -> BarPanel:
+        """Open, high, low, close and volume aligned on the union of sessions, without building frames."""
         symbols = list(self.bars)
         if not symbols:
-            return np.empty(0, dtype=np.int64), [], np.empty((0, 0))
+            return BarPanel.empty()
         all_ts = np.unique(np.concatenate([self.bars[s].ts for s in symbols]))
-        matrix = np.full((all_ts.size, len(symbols)), np.nan)
+        block = np.full((all_ts.size, len(symbols), len(OHLCV_FIELDS)), np.nan)
         for col, symbol in enumerate(symbols):
             bars = self.bars[symbol]
-            matrix[np.searchsorted(all_ts, bars.ts), col] = bars.values[:, 3]
-        return all_ts, symbols, matrix
+            block[np.searchsorted(all_ts, bars.ts), col] = bars.values[:, :len(OHLCV_FIELDS)]
+        sessions = [session_of_bar(datetime.fromtimestamp(int(t) / 1e9, tz=UTC)) for t in all_ts]
+        return BarPanel(sessions, symbols, *(np.ascontiguousarray(block[:, :, k]) for k in range(len(OHLCV_FIELDS))))
 
 
 class DataAgent:

@@ -1,15 +1,18 @@
-"""Signal step: z-score mean reversion on daily closes. Pure, no I/O.
+"""Signal step: the selected strategy's entries and exits, plus the risk exits. Pure, no I/O.
 
-Rules for session t (the last completed session), evaluated on bars up to t only:
-- entry  (buy):  not held and z[t] <= -entry_z
-- exits  (sell), first match wins:
+The strategy (agents/strategies/, docs/strategies.md) computes its indicators ONCE over a panel of
+completed daily bars (`prepare`); a decision for session t (`signals_at`) only reads row t. Rules for
+row t, evaluated on bars up to t only:
+
+- entry (buy):  not held, in focus, the strategy's entry rule holds, its score is finite
+- exits (sell) of a held symbol, first match wins:
     1. stop-loss:    close[t] <= entry_price * (1 - stop_loss_pct)
     2. max holding:  sessions held >= max_holding_sessions (counted from the entry's fill session)
-    3. mean reverted: z[t] >= exit_z
+    3. the strategy's own exit (`Strategy.exit_signal`)
+  1 and 2 belong to risk and apply to every strategy, unless the strategy lists them in `own_exits`.
 
-The live loop builds a `ClosePanel` from the DataAgent's frames and reads its last row; the
-backtest builds one panel from the whole history and reads row t. Both call `signals_at()`, so
-the decision code is the same.
+The live loop prepares the DataAgent's panel of the focus symbols and reads its last row; the backtest
+prepares the whole history once and reads row t. Both call `signals_at()`, so the decision code is the same.
 """
 
 from __future__ import annotations
@@ -17,32 +20,33 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import structlog
 
-from core.indicators import rolling_zscore
-from core.market_calendar import MarketCalendar, bar_timestamp, session_of_bar
+from agents.strategies.base import HeldPosition, Indicators, RiskExit, Strategy
+from agents.strategies.errors import StrategyError
+from agents.strategies.loader import strategy_from_config
+from core.bar_panel import BarPanel
+from core.market_calendar import MarketCalendar, bar_timestamp
 from core.models import Side, Signal, SignalReason
+
+log = structlog.get_logger("signal_agent")
+
+MIN_BARS_FETCHED = 40
 
 
 @dataclass(frozen=True, slots=True)
-class StrategyParams:
-    lookback: int = 20
-    entry_z: float = 2.0
-    exit_z: float = 0.0
+class RiskExitParams:
     stop_loss_pct: float = 0.08
     max_holding_sessions: int = 10
 
     @classmethod
-    def from_config(cls, config: Any) -> StrategyParams:
-        return cls(
-            lookback=config.zscore_lookback, entry_z=config.entry_z,
-            exit_z=config.exit_z, stop_loss_pct=config.stop_loss_pct,
-            max_holding_sessions=config.max_holding_sessions,
-        )
+    def from_config(cls, config: Any) -> RiskExitParams:
+        return cls(stop_loss_pct=config.stop_loss_pct, max_holding_sessions=config.max_holding_sessions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,79 +58,133 @@ class Holding:
 
 
 @dataclass(frozen=True)
-class ClosePanel:
-    """Closes and z-scores aligned on sessions (rows) and symbols (columns)."""
+class PreparedPanel:
+    """Bars and the strategy's indicators for every row, computed once."""
 
-    sessions: list[date]
-    symbols: list[str]
-    closes: np.ndarray
-    zscores: np.ndarray
-
-    @classmethod
-    def from_closes(cls, sessions: list[date], symbols: list[str], closes: np.ndarray, lookback: int) -> ClosePanel:
-        return cls(sessions, symbols, closes, rolling_zscore(closes, lookback))
-
-    @classmethod
-    def from_frames(cls, frames: Mapping[str, pd.DataFrame], lookback: int) -> ClosePanel:
-        closes_of = getattr(frames, "closes", None)
-        if callable(closes_of):  # the DataAgent's BarData: aligned closes without building frames
-            ts_ns, symbols, matrix = closes_of()
-            sessions = [session_of_bar(datetime.fromtimestamp(int(t) / 1e9, tz=UTC)) for t in ts_ns]
-            return cls.from_closes(sessions, symbols, matrix, lookback)
-        if not frames:
-            return cls([], [], np.empty((0, 0)), np.empty((0, 0)))
-        wide = pd.concat({symbol: frame["close"] for symbol, frame in frames.items()}, axis=1).sort_index()
-        sessions = [ts.tz_convert("America/New_York").date() for ts in wide.index]
-        return cls.from_closes(sessions, list(wide.columns), wide.to_numpy(dtype=float), lookback)
+    bars: BarPanel
+    indicators: Indicators
+    can_enter: np.ndarray            # entry rule & finite score & a usable close, per row and symbol
 
 
 class SignalAgent:
-    def __init__(self, params: StrategyParams, calendar: MarketCalendar) -> None:
-        self.params = params
+    def __init__(self, strategy: Strategy, calendar: MarketCalendar, exits: RiskExitParams | None = None) -> None:
+        self.strategy = strategy
         self.calendar = calendar
+        self.exits = exits or RiskExitParams()
 
-    def signals_at(self, panel: ClosePanel, row: int, holdings: Mapping[str, Holding],
+    @classmethod
+    def from_config(cls, config: Any, calendar: MarketCalendar) -> SignalAgent:
+        """The strategy selected by STRATEGY / STRATEGY_PARAMS, with the configured risk exits."""
+        strategy = strategy_from_config(config)
+        log.info("strategy_selected", strategy=strategy.describe(), reference=config.strategy,
+                 own_exits=sorted(strategy.own_exits))
+        return cls(strategy, calendar, RiskExitParams.from_config(config))
+
+    @property
+    def bars_to_fetch(self) -> int:
+        """Completed bars the live loop asks the DataAgent for: twice the strategy's need, at least 40."""
+        return max(2 * self.strategy.bars_needed(), MIN_BARS_FETCHED)
+
+    @property
+    def scan_threshold(self) -> float:
+        return self.strategy.scan_threshold()
+
+    def prepare(self, bars: BarPanel) -> PreparedPanel:
+        shape = bars.shape
+        if 0 in shape:
+            nothing = np.zeros(shape, dtype=bool)
+            return PreparedPanel(bars, Indicators(nothing, nothing, np.full(shape, np.nan)), nothing)
+        indicators = self.strategy.compute(bars)
+        if not isinstance(indicators, Indicators):
+            raise StrategyError(f"strategy {self.strategy.name!r}: compute() returned a {type(indicators).__name__}: "
+                                "expected Indicators(entry=..., exit=..., score=...)")
+        for name in ("entry", "exit", "score"):
+            value = getattr(indicators, name)
+            if not isinstance(value, np.ndarray) or value.shape != shape:
+                raise StrategyError(
+                    f"strategy {self.strategy.name!r}: compute() returned {name} of shape "
+                    f"{getattr(value, 'shape', type(value).__name__)}: expected {shape} (sessions x symbols)")
+            if name != "score" and value.dtype != bool:
+                raise StrategyError(f"strategy {self.strategy.name!r}: compute() returned {name} of dtype "
+                                    f"{value.dtype}: expected bool")
+        with np.errstate(invalid="ignore"):
+            usable = np.isfinite(bars.close) & (bars.close > 0)
+            can_enter = indicators.entry & np.isfinite(indicators.score) & usable
+        return PreparedPanel(bars, indicators, can_enter)
+
+    def signals_at(self, prepared: PreparedPanel, row: int, holdings: Mapping[str, Holding],
                    symbols: list[str] | None = None) -> list[Signal]:
-        """Signals for session `panel.sessions[row]` from rows <= row only."""
-        if not panel.sessions:
+        """Signals for session `bars.sessions[row]` from rows <= row only, in column order.
+
+        Held symbols are always judged for an exit; entries only for `symbols` (all when None).
+        """
+        bars = prepared.bars
+        if not bars.sessions:
             return []
-        row = row if row >= 0 else len(panel.sessions) + row
-        session = panel.sessions[row]
+        row = row if row >= 0 else len(bars.sessions) + row
+        session = bars.sessions[row]
         bar_time = bar_timestamp(session)
-        closes = panel.closes[row]
-        zs = panel.zscores[row]
-        wanted = set(symbols) if symbols is not None else None
-        out: list[Signal] = []
-        p = self.params
-        for col, symbol in enumerate(panel.symbols):
-            held = holdings.get(symbol)
-            if wanted is not None and symbol not in wanted and held is None:
+        closes = bars.close[row]
+        scores = prepared.indicators.score[row]
+        column = bars.column
+        found: list[tuple[int, Signal]] = []
+        for symbol, held in holdings.items():
+            col = column.get(symbol)
+            if col is None:
                 continue
             close = float(closes[col])
             if not math.isfinite(close) or close <= 0:
                 continue
-            z = float(zs[col])
-            if held is not None:
-                reason = self._exit_reason(close, z, held, session)
-                if reason is not None:
-                    out.append(Signal(symbol, Side.SELL, close, bar_time, session, z, reason))
-            elif math.isfinite(z) and z <= -p.entry_z:
-                out.append(Signal(symbol, Side.BUY, close, bar_time, session, z, SignalReason.ENTRY_OVERSOLD))
-        return out
+            reason = self._exit_reason(prepared, row, col, symbol, close, held, session)
+            if reason is not None:
+                found.append((col, Signal(symbol, Side.SELL, close, bar_time, session, float(scores[col]), reason)))
+        can_enter = prepared.can_enter[row]
+        if symbols is None:
+            entries = np.flatnonzero(can_enter).tolist()
+        else:
+            entries = sorted({col for s in symbols if (col := column.get(s)) is not None and can_enter[col]})
+        reason_in = self.strategy.entry_reason
+        for col in entries:
+            symbol = bars.symbols[col]
+            if symbol not in holdings:
+                found.append((col, Signal(symbol, Side.BUY, float(closes[col]), bar_time, session,
+                                          float(scores[col]), reason_in)))
+        found.sort(key=lambda pair: pair[0])
+        return [signal for _, signal in found]
 
-    def generate(self, frames: Mapping[str, pd.DataFrame], holdings: Mapping[str, Holding],
-                 symbols: list[str] | None = None) -> tuple[list[Signal], ClosePanel]:
-        """Live entry point: signals for the latest completed session in `frames`."""
-        panel = ClosePanel.from_frames(frames, self.params.lookback)
-        return self.signals_at(panel, -1, holdings, symbols), panel
+    def generate(self, bars: BarPanel | Mapping[str, pd.DataFrame], holdings: Mapping[str, Holding],
+                 symbols: list[str] | None = None) -> tuple[list[Signal], PreparedPanel]:
+        """Live entry point: signals for the latest completed session in `bars`."""
+        panel = bars if isinstance(bars, BarPanel) else BarPanel.from_frames(bars)
+        prepared = self.prepare(panel)
+        return self.signals_at(prepared, -1, holdings, symbols), prepared
 
-    def _exit_reason(self, close: float, z: float, held: Holding, session: date) -> SignalReason | None:
-        p = self.params
-        if held.entry_price > 0 and close <= held.entry_price * (1.0 - p.stop_loss_pct):
+    def scores_at(self, prepared: PreparedPanel, row: int) -> dict[str, float]:
+        """Every symbol's score at `row` (NaN = none), for the scanner's candidates.json."""
+        if not prepared.bars.sessions:
+            return {}
+        return dict(zip(prepared.bars.symbols, prepared.indicators.score[row].tolist(), strict=True))
+
+    def candidates_at(self, prepared: PreparedPanel, row: int) -> dict[str, float]:
+        """Only the symbols the scanner can select (score below the threshold), found in one comparison."""
+        score = prepared.indicators.score[row]
+        with np.errstate(invalid="ignore"):
+            below = np.flatnonzero(score < self.scan_threshold)
+        return {prepared.bars.symbols[j]: float(score[j]) for j in below}
+
+    def _exit_reason(self, prepared: PreparedPanel, row: int, col: int, symbol: str, close: float,
+                     held: Holding, session: date) -> SignalReason | None:
+        exits, own = self.exits, self.strategy.own_exits
+        if (RiskExit.STOP_LOSS not in own and held.entry_price > 0
+                and close <= held.entry_price * (1.0 - exits.stop_loss_pct)):
             return SignalReason.EXIT_STOP_LOSS
-        if (held.entry_session is not None and session >= held.entry_session
-                and self.calendar.session_distance(held.entry_session, session) >= p.max_holding_sessions):
+        held_for = (self.calendar.session_distance(held.entry_session, session)
+                    if held.entry_session is not None and session >= held.entry_session else None)
+        if RiskExit.MAX_HOLDING not in own and held_for is not None and held_for >= exits.max_holding_sessions:
             return SignalReason.EXIT_MAX_HOLDING
-        if math.isfinite(z) and z >= p.exit_z:
-            return SignalReason.EXIT_MEAN_REVERTED
-        return None
+        position = HeldPosition(symbol, held.entry_price, held.entry_session, held_for)
+        reason = self.strategy.exit_signal(prepared.bars, prepared.indicators, row, col, position)
+        if reason is not None and not (isinstance(reason, SignalReason) and reason.is_exit):
+            raise StrategyError(f"strategy {self.strategy.name!r}: exit_signal() returned {reason!r}: "
+                                "expected None or an exit SignalReason")
+        return reason

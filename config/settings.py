@@ -9,6 +9,7 @@ Secret values are never part of a repr, a log line or an error message.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,6 +33,8 @@ from config.universe import DEFAULT_SYMBOL_TIERS, TIER_NAMES, is_valid_ticker
 
 ALPACA_MIN_NOTIONAL = 1.0
 SECRET_FIELDS = frozenset({"alpaca_api_key", "alpaca_secret_key", "notify_urls"})
+# A built-in name, or `module.path:ClassName`, or `path/to/file.py:ClassName`.
+STRATEGY_REFERENCE = r"[A-Za-z_][A-Za-z0-9_]*|[^:\s][^:]*:[A-Za-z_][A-Za-z0-9_]*"
 
 
 class ConfigError(ValueError):
@@ -116,6 +119,10 @@ class AppConfig(BaseSettings):
     # First part of every client_order_id; daemons sharing one account need different ones.
     order_id_prefix: str = "zmr"
 
+    # --- Strategy: which one (docs/strategies.md) and its parameters ------------------------
+    strategy: str = "zscore"
+    strategy_params: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict)
+
     # --- Strategy: z-score mean reversion on daily closes -----------------------------------
     zscore_lookback: int = Field(default=20, ge=2, le=500)
     entry_z: float = Field(default=2.0, gt=0.0, le=10.0)
@@ -175,6 +182,31 @@ class AppConfig(BaseSettings):
     @classmethod
     def _log_level_any_case(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("strategy", mode="after")
+    @classmethod
+    def _check_strategy_reference(cls, value: str) -> str:
+        # Only the shape here: importing the strategy is the loader's job (agents/strategies/loader.py),
+        # so reading the configuration (e.g. for `status`) never runs a strategy file.
+        value = value.strip()
+        if not re.fullmatch(STRATEGY_REFERENCE, value):
+            raise ValueError("expected a built-in strategy name such as zscore or rsi2, "
+                             "package.module:ClassName or path/to/file.py:ClassName")
+        return value
+
+    @field_validator("strategy_params", mode="before")
+    @classmethod
+    def _parse_strategy_params(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                return {}
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ValueError('expected a JSON object such as {"entry_z": 2.5}') from None
+        if not isinstance(value, dict) or not all(isinstance(v, str | int | float) for v in value.values()):
+            raise ValueError('expected a JSON object of parameter names and plain values, e.g. {"entry_z": 2.5}')
+        return value
 
     @field_validator("alpaca_trading_url", "alpaca_data_url", mode="after")
     @classmethod

@@ -21,6 +21,7 @@ from core.ops_commands import add_status_arguments
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_REFUSED = 0, 1, 2, 3
 DEFAULT_ENV_FILE = ".env"
+STRATEGY_COMMANDS = frozenset({"run", "scan", "backtest", "strategies"})
 
 
 def _print_settings(config: AppConfig, out: Any = None) -> None:
@@ -53,11 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--accept-broker-state", action="store_true",
                      help="at start-up, take the broker's position quantities where they differ from the book")
 
-    sub.add_parser("scan", help="rank the universe and write candidates.json (daily at 16:05 New York)")
+    _add_strategy_arguments(run)
+
+    scan = sub.add_parser("scan", help="rank the universe and write candidates.json (daily at 16:05 New York)")
+    _add_strategy_arguments(scan)
     status = sub.add_parser("status", help="positions, exposure, orders, halts and API usage from the state database")
     add_status_arguments(status)
     sub.add_parser("notify-test", help="send one test notification to every NOTIFY_URLS entry and report each result")
     sub.add_parser("demo", help="print the tiered sizing demo")
+    strategies = sub.add_parser("strategies", help="list the built-in strategies with their parameters and defaults")
+    _add_strategy_arguments(strategies)
     halts = sub.add_parser("halts", help="list active and recent risk halts (who cleared them, and why)")
     halts_sub = halts.add_subparsers(dest="halts_action")
     clear = halts_sub.add_parser("clear", help="clear one active halt, with an audit record")
@@ -71,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_backtest_arguments(backtest)
     except ImportError:  # the backtest package is optional at import time
         pass
+    _add_strategy_arguments(backtest)
     _add_research_commands(sub)
     return parser
 
@@ -82,6 +89,32 @@ def _add_research_commands(sub: Any) -> None:
 
     add_download_arguments(sub.add_parser("download", help="fetch adjusted daily bars into backtest Parquet files"))
     add_sweep_arguments(sub.add_parser("sweep", help="parameter sweep with walk-forward windows on Dask"))
+
+
+def _add_strategy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--strategy", default=None, metavar="REF",
+                        help="the strategy: a built-in name (zscore, rsi2), package.module:Class or "
+                             "path/to/file.py:Class (default: STRATEGY, zscore)")
+    parser.add_argument("--strategy-param", action="append", default=None, metavar="KEY=VALUE",
+                        help="a strategy parameter, over STRATEGY_PARAMS (repeatable)")
+
+
+def _with_strategy_options(args: argparse.Namespace, config: AppConfig, env_file: str) -> AppConfig:
+    """The configuration with --strategy / --strategy-param applied (validated like the environment)."""
+    reference = getattr(args, "strategy", None)
+    assignments = getattr(args, "strategy_param", None) or []
+    if reference is None and not assignments:
+        return config
+    params = dict(config.strategy_params)
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ConfigError(f"--strategy-param {assignment!r}: expected KEY=VALUE, e.g. entry_z=2.5")
+        params[key.strip()] = value.strip()
+    overrides: dict[str, Any] = {"strategy_params": params}
+    if reference is not None:
+        overrides["strategy"] = reference
+    return get_config(env_file=env_file, **overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +132,13 @@ def main(argv: list[str] | None = None) -> int:
               "out to read .env from the working directory if there is one", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        config = get_config(env_file=args.env_file if args.env_file is not None else DEFAULT_ENV_FILE)
+        env_file = args.env_file if args.env_file is not None else DEFAULT_ENV_FILE
+        config = get_config(env_file=env_file)
+        config = _with_strategy_options(args, config, env_file)
+        if args.command in STRATEGY_COMMANDS:
+            from agents.strategies.loader import strategy_from_config
+
+            strategy_from_config(config)  # a bad strategy stops here, before any output
     except ConfigError as exc:
         print(f"trading-daemon: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -107,11 +146,15 @@ def main(argv: list[str] | None = None) -> int:
         "run": _cmd_run, "scan": _cmd_scan, "status": _cmd_status, "demo": _cmd_demo, "backtest": _cmd_backtest,
         "halts": _cmd_halts, "download": _cmd_download, "sweep": _cmd_sweep,
         "notify-test": _cmd_notify_test,
+        "strategies": _cmd_strategies,
     }
     try:
         return handlers[args.command](args, config)
     except KeyboardInterrupt:
         return EXIT_OK
+    except ConfigError as exc:  # a strategy that breaks its contract at run time is a configuration error
+        print(f"trading-daemon: {_redact(str(exc), config)}", file=sys.stderr)
+        return EXIT_CONFIG
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a message, not a traceback
         from core.errors import ReconciliationError, StateError, TradingDaemonError
 
@@ -264,6 +307,24 @@ def _cmd_demo(args: argparse.Namespace, config: AppConfig) -> int:
     from core.tiered_position_sizer import _demo
 
     _demo()
+    return EXIT_OK
+
+
+def _cmd_strategies(args: argparse.Namespace, config: AppConfig) -> int:
+    import inspect
+
+    from agents.strategies.loader import BUILTIN_STRATEGIES, describe_builtin, strategy_from_config
+
+    print("Built-in strategies (select one with STRATEGY=NAME or --strategy NAME; parameters with "
+          "STRATEGY_PARAMS='{\"key\": value}' or --strategy-param key=value; your own: docs/strategies.md)")
+    for name, cls in BUILTIN_STRATEGIES.items():
+        print(f"\n{name}: {(inspect.getdoc(cls) or '').splitlines()[0]}")
+        rows = describe_builtin(cls)
+        width = max(len(key) for key, _, _ in rows)
+        for key, default, description in rows:
+            print(f"  {key:<{width}}  {default:<8} {description}")
+    print("\nEvery strategy also exits on STOP_LOSS_PCT and MAX_HOLDING_SESSIONS unless it declares its own exits.")
+    print(f"Selected: {strategy_from_config(config).describe()}")
     return EXIT_OK
 
 

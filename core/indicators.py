@@ -32,3 +32,79 @@ def rolling_zscore(closes: np.ndarray, lookback: int) -> np.ndarray:
         z[~np.isfinite(z)] = np.nan
         out[lookback - 1:] = z
     return out[:, 0] if squeeze else out
+
+
+def rolling_sum(values: np.ndarray, window: int, decay: float = 1.0) -> np.ndarray:
+    """out[t] = sum(decay**k * values[t-k] for k in 0..window-1), along axis 0 (rows = sessions).
+
+    NaN before the window is full and wherever the window holds a NaN. The sum is assembled from
+    blocks of 1, 2, 4, ... rows (about 2 * log2(window) whole-array passes, no rows x window
+    temporary), so row t is one fixed expression of its own window's values: the same bits whatever
+    came before the window, and a NaN (a missing bar) stops mattering once it leaves the window.
+    """
+    if window < 1:
+        raise ValueError(f"window {window!r} must be >= 1")
+    block = np.asarray(values, dtype=float)
+    size = 1
+    total: np.ndarray | None = None
+    covered = 0
+    remaining = window
+    while True:
+        if remaining & 1:  # this block becomes the next-older part of the window
+            total = block.copy() if total is None else total + decay ** covered * _shifted(block, covered)
+            covered += size
+        remaining >>= 1
+        if not remaining:
+            break
+        block = block + decay ** size * _shifted(block, size)
+        size *= 2
+    assert total is not None
+    return total
+
+
+def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Simple moving average over the trailing `window` rows, current row included (see rolling_sum)."""
+    return rolling_sum(values, window) / window
+
+
+def wilder_rsi(closes: np.ndarray, period: int, smoothing: int) -> np.ndarray:
+    """Wilder's RSI(period) over a fixed trailing window, along axis 0.
+
+        change[t] = close[t] - close[t-1];  up = max(change, 0);  down = max(-change, 0)
+        seed[t]   = mean(up[t-period+1 .. t])                       (Wilder's first average)
+        avg[t]    = ((period-1) * avg[t-1] + up[t]) / period,        applied `smoothing` times from seed[t-smoothing]
+                  = b**m * seed[t-m] + a * sum(b**k * up[t-k], k < m),  a = 1/period, b = 1-a, m = smoothing
+        RSI[t]    = 100 * avg_up[t] / (avg_up[t] + avg_down[t])      (= 100 - 100 / (1 + RS))
+
+    Row t uses the last period + smoothing + 1 closes only, so the value is the same in a backtest
+    over years of bars and in a live loop that fetched only that many. The seed's weight is
+    b**smoothing (2**-smoothing for period 2), so with enough smoothing this is the textbook
+    full-history value. NaN before the first full window, after a missing close for the window's
+    length, and where the window had no price change at all.
+    """
+    if period < 1 or smoothing < 0:
+        raise ValueError(f"RSI period {period!r} must be >= 1 and smoothing {smoothing!r} >= 0")
+    close = np.asarray(closes, dtype=float)
+    change = _shifted(close, 1)
+    np.subtract(close, change, out=change)
+    up, down = np.maximum(change, 0.0), np.maximum(-change, 0.0)  # NaN stays NaN
+    averages = []
+    for moves in (up, down):
+        average = rolling_sum(moves, period) / period
+        if smoothing:
+            beta = (period - 1) / period
+            average = beta ** smoothing * _shifted(average, smoothing) + rolling_sum(moves, smoothing, beta) / period
+        averages.append(average)
+    avg_up, avg_down = averages
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rsi = 100.0 * avg_up / (avg_up + avg_down)
+    rsi[~np.isfinite(rsi)] = np.nan
+    return rsi
+
+
+def _shifted(values: np.ndarray, rows: int) -> np.ndarray:
+    """values moved down by `rows` along axis 0, NaN in the rows that open up."""
+    out = np.full(values.shape, np.nan)
+    if rows < values.shape[0]:
+        out[rows:] = values[:values.shape[0] - rows]
+    return out

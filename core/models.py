@@ -26,10 +26,13 @@ class SignalReason(StrEnum):
     EXIT_MEAN_REVERTED = "exit_mean_reverted"
     EXIT_STOP_LOSS = "exit_stop_loss"
     EXIT_MAX_HOLDING = "exit_max_holding"
+    # A plug-in strategy's own rules, when neither oversold nor mean-reverted describes them.
+    ENTRY_SIGNAL = "entry_signal"
+    EXIT_SIGNAL = "exit_signal"
 
     @property
     def is_exit(self) -> bool:
-        return self is not SignalReason.ENTRY_OVERSOLD
+        return self.value.startswith("exit_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +42,7 @@ class Signal:
     price: float            # the close of the bar the signal was computed on
     bar_time: datetime      # that bar's timestamp (midnight New York, UTC)
     session: date           # that bar's session date
-    zscore: float
+    zscore: float           # the strategy's score (lower = more attractive); the z-score strategy's z
     reason: SignalReason
 
 

@@ -33,7 +33,7 @@ import structlog
 from agents.data_agent import DataAgent
 from agents.execution_agent import ExecutionAgent, ExecutionReport
 from agents.risk_agent import REDETECTED_HALTS, RiskAgent, RiskContext, RiskParams
-from agents.signal_agent import Holding, SignalAgent, StrategyParams
+from agents.signal_agent import Holding, SignalAgent
 from config.settings import AppConfig
 from config.universe import BASELINE_SYMBOLS
 from core.broker_calendar import BrokerCalendar
@@ -101,7 +101,7 @@ class Orchestrator:
         self.scheduled = scheduled or []
         self.market_clock = MarketClock(gateway, self.calendar, broker_time=self.clock)
         self.data_agent = DataAgent(config, market=gateway, clock=clock, calendar=self.calendar)
-        self.signal_agent = SignalAgent(StrategyParams.from_config(config), self.calendar)
+        self.signal_agent = SignalAgent.from_config(config, self.calendar)
         self.validator = SignalValidator(self.calendar, config.max_price_drift_pct)
         self.risk_agent = RiskAgent(RiskParams.from_config(config), self.calendar)
         self.execution = ExecutionAgent(gateway, store, dry_run=dry_run,
@@ -212,7 +212,7 @@ class Orchestrator:
         self._refresh_open_orders(trading_session)
         self.reconciler.resolve_pending_intents(trading_session, may_submit=market_open)  # none: no request
         focus = self.load_focus_symbols()
-        data = self.data_agent.process(focus, limit=max(2 * self.config.zscore_lookback, 40))
+        data = self.data_agent.process(focus, limit=self.signal_agent.bars_to_fetch)
         positions = self.gateway.get_positions()
         self.reconciler.sync_positions(positions, trading_session)
         self._known_positions = set(positions)
@@ -224,7 +224,7 @@ class Orchestrator:
             symbol: Holding(entry_price=pos.avg_entry_price, entry_session=pos.entry_session)
             for symbol, pos in book.items() if symbol in positions and symbol not in unresolved
         }
-        signals, _ = self.signal_agent.generate(data, holdings, symbols=focus)
+        signals, _ = self.signal_agent.generate(data.panel(), holdings, symbols=focus)
         signals = [signal for signal in signals if signal.symbol not in unresolved]
         result.signals = len(signals)
         signal_session = data.as_of or self.calendar.last_completed_session(started)

@@ -1,5 +1,6 @@
-"""Daily scanner (4:05 PM New York): rank the WHOLE configured universe by z-score and write
-candidates.json atomically. Also available as `trading-daemon scan`.
+"""Daily scanner (4:05 PM New York): rank the WHOLE configured universe by the selected strategy's
+score (the z-score strategy's z by default) and write candidates.json atomically. Also available as
+`trading-daemon scan`.
 
 One batched bars fetch for the universe; symbols whose data fails validation are listed in
 `excluded` with the reason. On a day that is not a session it does nothing and says so.
@@ -15,7 +16,6 @@ import structlog
 from config.settings import AppConfig
 from core.candidates import CandidatesFile, write_candidates
 from core.clock import Clock
-from core.indicators import rolling_zscore
 from core.market_calendar import MarketCalendar, get_market_calendar, new_york_time
 from core.ports import MarketDataPort
 from core.scanner import rank_candidates
@@ -27,6 +27,7 @@ def scan(config: AppConfig, market: MarketDataPort, clock: Clock, calendar: Mark
          output: Path | None = None) -> CandidatesFile | None:
     """Run one scan. Returns the written file, or None on a non-session day."""
     from agents.data_agent import DataAgent
+    from agents.signal_agent import SignalAgent
 
     calendar = calendar or get_market_calendar()
     now = clock.now()
@@ -35,14 +36,14 @@ def scan(config: AppConfig, market: MarketDataPort, clock: Clock, calendar: Mark
         log.info("scan_skipped", reason=f"{today} is not an NYSE session; candidates.json left unchanged")
         return None
     agent = DataAgent(config, market=market, clock=clock, calendar=calendar)
+    signals = SignalAgent.from_config(config, calendar)
     universe = config.symbols
-    bars = agent.process(universe, limit=max(2 * config.zscore_lookback, 40))
-    zscores: dict[str, float] = {}
-    for symbol, frame in bars.items():
-        z = rolling_zscore(frame["close"].to_numpy(dtype=float), config.zscore_lookback)
-        zscores[symbol] = float(z[-1]) if len(z) else float("nan")
-    selection = rank_candidates(zscores, top_n=config.scanner_top_n, oversold_z=config.scanner_oversold_z,
-                                data_exclusions=bars.excluded)
+    bars = agent.process(universe, limit=signals.bars_to_fetch)
+    # The scanner ranks by the score the entry rule uses, computed the way the SignalAgent computes it.
+    scores = signals.scores_at(signals.prepare(bars.panel()), -1)
+    selection = rank_candidates(scores, top_n=config.scanner_top_n, oversold_z=signals.scan_threshold,
+                                data_exclusions=bars.excluded, score_name=signals.strategy.score_name,
+                                no_score_reason=signals.strategy.no_score_reason())
     as_of = bars.as_of or calendar.last_completed_session(now)
     result = CandidatesFile(
         as_of=as_of, generated_at=now, universe_size=len(universe), symbols=selection.symbols,

@@ -239,7 +239,7 @@ def test_a_dividend_under_all_refetches_the_history_and_gives_no_false_signal(
     cold = fresh.process(["NVDA"], limit=max(2 * scn.config.zscore_lookback, 40))
     warm = daemon.orchestrator.data_agent.process(["NVDA"], limit=max(2 * scn.config.zscore_lookback, 40))
     assert np.allclose(warm.bars["NVDA"].values[:, :4], cold.bars["NVDA"].values[:, :4])
-    adjusted_z = rolling_zscore(cold.closes()[2], scn.config.zscore_lookback)
+    adjusted_z = rolling_zscore(cold.panel().close, scn.config.zscore_lookback)
     assert adjusted_z[-1, 0] > -1.5, "the adjusted history shows no entry on the ex-date's close"
     assert {it["status"] for it in scn.iterations()} == {"ok"}
     assert_no_duplicate_orders(scn, daemon.store)

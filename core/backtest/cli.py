@@ -189,6 +189,10 @@ def command_line(args: argparse.Namespace) -> str:
         value = getattr(args, name, None)
         if value is not None:
             parts += [flag, str(value)]
+    if getattr(args, "strategy", None) is not None:
+        parts += ["--strategy", str(args.strategy)]
+    for assignment in getattr(args, "strategy_param", None) or []:
+        parts += ["--strategy-param", str(assignment)]
     for flag, name in (("--commission", "commission"), ("--commission-bps", "commission_bps"),
                        ("--slippage-bps", "slippage_bps")):
         value = getattr(args, name, None)

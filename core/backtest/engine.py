@@ -38,12 +38,14 @@ import structlog
 
 from agents.execution_agent import ExecutionAgent
 from agents.risk_agent import RiskAgent, RiskContext, RiskParams
-from agents.signal_agent import ClosePanel, Holding, SignalAgent, StrategyParams
+from agents.signal_agent import Holding, SignalAgent
+from agents.strategies.loader import strategy_from_config
 from config.settings import AppConfig
 from config.universe import BASELINE_SYMBOLS
 from core.backtest.broker import DEFAULT_NON_FRACTIONABLE, BacktestBroker, CostModel, Fill, FillAt
 from core.backtest.data import SYNTHETIC_SOURCE_PREFIX, History
 from core.backtest.errors import BacktestOptionsError
+from core.bar_panel import BarPanel
 from core.market_calendar import MarketCalendar, get_market_calendar
 from core.memory_journal import MemoryJournal
 from core.models import OrderTarget, PortfolioSnapshot, Rejection, Side, SignalReason
@@ -202,8 +204,8 @@ def _years_before(day: date, years: int) -> date:
 
 
 def warmup_sessions(config: AppConfig) -> int:
-    """Bars fetched before the start: as many as the live DataAgent asks for (2 x lookback, >= 40)."""
-    return max(2 * config.zscore_lookback, 40)
+    """Bars fetched before the start: as many as the live DataAgent asks for (2 x bars needed, >= 40)."""
+    return max(2 * strategy_from_config(config).bars_needed(), 40)
 
 
 def resolve(options: BacktestOptions, config: AppConfig, history: History | None = None,
@@ -370,9 +372,9 @@ class _Engine:
         self.history = hist
         self.first_row = first
         self.benchmark_closes = _benchmark_closes(history, hist.sessions[first:])
-        self.params = StrategyParams.from_config(config)
-        self.panel = ClosePanel.from_closes(hist.sessions, hist.symbols, hist.close, self.params.lookback)
-        self.signal_agent = SignalAgent(self.params, calendar)
+        self.signal_agent = SignalAgent.from_config(config, calendar)
+        self.panel = self.signal_agent.prepare(
+            BarPanel(hist.sessions, hist.symbols, hist.open, hist.high, hist.low, hist.close, hist.volume))
         if spec.bare:
             self.validator = SignalValidator(calendar, config.max_price_drift_pct, check_freshness=False,
                                              check_drift=False)
@@ -443,13 +445,13 @@ class _Engine:
             counts=self.counts, rejection_kinds=self.kinds, halted_sessions=self.halted_sessions,
             min_cash=broker.min_cash, elapsed_s=elapsed, zero_share_symbols=self.zero_share_symbols,
             benchmark_closes=self.benchmark_closes,
-            params={"lookback": self.params.lookback, "entry_z": self.params.entry_z, "exit_z": self.params.exit_z,
-                    "stop_loss_pct": self.params.stop_loss_pct,
-                    "max_holding_sessions": self.params.max_holding_sessions,
+            params={"name": self.signal_agent.strategy.name, **self.signal_agent.strategy.params.model_dump(),
+                    "stop_loss_pct": self.signal_agent.exits.stop_loss_pct,
+                    "max_holding_sessions": self.signal_agent.exits.max_holding_sessions,
                     "max_open_positions": self.config.max_open_positions,
                     "min_order_notional": self.config.min_order_notional,
                     "tier_allocations": self.config.tier_allocations,
-                    "scanner_top_n": self.config.scanner_top_n, "scanner_oversold_z": self.config.scanner_oversold_z},
+                    "scanner_top_n": self.config.scanner_top_n},
         )
 
     # ------------------------------------------------------------------ one decision
@@ -466,8 +468,8 @@ class _Engine:
         if signals:
             self.counts["signals"] += len(signals)
             closes = hist.close[row]
-            col = self.panel.symbols.index
-            prices = {s.symbol: float(closes[col(s.symbol)]) for s in signals}
+            col = self.panel.bars.column
+            prices = {s.symbol: float(closes[col[s.symbol]]) for s in signals}
             now = self.calendar.session_close(session) + timedelta(minutes=1)
             # One iteration per session: nothing was handled earlier for this bar (live, the store says so).
             accepted, rejected = self.validator.validate(signals, now, prices, ())
@@ -484,11 +486,8 @@ class _Engine:
         # those (found in one vectorised comparison; NaN compares False) selects exactly the same
         # symbols as the whole row would, without formatting an exclusion reason for every other
         # symbol each session (that formatting was 40% of the scanner run's time).
-        zrow = self.panel.zscores[row]
-        oversold = np.flatnonzero(zrow < self.config.scanner_oversold_z)
-        zscores = {self.panel.symbols[j]: float(zrow[j]) for j in oversold}
-        selection = rank_candidates(zscores, top_n=self.config.scanner_top_n,
-                                    oversold_z=self.config.scanner_oversold_z, baseline=self.baseline)
+        selection = rank_candidates(self.signal_agent.candidates_at(self.panel, row), top_n=self.config.scanner_top_n,
+                                    oversold_z=self.signal_agent.scan_threshold, baseline=self.baseline)
         focus = selection.symbols[:MAX_FOCUS_CANDIDATES] + self.baseline
         extra = set(positions) | open_symbols
         return list(dict.fromkeys(focus + sorted(extra)))
