@@ -42,7 +42,7 @@ from core.bar_validation import REQUIRED_KEYS, validate_freshness, validate_ohlc
 from core.clock import Clock
 from core.errors import BrokerError, DataError
 from core.market_calendar import MarketCalendar, bar_timestamp, get_market_calendar, session_of_bar
-from core.ports import BarsAnswer, MarketDataPort
+from core.ports import BarsAnswer, MarketDataPort, RawBars
 
 log = structlog.get_logger("data_agent")
 
@@ -198,7 +198,7 @@ class DataAgent:
             self._connection = None
 
     # ------------------------------------------------------------------ fetch
-    def _fetch_alpaca_batch(self, symbols: list[str], start: datetime) -> dict[str, list[dict[str, Any]]]:
+    def _fetch_alpaca_batch(self, symbols: list[str], start: datetime) -> RawBars:
         """ONE multi-symbol bars request (the SDK follows next_page_token when > 10,000 bars)."""
         unique = list(dict.fromkeys(symbols))
         try:
@@ -207,7 +207,7 @@ class DataAgent:
             raise DataError(f"batch bars fetch for {len(unique)} symbols failed: {exc}") from exc
 
     # ------------------------------------------------------------------ parse, validate, cache
-    def _merge(self, symbols: list[str], raw: dict[str, list[dict[str, Any]]], result: BarData,
+    def _merge(self, symbols: list[str], raw: RawBars, result: BarData,
                expected: date, limit: int, cold_ns: int) -> list[str]:
         """Merge a batch into the cache and the result; returns the symbols whose history was re-adjusted."""
         readjusted: list[str] = []
@@ -250,7 +250,7 @@ def _ns(when: datetime) -> int:
     return int(pd.Timestamp(when).as_unit("ns").value)
 
 
-def _parse_batch(raw: dict[str, list[dict[str, Any]]], cutoff_ns: int, *, now_ns: int | None = None
+def _parse_batch(raw: RawBars, cutoff_ns: int, *, now_ns: int | None = None
                  ) -> dict[str, tuple[SymbolBars, float | None] | str]:
     """Parse and validate every symbol's bars; a symbol maps to (bars, partial price) or a reason."""
     out: dict[str, tuple[SymbolBars, float | None] | str] = {}

@@ -25,6 +25,11 @@ DEFAULT_SYMBOL_TIERS: dict[str, str] = {
     symbol: tier for tier, members in DEFAULT_TIER_MEMBERS.items() for symbol in members
 }
 
+# The built-in markets' assets that refuse fractional orders: the simulated brokerage (core/sim/) and the
+# backtest's broker (core/backtest/broker.py) both read this one set, so the whole-share fallback paths run
+# in both and a backtest on the synthetic market sees the assets the simulated daemon sees.
+DEFAULT_NON_FRACTIONABLE: frozenset[str] = frozenset({"AVGO", "NFLX", "XLE"})
+
 # US equity tickers: 1-5 letters, optionally a one- or two-letter share class after a dot
 # (BRK.B). Anything else (digits, slashes, dots elsewhere) must never reach a URL.
 _TICKER_RE = re.compile(r"^[A-Z]{1,5}(\.[A-Z]{1,2})?$")

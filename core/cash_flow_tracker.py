@@ -13,16 +13,20 @@ not raise it), and the RiskAgent halts entries for that pass instead of judging 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 import structlog
 
 from core.cash_flows import adjust_peak, net_amount, since_close
-from core.errors import TradingDaemonError
+from core.decision_ports import FlowFigures
+from core.errors import BrokerError, TradingDaemonError
 from core.market_calendar import NEW_YORK, MarketCalendar
 from core.models import AccountView
+
+if TYPE_CHECKING:
+    from core.ports import TradingGateway
+    from core.state.store import StateStore
 
 log = structlog.get_logger("cash_flows")
 
@@ -31,14 +35,7 @@ CHECKED_KEY = "cash_flows_checked_on"
 OVERLAP = timedelta(days=1)
 
 
-@dataclass(frozen=True, slots=True)
-class FlowFigures:
-    peak: float                 # the equity peak to judge the drawdown against
-    flows_today: float          # net deposits (+) / withdrawals (-) since the previous close
-    unknown: str | None = None  # why the flows could not be read (then both figures are unreliable)
-
-
-def stored_peak(store: Any) -> float:
+def stored_peak(store: StateStore) -> float:
     """The stored peak, or 0 (no peak yet) for a missing or unreadable value."""
     try:
         peak = float(store.get_value(PEAK_KEY, "0") or 0.0)
@@ -48,7 +45,9 @@ def stored_peak(store: Any) -> float:
 
 
 class CashFlowTracker:
-    def __init__(self, gateway: Any, store: Any, calendar: MarketCalendar) -> None:
+    """The live `EquityPeak` of the decision pipeline (core/decision_ports.py)."""
+
+    def __init__(self, gateway: TradingGateway, store: StateStore, calendar: MarketCalendar) -> None:
         self.gateway = gateway
         self.store = store
         self.calendar = calendar
@@ -93,6 +92,6 @@ class CashFlowTracker:
 
 def _summary(exc: TradingDaemonError) -> str:
     """Endpoint, status and kind of a failure, for the halt row: not the broker's text, which may echo a request."""
-    endpoint = getattr(exc, "endpoint", "") or "request"
-    status = getattr(exc, "status", None)
-    return f"{endpoint}: " + (f"HTTP {status}" if status else type(exc).__name__)
+    if not isinstance(exc, BrokerError):
+        return f"request: {type(exc).__name__}"
+    return f"{exc.endpoint or 'request'}: " + (f"HTTP {exc.status}" if exc.status else type(exc).__name__)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -40,6 +40,9 @@ from core.models import OrderStatus, OrderTarget, PositionView, Side, Signal, Si
 from core.ports import IntentRecord, IntentState
 from core.state.pending_exits import DONE, GIVEN_UP, PendingExit, PendingExitTable
 
+if TYPE_CHECKING:
+    from core.state.store import StateStore
+
 log = structlog.get_logger("exit_commitments")
 
 QTY_EPSILON = 1e-9
@@ -47,7 +50,9 @@ _DEAD_INTENTS = frozenset({IntentState.REJECTED, IntentState.ABANDONED, IntentSt
 
 
 class ExitCommitments:
-    def __init__(self, store: Any, clock: Clock, client_order_id_for: Callable[[date, str, Side, int], str], *,
+    """The live `ExitPursuit` of the decision pipeline (core/decision_ports.py)."""
+
+    def __init__(self, store: StateStore, clock: Clock, client_order_id_for: Callable[[date, str, Side, int], str], *,
                  enabled: bool = True) -> None:
         self.store = store
         self.table = PendingExitTable(store, clock)

@@ -11,14 +11,30 @@ Both read only what the loop has in hand or in its own database: no broker reque
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 import structlog
 
-from core.events import EventSink, HaltCleared, HaltTripped, MarketStateChanged
+from core.events import (
+    AccountObserved,
+    EventSink,
+    HaltCleared,
+    HaltTripped,
+    IterationCompleted,
+    MarketStateChanged,
+    OrderFilled,
+    PositionExited,
+    PositionMark,
+    StartupRefused,
+)
 from core.market_calendar import new_york_time
+from core.models import AccountView, BrokerOrder, PositionView
+
+if TYPE_CHECKING:
+    from core.orchestrator import IterationResult
+    from core.state.store import Halt, StateStore
 
 log = structlog.get_logger("orchestrator")
 
@@ -45,11 +61,11 @@ class HaltWatcher:
         self._events = events
         self._active: dict[str, tuple[str, date]] | None = None
 
-    def prime(self, halts: Iterable[Any]) -> None:
+    def prime(self, halts: Iterable[Halt]) -> None:
         """Remember what is active now without announcing it (a restart is not a new halt)."""
         self._active = {h.kind: (h.reason, h.session) for h in halts}
 
-    def observe(self, halts: Iterable[Any], now: datetime) -> None:
+    def observe(self, halts: Iterable[Halt], now: datetime) -> None:
         current = {h.kind: (h.reason, h.session) for h in halts}
         previous = self._active if self._active is not None else {}
         self._active = current
@@ -64,9 +80,8 @@ class HaltWatcher:
 
 
 # ---------------------------------------------------------------------- events from the loop's own objects
-def iteration_completed(result: Any, positions: dict[str, Any], now: datetime, *, dry_run: bool) -> Any:
-    from core.events import IterationCompleted, PositionMark
-
+def iteration_completed(result: IterationResult, positions: Mapping[str, PositionView], now: datetime, *,
+                        dry_run: bool) -> IterationCompleted:
     marks = tuple(PositionMark(symbol=s, qty=p.qty, avg_entry_price=p.avg_entry_price, current_price=p.current_price,
                                market_value=p.market_value) for s, p in sorted(positions.items()))
     return IterationCompleted(at=now, number=result.number, duration_s=result.duration_s,
@@ -75,22 +90,19 @@ def iteration_completed(result: Any, positions: dict[str, Any], now: datetime, *
                               market_open=result.market_open, positions=marks)
 
 
-def account_observed(account: Any, session: date, now: datetime, source: str) -> Any:
-    from core.events import AccountObserved
-
+def account_observed(account: AccountView, session: date, now: datetime, source: str) -> AccountObserved:
     return AccountObserved(at=now, session=session, equity=account.equity, cash=account.cash,
                            last_equity=account.last_equity, source=source)
 
 
-def startup_refused(exc: BaseException, now: datetime) -> Any:
-    from core.events import StartupRefused
-
+def startup_refused(exc: BaseException, now: datetime) -> StartupRefused:
     message = str(exc)
     differences = tuple(line.strip()[2:] for line in message.splitlines() if line.strip().startswith("- "))
     return StartupRefused(at=now, message=message, differences=differences)
 
 
-def announce_fill(events: EventSink, store: Any, order: Any, delta: float, price: float, now: datetime) -> None:
+def announce_fill(events: EventSink, store: StateStore, order: BrokerOrder, delta: float, price: float,
+                  now: datetime) -> None:
     """OrderFilled for a new fill; PositionExited too when a sell just closed the book's position."""
     try:
         _announce_fill(events, store, order, delta, price, now)
@@ -98,15 +110,13 @@ def announce_fill(events: EventSink, store: Any, order: Any, delta: float, price
         log.warning("fill_announcement_failed", symbol=order.symbol, error=f"{type(exc).__name__}: {exc}"[:300])
 
 
-def _announce_fill(events: EventSink, store: Any, order: Any, delta: float, price: float, now: datetime) -> None:
-    from core.events import OrderFilled, PositionExited
-
+def _announce_fill(events: EventSink, store: StateStore, order: BrokerOrder, delta: float, price: float,
+                   now: datetime) -> None:
     intent = store.get_intent(order.client_order_id)
     reason = intent.reason if intent is not None else "unknown"
-    side = getattr(order.side, "value", str(order.side))
+    side = order.side.value
     events.emit(OrderFilled(at=now, symbol=order.symbol, side=side, qty=delta, price=price, reason=reason,
-                            client_order_id=order.client_order_id,
-                            order_status=getattr(order.status, "value", str(order.status)),
+                            client_order_id=order.client_order_id, order_status=order.status.value,
                             cumulative_qty=order.filled_qty))
     if side != "sell" or order.symbol in store.book():
         return

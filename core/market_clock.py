@@ -19,7 +19,6 @@ Each answer also
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import Protocol
 
 import structlog
 
@@ -27,7 +26,8 @@ from core.broker_calendar import BrokerCalendar
 from core.broker_time import HOST_STEP_SECONDS, BrokerTimeClock
 from core.errors import BrokerError
 from core.market_calendar import NEW_YORK, MarketCalendar
-from core.models import ClockView, MarketDay
+from core.models import ClockView
+from core.ports import BrokerPort
 
 log = structlog.get_logger("market_clock")
 
@@ -36,16 +36,8 @@ CALENDAR_FUTURE_DAYS = 30
 CALENDAR_RESYNC_AFTER = timedelta(hours=1)   # at most one disagreement-driven calendar read per hour
 
 
-class ClockSource(Protocol):
-    def get_clock(self) -> ClockView: ...
-
-
-class CalendarSource(Protocol):
-    def get_calendar(self, start: date, end: date) -> list[MarketDay]: ...
-
-
 class MarketClock:
-    def __init__(self, source: ClockSource, calendar: MarketCalendar, *,
+    def __init__(self, source: BrokerPort, calendar: MarketCalendar, *,
                  broker_time: BrokerTimeClock | None = None) -> None:
         self._source = source
         self._calendar = calendar
@@ -110,7 +102,7 @@ class MarketClock:
         return None
 
     def _maybe_sync_calendar(self, view: ClockView, disagreement: bool) -> None:
-        if not isinstance(self._calendar, BrokerCalendar) or not hasattr(self._source, "get_calendar"):
+        if not isinstance(self._calendar, BrokerCalendar):
             return
         today = view.timestamp.astimezone(NEW_YORK).date()
         daily = view.is_open and self._calendar_synced_on != today
@@ -120,9 +112,8 @@ class MarketClock:
             return
         start, end = today - timedelta(days=CALENDAR_PAST_DAYS), today + timedelta(days=CALENDAR_FUTURE_DAYS)
         self._calendar_synced_at = view.timestamp
-        source: CalendarSource = self._source  # type: ignore[assignment]
         try:
-            days = source.get_calendar(start, end)
+            days = self._source.get_calendar(start, end)
         except BrokerError as exc:
             log.warning("calendar_sync_failed", error=str(exc),
                         effect="the exchange calendar is used until the next read; the broker's clock still decides")

@@ -138,6 +138,31 @@ class BrokerOrder:
 
 
 @dataclass(frozen=True, slots=True)
+class Fill:
+    """One execution of (part of) an order: `qty` shares at `price`.
+
+    The one fill type of the project: the daemon's journal (`fills_for`), the simulated exchange and
+    the backtest's broker all record this. `price` is NaN only for a journal row whose broker answer
+    carried no average price.
+    """
+
+    order_id: str
+    client_order_id: str
+    symbol: str
+    side: Side
+    qty: float
+    price: float
+    at: datetime                        # when it was recorded (journal, simulated exchange) or happened
+    session: date | None = None         # the session it filled in, where the recorder knows it (backtest)
+    cumulative_qty: float | None = None  # the order's filled quantity after it, where known (journal)
+    commission: float = 0.0             # dollars paid on it (the backtest's cost model)
+
+    @property
+    def value(self) -> float:
+        return self.qty * self.price
+
+
+@dataclass(frozen=True, slots=True)
 class AssetInfo:
     symbol: str
     tradable: bool

@@ -7,9 +7,13 @@ One iteration, in order (stages never call each other; typed objects flow one wa
     -> [only if signals survive] account + open orders + asset flags -> RiskAgent -> ExecutionAgent
     -> iteration record + one `iteration_complete` log event
 
-A decision also reads the account activities (deposits and withdrawals are netted out of the loss
-figures: core/cash_flow_tracker.py), and every approved order is checked against the broker's own
-price before it is sent (core/price_guard.py; one latest-trade request when entries are about to go).
+The focus merge and everything from the accepted signals to the orders (risk inputs, RiskAgent,
+ExecutionAgent, stop-loss exits, halts) are the decision pipeline (core/decision_pipeline.py), the
+same code the backtest runs. This loop plugs the live adapters into its ports: the state database
+(durable stop-loss exits and halts), the account activities (deposits and withdrawals are netted out
+of the loss figures: core/cash_flow_tracker.py), the broker's own price checked before an order is
+sent (core/price_guard.py; one latest-trade request when entries are about to go), the exits it has
+committed to (core/exit_commitments.py), and the observers of another daemon's orders.
 
 A steady-state iteration with no signals and no open orders costs 2 requests (bars, positions):
 the clock is cached until its next boundary and the account is fetched only when a decision needs it.
@@ -26,14 +30,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Protocol
 
 import structlog
 
 from agents.data_agent import DataAgent
 from agents.execution_agent import ExecutionAgent, ExecutionReport
-from agents.risk_agent import REDETECTED_HALTS, RiskAgent, RiskContext, RiskParams
-from agents.signal_agent import Holding, SignalAgent
+from agents.risk_agent import RiskAgent, RiskParams
+from agents.signal_agent import SignalAgent
 from config.settings import AppConfig
 from config.universe import BASELINE_SYMBOLS
 from core.broker_calendar import BrokerCalendar
@@ -41,28 +45,30 @@ from core.broker_time import BrokerTimeClock
 from core.candidates import load_candidates
 from core.cash_flow_tracker import CashFlowTracker
 from core.clock import Clock
+from core.decision_pipeline import Decision, DecisionPipeline, merge_focus, signal_holdings
 from core.errors import BrokerError, CandidatesError, ReconciliationError, TradingDaemonError
 from core.events import EventSink, IterationFailed, NullEventSink
 from core.exit_commitments import ExitCommitments
 from core.instance_guard import InstanceGuard
+from core.live_decision_ports import BrokerPriceGate, LiveBrokerWatch
 from core.loop_backoff import loop_backoff_seconds
 from core.loop_observers import (
     HaltWatcher,
     MarketStateAnnouncer,
-    account_observed,
     iteration_completed,
     startup_refused,
 )
 from core.market_calendar import MarketCalendar, get_market_calendar
 from core.market_clock import MarketClock
-from core.models import PortfolioSnapshot, PositionView, Rejection, Side, SignalReason
+from core.models import Rejection, Signal
+from core.ports import TradingGateway
 from core.price_guard import PriceGuard
 from core.reconcile import Reconciler
 from core.signal_validator import SignalValidator
+from core.state.store import StateStore
 
 log = structlog.get_logger("orchestrator")
 
-MAX_FOCUS_CANDIDATES = 10
 MAX_SLEEP_STEP_SECONDS = 300.0
 RERUN_REJECTED_AFTER = timedelta(minutes=30)
 
@@ -85,9 +91,25 @@ class IterationResult:
     execution: ExecutionReport | None = None
 
 
+class Notifier(Protocol):
+    """The service manager's notifications (core/systemd_notify.py)."""
+
+    def ready(self) -> bool: ...
+
+    def watchdog(self) -> bool: ...
+
+    def status(self, text: str) -> bool: ...
+
+    def stopping(self) -> bool: ...
+
+
+# What risk refused for (symbol, side, signal session): the portfolio it refused against, and when.
+Fingerprint = tuple[tuple[tuple[str, float], ...], int]
+
+
 class Orchestrator:
-    def __init__(self, config: AppConfig, gateway: Any, store: Any, clock: Clock, *,
-                 calendar: MarketCalendar | None = None, dry_run: bool = False, notifier: Any = None,
+    def __init__(self, config: AppConfig, gateway: TradingGateway, store: StateStore, clock: Clock, *,
+                 calendar: MarketCalendar | None = None, dry_run: bool = False, notifier: Notifier | None = None,
                  scheduled: list[ScheduledTask] | None = None, events: EventSink | None = None) -> None:
         self.config = config
         self.gateway = gateway
@@ -120,11 +142,16 @@ class Orchestrator:
         self._halt_watch = HaltWatcher(self.events)
         self.exits = ExitCommitments(store, clock, self.execution.client_order_id_for, enabled=not dry_run)
         self.execution.attempt_of = self.exits.attempt_of
+        self.pipeline = DecisionPipeline(
+            self.risk_agent, self.execution, gateway, store, self.cash_flows, clock=self.clock.now,
+            gate=BrokerPriceGate(self.price_guard, gateway), exits=self.exits,
+            watch=LiveBrokerWatch(self.events, self.clock, self.instance_guard, store),
+            stop_requested=lambda: self.stopping)
         self.stopping = False
         self.iterations_run = 0
         self.last_result: IterationResult | None = None
         self._known_positions: set[str] = set()
-        self._rejections: dict[tuple[str, str, date], tuple[Any, datetime]] = {}
+        self._rejections: dict[tuple[str, str, date], tuple[Fingerprint, datetime]] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def request_stop(self, reason: str = "signal") -> None:
@@ -201,9 +228,8 @@ class Orchestrator:
     def run_iteration(self, *, market_open: bool | None = None) -> IterationResult:
         started = self.clock.now()
         wall0, cpu0 = time.perf_counter(), time.process_time()
-        stats = getattr(self.gateway, "stats", None)
-        if stats is not None:
-            stats.begin_iteration()
+        stats = self.gateway.stats
+        stats.begin_iteration()
         number = self.store.next_iteration_number()
         if market_open is None:
             market_open = self.market_clock.is_open(started)
@@ -220,10 +246,7 @@ class Orchestrator:
                                  excluded=dict(data.excluded))
         book = self.store.book()
         unresolved = self.reconciler.unresolved_symbols()  # busy like an open order: no entry, no exit
-        holdings = {
-            symbol: Holding(entry_price=pos.avg_entry_price, entry_session=pos.entry_session)
-            for symbol, pos in book.items() if symbol in positions and symbol not in unresolved
-        }
+        holdings = signal_holdings(book, positions, busy=unresolved)
         signals, _ = self.signal_agent.generate(data.panel(), holdings, symbols=focus)
         signals = [signal for signal in signals if signal.symbol not in unresolved]
         result.signals = len(signals)
@@ -232,18 +255,18 @@ class Orchestrator:
         accepted, rejected = self.validator.validate(signals, started, data.current_prices, handled)
         accepted = self.exits.pursue(accepted, positions)
         result.rejected += len(rejected)
-        fingerprint = (tuple(sorted((s, round(p.qty, 9)) for s, p in positions.items())),
-                       len(self.store.open_orders()))
+        fingerprint: Fingerprint = (tuple(sorted((s, round(p.qty, 9)) for s, p in positions.items())),
+                                    len(self.store.open_orders()))
         accepted = self._without_recent_rejections(accepted, fingerprint, started)
         if accepted and not self.stopping:
-            self._decide_and_execute(accepted, positions, book, data.current_prices, trading_session, market_open,
-                                     result)
+            decision = self.pipeline.decide(accepted, positions, book, data.current_prices, trading_session,
+                                            may_send=market_open)
+            self._record_decision(decision, result)
             self._remember_rejections(result, fingerprint, started)
         result.duration_s = time.perf_counter() - wall0
         result.cpu_s = time.process_time() - cpu0
-        if stats is not None:
-            result.requests = stats.iteration_snapshot()
-            self.store.add_api_usage(stats.iteration_endpoints())
+        result.requests = stats.iteration_snapshot()
+        self.store.add_api_usage(stats.iteration_endpoints())
         self.store.record_iteration(
             n=number, started_at=started, duration_s=result.duration_s, focus_symbols=focus,
             requests=result.requests, signals=result.signals, submitted=result.submitted,
@@ -259,111 +282,20 @@ class Orchestrator:
                  duration_s=round(result.duration_s, 4))
         return result
 
-    def _decide_and_execute(self, accepted: list[Any], positions: dict[str, PositionView], book: dict[str, Any],
-                            current_prices: dict[str, float], trading_session: date, market_open: bool,
-                            result: IterationResult) -> None:
-        account = self.gateway.get_account()
-        self.events.emit(account_observed(account, trading_session, self.clock.now(), "decision"))
-        open_orders = self.gateway.get_open_orders()
-        self.instance_guard.halt_if_present(open_orders, self.store, trading_session)
-        entry_symbols = [s.symbol for s in accepted if s.side is Side.BUY]
-        flags = self.execution.asset_flags(entry_symbols, trading_session) if entry_symbols else {}
-        account_fractional = self.execution.account_fractional(trading_session) if entry_symbols else True
-        figures = self.cash_flows.update(account, self.clock.now())
-        self.store.clear_expired_halts(trading_session)
-        context = RiskContext(
-            session=accepted[0].session, current_prices=current_prices,
-            fractionable={s: a.fractionable and a.tradable for s, a in flags.items()},
-            account_fractional=account_fractional, peak_equity=figures.peak,
-            last_stop_loss_exits={s: d for s in entry_symbols if (d := self.store.last_stop_loss_exit(s))},
-            active_halts=tuple(h.reason for h in self.store.active_halts() if h.kind not in REDETECTED_HALTS),
-            flows_today=figures.flows_today, cash_flows_unknown=figures.unknown,
-        )
-        snapshot = PortfolioSnapshot(account=account, positions=positions, open_orders=tuple(open_orders),
-                                     entry_sessions={s: p.entry_session for s, p in book.items() if p.entry_session},
-                                     entry_prices={s: p.avg_entry_price for s, p in book.items()},
-                                     own_qty={s: p.qty for s, p in book.items()})
-        decision = self.risk_agent.evaluate(accepted, snapshot, context)
-        # Refusals while the cash flows are unreadable are not remembered: the next iteration reads them again.
-        result.risk_rejections = list(decision.rejected) if figures.unknown is None else []
-        self._record_halts(decision, len(context.active_halts), trading_session)
-        result.halts = list(decision.halts)
-        result.rejected += len(decision.rejected)
-        if not decision.approved:
-            return
-        if not market_open:
-            log.info("market_closed_no_submit", targets=[f"{t.side.value} {t.symbol}" for t in decision.approved],
-                     reason="outside market hours: decided and logged, nothing submitted")
-            return
-        if self.stopping:
-            return
-        # A pursued exit's reason was confirmed by the broker's price when it was committed: not re-judged.
-        pursued, fresh = self.exits.split_pursued(decision.approved)
-        approved = pursued + self._price_checked(fresh, account, positions, book, open_orders,
-                                                 current_prices, trading_session, result)
-        if not approved:
-            return
-        self.exits.commit(approved)
-        report = self.execution.execute(approved, trading_session)
-        self.exits.after_execution(approved, report)
-        for target in approved:
-            if target.side is Side.SELL and target.signal.reason is SignalReason.EXIT_STOP_LOSS:
-                self.store.record_exit(target.symbol, target.signal.session, target.signal.reason.value)
-        result.execution = report
-        result.submitted += len(report.submitted)
-        result.rejected += len(report.rejected)
-        result.dry_run += len(report.dry_run)
-
-    def _record_halts(self, decision: Any, carried: int, trading_session: date) -> None:
-        """Persist halts found in this pass (logged once, when they start); clear re-detected ones that are gone.
-
-        `decision.halts` holds the `carried` stored halts first, then what this pass found.
-        """
-        found = decision.halts[carried:]
-        for halt in found:
-            kind = halt.split(":", 1)[0]
-            if self.store.add_halt(kind, halt, trading_session):
-                log.warning("halt_started", kind=kind, reason=halt, effect="no new entries; exits go on")
-        found_kinds = {halt.split(":", 1)[0] for halt in found}
-        for halt in self.store.active_halts():
-            if halt.kind in REDETECTED_HALTS and halt.kind not in found_kinds:
-                self.store.clear_halt(halt.kind, by="daemon", reason="the condition no longer holds")
-                log.info("halt_cleared", kind=halt.kind, by="daemon", reason="the condition no longer holds")
-
-    def _price_checked(self, targets: list[Any], account: Any, positions: dict[str, PositionView],
-                       book: dict[str, Any], open_orders: list[Any], current_prices: dict[str, float],
-                       trading_session: date, result: IterationResult) -> list[Any]:
-        """The broker's price check of every order about to be sent (core/price_guard.py).
-
-        Exits are checked against the positions' `current_price` (already fetched). Entries cost one
-        batched latest-trade request here, and only here: an iteration that sends no entry asks nothing.
-        """
-        checked = self.price_guard.check_exits(targets, positions, {s: p.avg_entry_price for s, p in book.items()})
-        approved, refused, cached = checked.approved, list(checked.rejected), list(checked.rejected)
-        if any(t.side is Side.BUY for t in approved):
-            wanted = {t.symbol for t in approved if t.side is Side.BUY}
-            wanted |= {o.symbol for o in open_orders if o.side is Side.BUY}
-            prices, unavailable = {}, None
-            try:
-                prices = self.gateway.get_latest_prices(sorted(wanted))
-            except TradingDaemonError as exc:
-                unavailable = f"latest trades unavailable: {exc}"
-            entries = self.price_guard.check_entries(
-                approved, prices, equity=account.equity, positions=positions, open_orders=open_orders,
-                session=trading_session, bar_prices=current_prices, unavailable=unavailable)
-            approved = entries.approved
-            refused += entries.rejected
-            if unavailable is None:  # a failed fetch is retried next iteration, not remembered as a refusal
-                cached += entries.rejected
-        for rejection in refused:
-            log.warning("order_refused_by_price_check", symbol=rejection.symbol, side=rejection.side.value,
-                        reason=rejection.reason)
-        result.rejected += len(refused)
-        result.risk_rejections += cached
-        return approved
+    @staticmethod
+    def _record_decision(decision: Decision, result: IterationResult) -> None:
+        result.risk_rejections = list(decision.settled)
+        result.halts = list(decision.risk.halts)
+        result.rejected += decision.rejected_count
+        report = decision.report
+        if report is not None:
+            result.execution = report
+            result.submitted += len(report.submitted)
+            result.dry_run += len(report.dry_run)
 
     # ------------------------------------------------------------------ repeated rejections
-    def _without_recent_rejections(self, signals: list[Any], fingerprint: Any, now: datetime) -> list[Any]:
+    def _without_recent_rejections(self, signals: list[Signal], fingerprint: Fingerprint,
+                                   now: datetime) -> list[Signal]:
         """Drop signals risk already refused while nothing that could change its answer has changed.
 
         Without this a refused signal (below the minimum notional, say) would cost an account and an
@@ -380,7 +312,7 @@ class Orchestrator:
             kept.append(signal)
         return kept
 
-    def _remember_rejections(self, result: IterationResult, fingerprint: Any, now: datetime) -> None:
+    def _remember_rejections(self, result: IterationResult, fingerprint: Fingerprint, now: datetime) -> None:
         session = self.calendar.last_completed_session(now)
         self._rejections = {k: v for k, v in self._rejections.items() if k[2] == session}
         for rejection in result.risk_rejections:
@@ -394,20 +326,17 @@ class Orchestrator:
         corrupt or stale. Held symbols are always included so no exit is ever orphaned.
         """
         universe = self.config.symbols
-        focus: list[str]
+        candidates: list[str] | None = None
         if self.config.use_scanner:
             try:
                 candidates = load_candidates(self.config.candidates_path, set(universe), self.calendar,
-                                             self.clock.now())
-                focus = candidates.symbols[:MAX_FOCUS_CANDIDATES] + list(BASELINE_SYMBOLS)
+                                             self.clock.now()).symbols
             except CandidatesError as exc:
                 log.warning("candidates_fallback", reason=str(exc), fallback="whole configured universe")
-                focus = list(universe)
-        else:
-            focus = list(universe)
-        extra = set(self.store.book()) | self._known_positions
-        extra |= {order.symbol for order in self.store.open_orders()}
-        return list(dict.fromkeys(focus + sorted(extra)))
+        focus = merge_focus(candidates, baseline=BASELINE_SYMBOLS, held=set(self.store.book()) | self._known_positions,
+                            open_orders=(order.symbol for order in self.store.open_orders()), universe=universe)
+        assert focus is not None  # a concrete universe gives a concrete list
+        return focus
 
     # ------------------------------------------------------------------ orders and fills
     def _refresh_open_orders(self, trading_session: date) -> None:
@@ -483,7 +412,7 @@ class Orchestrator:
 class ScheduledTask:
     """A daily job at a New York wall-clock time on session days (the in-process scanner)."""
 
-    def __init__(self, name: str, hour: int, minute: int, action: Callable[[datetime], Any],
+    def __init__(self, name: str, hour: int, minute: int, action: Callable[[datetime], object],
                  calendar: MarketCalendar, now: datetime) -> None:
         self.name = name
         self.hour = hour

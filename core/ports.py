@@ -5,9 +5,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from core.models import AccountView, AssetInfo, BrokerOrder, OrderSpec, PositionView
+from core.models import (
+    AccountView,
+    AssetInfo,
+    BrokerOrder,
+    CashFlow,
+    ClockView,
+    LatestPrice,
+    MarketDay,
+    OrderSpec,
+    PositionView,
+)
+
+if TYPE_CHECKING:
+    from core.broker.request_stats import RequestStats
+    from core.ownership import SplitEvent
 
 RawBars = dict[str, list[dict[str, Any]]]
 
@@ -41,6 +55,31 @@ class BrokerPort(Protocol):
     def cancel_order(self, order_id: str) -> None: ...
 
     def get_asset(self, symbol: str) -> AssetInfo: ...
+
+    # The clock and the calendar: the broker's answer decides whether the market is open and which
+    # session is in progress (core/market_clock.py); the exchange calendar only cross-checks it.
+    def get_clock(self) -> ClockView: ...
+
+    def get_calendar(self, start: date, end: date) -> list[MarketDay]: ...
+
+
+class TradingGateway(BrokerPort, MarketDataPort, Protocol):
+    """Everything the live daemon asks the broker (`core.broker.alpaca_gateway.AlpacaGateway`).
+
+    The orchestrator, the reconciler and the cash-flow tracker are wired with this type, so each
+    call they make is checked here rather than probed at run time."""
+
+    @property
+    def stats(self) -> RequestStats: ...
+
+    def get_orders(self, status: str = "open", symbols: list[str] | None = None,
+                   after: datetime | None = None, limit: int = 500) -> list[BrokerOrder]: ...
+
+    def get_latest_prices(self, symbols: list[str]) -> dict[str, LatestPrice]: ...
+
+    def get_cash_flows(self, after: date) -> list[CashFlow]: ...
+
+    def get_splits(self, symbols: list[str], start: date, end: date) -> list[SplitEvent]: ...
 
 
 class IntentState:

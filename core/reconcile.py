@@ -22,10 +22,10 @@ Start-up, before any trading:
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -37,9 +37,14 @@ from core.loop_observers import announce_fill
 from core.market_calendar import MarketCalendar, new_york_time
 from core.models import BrokerOrder, PositionView
 from core.ownership import Cause, Explanation, SeenPosition, SplitEvent, baseline, explain, matching_split
-from core.ports import IntentRecord, IntentState
+from core.ports import IntentRecord, IntentState, TradingGateway
+
+if TYPE_CHECKING:
+    from agents.execution_agent import ExecutionAgent
+    from core.state.store import StateStore
 
 log = structlog.get_logger("reconcile")
+T = TypeVar("T")
 QTY_TOLERANCE = 1e-6
 
 
@@ -68,8 +73,8 @@ class ReconcileReport:
 
 
 class Reconciler:
-    def __init__(self, config: AppConfig, gateway: Any, store: Any, execution: Any, calendar: MarketCalendar,
-                 clock: Clock) -> None:
+    def __init__(self, config: AppConfig, gateway: TradingGateway, store: StateStore, execution: ExecutionAgent,
+                 calendar: MarketCalendar, clock: Clock) -> None:
         self.config = config
         self.gateway = gateway
         self.store = store
@@ -136,7 +141,7 @@ class Reconciler:
         return report
 
     @staticmethod
-    def _startup_read(read: Any) -> Any:
+    def _startup_read(read: Callable[[], T]) -> T:
         try:
             return read()
         except BrokerError as exc:
@@ -221,10 +226,9 @@ class Reconciler:
         previous = self.store.order_by_client_id(order.client_order_id)
         prev_qty = previous.filled_qty if previous is not None else 0.0
         prev_avg = (previous.filled_avg_price or 0.0) if previous is not None else 0.0
-        atomic = getattr(self.store, "atomic", None)
         # The order's new cumulative fill and its book change commit together (or not at all): after a
         # crash between two commits the order would already count the fill and no refresh would apply it.
-        with atomic() if atomic is not None else contextlib.nullcontext():
+        with self.store.atomic():
             delta = self.store.record_order(order)
             price = 0.0
             if delta > QTY_TOLERANCE and order.filled_avg_price:
@@ -338,11 +342,8 @@ class Reconciler:
             since = new_york_time(last.seen_at).date()
         else:
             since = entry_session or today - timedelta(days=30)
-        get_splits = getattr(self.gateway, "get_splits", None)
-        if get_splits is None:
-            return None, "corporate actions: not available from this broker"
         try:
-            events = get_splits([symbol], since, today)
+            events = self.gateway.get_splits([symbol], since, today)
         except BrokerError as exc:
             return None, f"corporate actions: unavailable ({exc})"
         event = matching_split(events, symbol, since, today, before_qty, after_qty)

@@ -16,11 +16,16 @@ import shutil
 import statistics
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from config.settings import AppConfig
 from core.clock import SimClock
 from core.market_calendar import NEW_YORK, get_market_calendar
+
+if TYPE_CHECKING:
+    from core.broker.factory import MarketConnection
+    from core.orchestrator import Orchestrator
+    from core.state.store import StateStore
 
 DEFAULT_SIM_START = date(2025, 6, 2)
 DEFAULT_SIM_SESSIONS = 20
@@ -106,7 +111,8 @@ def _run_simulated(config: AppConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_sessions(orchestrator: Any, connection: Any, sessions: list[date], max_iterations: int | None) -> None:
+def _run_sessions(orchestrator: Orchestrator, connection: MarketConnection, sessions: list[date],
+                  max_iterations: int | None) -> None:
     gateway = connection.gateway
     print(f"{'session':<11} {'iters':>5} {'orders':>6} {'positions':>9} {'equity':>12} {'req/iter':>8}  candidates")
     for session in sessions:
@@ -130,11 +136,11 @@ def _run_sessions(orchestrator: Any, connection: Any, sessions: list[date], max_
               f"{(requests / iters) if iters else 0:>8.2f}  {cands}", flush=True)
 
 
-def _equity(connection: Any) -> float:
+def _equity(connection: MarketConnection) -> float:
     return float(connection.gateway.get_account().equity)
 
 
-def _candidates(orchestrator: Any) -> str:
+def _candidates(orchestrator: Orchestrator) -> str:
     import json
 
     path = Path(orchestrator.config.candidates_path)
@@ -145,7 +151,7 @@ def _candidates(orchestrator: Any) -> str:
         return "-"
 
 
-def _print_iteration(orchestrator: Any) -> None:
+def _print_iteration(orchestrator: Orchestrator) -> None:
     result = orchestrator.last_result
     if result is None:
         print("No iteration completed.")
@@ -160,7 +166,8 @@ def _print_iteration(orchestrator: Any) -> None:
         print("  (a dry run: nothing was sent; the iteration is marked dry_run in the state database)")
 
 
-def _print_summary(orchestrator: Any, connection: Any, store: Any, config: AppConfig) -> None:
+def _print_summary(orchestrator: Orchestrator, connection: MarketConnection, store: StateStore,
+                   config: AppConfig) -> None:
     account = connection.gateway.get_account()
     positions = connection.gateway.get_positions()
     orders = store.all_orders()
@@ -200,6 +207,5 @@ def status_command(sim: AppConfig) -> str:
     return " ".join(parts + ["status", "--state-dir", shlex.quote(str(state_dir))])
 
 
-def _iteration_requests(store: Any) -> list[dict[str, int]]:
-    rows = store.iteration_requests() if hasattr(store, "iteration_requests") else []
-    return [r for r in rows if r]
+def _iteration_requests(store: StateStore) -> list[dict[str, int]]:
+    return [r for r in store.iteration_requests() if r]

@@ -132,6 +132,8 @@ def test_wash_trades_are_refused_and_closing_fractional_sells_allowed() -> None:
 
 def test_non_fractionable_defaults_match_the_simulated_market() -> None:
     exchange = pytest.importorskip("core.sim.exchange")
-    from core.backtest.broker import DEFAULT_NON_FRACTIONABLE
+    from config.universe import DEFAULT_NON_FRACTIONABLE
 
-    assert exchange.DEFAULT_NON_FRACTIONABLE == DEFAULT_NON_FRACTIONABLE
+    # One set, defined once: the simulated brokerage and the backtest's broker both read it.
+    assert exchange.DEFAULT_NON_FRACTIONABLE is DEFAULT_NON_FRACTIONABLE
+    assert not _broker().get_asset("AVGO").fractionable and _broker().get_asset("AAA").fractionable

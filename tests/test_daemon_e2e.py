@@ -314,7 +314,7 @@ def test_restart_with_open_orders_and_positions_resubmits_nothing_and_applies_fi
         assert stored.filled_qty == pytest.approx(broker.filled_qty, abs=QTY_TOL)
         fills = [f for f in second.store.fills_for(broker.symbol) if f.client_order_id == cid]
         assert len(fills) == 1, fills
-        assert fills[0].delta_qty == pytest.approx(broker.filled_qty, abs=QTY_TOL)
+        assert fills[0].qty == pytest.approx(broker.filled_qty, abs=QTY_TOL)
     assert_book_matches_broker(second.store, sim)
     assert_no_duplicate_orders(sim)
     assert_no_lost_intents(sim, second.store)

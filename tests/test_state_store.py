@@ -134,7 +134,7 @@ def test_fill_deltas_come_from_cumulative_quantities(store: StateStore) -> None:
     assert store.record_order(order(3.0, 100.0)) == 0.0
 
     fills = store.fills_for("AAPL")
-    assert [f.delta_qty for f in fills] == pytest.approx([3.0, 2.0])
+    assert [f.qty for f in fills] == pytest.approx([3.0, 2.0])
     assert [f.cumulative_qty for f in fills] == pytest.approx([3.0, 5.0])
     # 5 @ 101.2 cumulative = 3 @ 100 + 2 @ 103
     assert fills[0].price == pytest.approx(100.0)
@@ -166,7 +166,7 @@ def test_record_order_round_trips_the_broker_order(store: StateStore) -> None:
 def test_a_full_fill_in_one_answer(store: StateStore) -> None:
     assert store.record_order(order(10.0, 50.0, OrderStatus.FILLED)) == pytest.approx(10.0)
     assert store.record_order(order(10.0, 50.0, OrderStatus.FILLED)) == 0.0
-    assert [(f.delta_qty, f.price) for f in store.fills_for("AAPL")] == [(10.0, 50.0)]
+    assert [(f.qty, f.price) for f in store.fills_for("AAPL")] == [(10.0, 50.0)]
 
 
 # ---------------------------------------------------------------------- the position book

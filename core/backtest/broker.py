@@ -27,22 +27,35 @@ daemon would have made.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 
 import numpy as np
 
+from config.universe import DEFAULT_NON_FRACTIONABLE
 from core.backtest.data import History
 from core.errors import DuplicateClientOrderIdError, NotFoundError, OrderRejectedError
-from core.models import AccountView, AssetInfo, BrokerOrder, OrderSpec, OrderStatus, PositionView, Side
+from core.market_calendar import MarketCalendar, get_market_calendar
+from core.models import (
+    AccountView,
+    AssetInfo,
+    BrokerOrder,
+    ClockView,
+    Fill,
+    MarketDay,
+    OrderSpec,
+    OrderStatus,
+    PositionView,
+    Side,
+)
 from core.tiered_position_sizer import FRACTIONAL_DECIMALS, floor_to
 
 FillAt = Literal["next_open", "close"]
-# The simulated market's non-fractionable defaults (core.sim.exchange.DEFAULT_NON_FRACTIONABLE, checked
-# by a test), so the whole-share fallback paths run. Not imported: the backtest needs no HTTP server.
-DEFAULT_NON_FRACTIONABLE: frozenset[str] = frozenset({"AVGO", "NFLX", "XLE"})
+OPEN_TIME_UTC = time(14, 30)
+CLOSE_TIME_UTC = time(21, 0)
+DECISION_DELAY = timedelta(minutes=1)   # the engine decides a minute after the close
 MISSED_BARS_BEFORE_EXPIRY = 2   # the fill session and one more
 QTY_EPSILON = 1e-9
 
@@ -71,23 +84,6 @@ class CostModel:
         return reference * (1.0 + factor) if side is Side.BUY else reference * (1.0 - factor)
 
 
-@dataclass(frozen=True, slots=True)
-class Fill:
-    row: int                 # history row of the fill session
-    session: date
-    order_id: str
-    client_order_id: str
-    symbol: str
-    side: Side
-    qty: float
-    price: float             # after slippage
-    commission: float
-
-    @property
-    def value(self) -> float:
-        return self.qty * self.price
-
-
 @dataclass(slots=True)
 class _Order:
     id: str
@@ -108,6 +104,25 @@ class _Order:
     def view(self) -> BrokerOrder:
         return BrokerOrder(self.id, self.client_order_id, self.symbol, self.side, self.status, self.qty,
                            self.notional, self.filled_qty, self.filled_avg_price, self.submitted_at)
+
+
+class _LastCloses(Mapping[str, float]):
+    """A read-only view of the broker's last closes by symbol (no copy per decision)."""
+
+    __slots__ = ("_col", "_closes")
+
+    def __init__(self, col: dict[str, int], closes: np.ndarray) -> None:
+        self._col = col
+        self._closes = closes
+
+    def __getitem__(self, symbol: str) -> float:
+        return float(self._closes[self._col[symbol]])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._col)
+
+    def __len__(self) -> int:
+        return len(self._col)
 
 
 @dataclass(slots=True)
@@ -139,12 +154,14 @@ class BacktestBroker:
 
     def __init__(self, history: History, *, initial_cash: float, costs: CostModel | None = None,
                  fill_at: FillAt = "next_open", fractional_trading: bool = True,
-                 non_fractionable: Iterable[str] = DEFAULT_NON_FRACTIONABLE) -> None:
+                 non_fractionable: Iterable[str] = DEFAULT_NON_FRACTIONABLE,
+                 calendar: MarketCalendar | None = None) -> None:
         if not (math.isfinite(initial_cash) and initial_cash > 0):
             raise ValueError(f"initial_cash {initial_cash!r} must be a positive number")
         if fill_at not in ("next_open", "close"):
             raise ValueError(f"fill_at {fill_at!r} must be 'next_open' or 'close'")
         self.history = history
+        self._calendar = calendar
         self.costs = costs or CostModel()
         self.fill_at: FillAt = fill_at
         self.fractional_trading = fractional_trading
@@ -161,9 +178,12 @@ class BacktestBroker:
         self._next_id = 1
         self._row = -1
         self._last_close = np.full(len(history.symbols), np.nan)
+        self._prices = _LastCloses(self._col, self._last_close)
         self._equity = float(initial_cash)
         self._last_equity = float(initial_cash)
         self.expired_orders = 0
+        # A nominal time of day (UTC) for fills and orders: a daily backtest has no intraday clock.
+        self._fill_time = OPEN_TIME_UTC if fill_at == "next_open" else CLOSE_TIME_UTC
 
     # ------------------------------------------------------------------ session driving
     @property
@@ -195,6 +215,13 @@ class BacktestBroker:
 
     def last_price(self, symbol: str) -> float:
         return float(self._last_close[self._col[symbol]])
+
+    @property
+    def last_prices(self) -> Mapping[str, float]:
+        """Every symbol's last close (NaN before its first bar): the current prices of a decision made after
+        the close, as the live DataAgent's are the latest bars' closes."""
+        return self._prices
+
 
     def open_order_symbols(self) -> set[str]:
         """Symbols with an open order (the daemon knows these from its own store: not a request)."""
@@ -259,8 +286,9 @@ class BacktestBroker:
         order.filled_qty = qty
         order.filled_avg_price = price
         order.reserved = 0.0
-        fill = Fill(row, self.history.sessions[row], order.id, order.client_order_id, order.symbol, order.side,
-                    qty, price, commission)
+        session = self.history.sessions[row]
+        fill = Fill(order.id, order.client_order_id, order.symbol, order.side, qty, price,
+                    datetime.combine(session, self._fill_time, tzinfo=UTC), session, commission=commission)
         self.fills.append(fill)
         return fill
 
@@ -270,6 +298,27 @@ class BacktestBroker:
         reserved = sum(o.reserved for o in self._open)
         return AccountView(equity=self._equity, cash=self.cash, buying_power=max(0.0, self.cash - reserved),
                            last_equity=self._last_equity, fractional_trading=self.fractional_trading)
+
+    def get_clock(self) -> ClockView:
+        """A minute after the current session's close, the moment the engine decides (not counted: the live
+        daemon caches its clock until the next open or close, so a decision costs it no clock request)."""
+        calendar = self.calendar
+        session = self.history.sessions[max(self._row, 0)]
+        now = calendar.session_close(session) + DECISION_DELAY
+        following = calendar.next_session(session)
+        return ClockView(timestamp=now, is_open=False, next_open=calendar.session_open(following),
+                         next_close=calendar.session_close(following))
+
+    def get_calendar(self, start: date, end: date) -> list[MarketDay]:
+        calendar = self.calendar
+        return [MarketDay(day, calendar.session_open(day), calendar.session_close(day))
+                for day in calendar.sessions_between(start, end)]
+
+    @property
+    def calendar(self) -> MarketCalendar:
+        if self._calendar is None:
+            self._calendar = get_market_calendar()
+        return self._calendar
 
     def get_fractional_trading(self) -> bool:
         self.calls.hit("GET /v2/account/configurations")
@@ -382,7 +431,7 @@ class BacktestBroker:
                                    f"available {max(0.0, available):,.2f}")
         order_id = f"bt-{self._next_id:08d}"
         self._next_id += 1
-        submitted = datetime.combine(self.history.sessions[self._row], time(21, 0), tzinfo=UTC)
+        submitted = datetime.combine(self.history.sessions[self._row], CLOSE_TIME_UTC, tzinfo=UTC)
         return _Order(order_id, spec.client_order_id, symbol, col, spec.side, spec.qty, spec.notional,
                       self._row, submitted, reserved)
 

@@ -19,7 +19,7 @@ from datetime import date
 from pathlib import Path
 
 from config.settings import AppConfig
-from core.backtest.broker import DEFAULT_NON_FRACTIONABLE
+from config.universe import DEFAULT_NON_FRACTIONABLE
 from core.backtest.cli import load_data
 from core.backtest.data import History
 from core.backtest.engine import BacktestOptions, run_backtest

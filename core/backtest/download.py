@@ -40,6 +40,7 @@ from core.atomic_file import write_atomic
 from core.backtest.engine import DEFAULT_YEARS, _years_before
 from core.backtest.progress import progress_reporter
 from core.market_calendar import MarketCalendar, bar_timestamp, get_market_calendar, session_of_bar
+from core.ports import RawBars
 
 MANIFEST = "download.json"
 PAGE_BARS = 10_000                 # the most bars Alpaca returns in one page (all symbols together)
@@ -55,7 +56,7 @@ class BarsSource(Protocol):
     DAILY_BARS_ADJUSTMENT: Any
 
     def get_daily_bars(self, symbols: list[str], start: datetime, end: datetime | None = None
-                       ) -> dict[str, list[dict[str, Any]]]: ...
+                       ) -> RawBars: ...
 
 
 class DownloadError(Exception):

@@ -4,13 +4,16 @@ For each session t of the period (row t of the history), in this order:
 
     a. open:  the broker fills the orders decided at t-1 at t's open (fill_at="next_open")
     b. close: positions are marked at t's close; equity, cash and tier exposure are recorded
-    c. scan:  rank_candidates() over row t of the precomputed z-score panel (whole universe) gives the
-              focus list the live daemon would load from candidates.json for the decision on bar t:
-              candidates[:10] + baseline + held + open orders (whole universe with --no-scanner)
+    c. scan:  rank_candidates() over row t of the precomputed score panel (whole universe) gives the
+              candidates the live daemon would load from candidates.json for the decision on bar t;
+              the decision pipeline's merge_focus() adds the baseline, held and open-order symbols
+              (whole universe with --no-scanner)
     d. SignalAgent.signals_at(panel, t, holdings, focus)
-    e. SignalValidator.validate(signals, now = close of t + 1 minute, current prices = closes at t)
-    f. RiskAgent.evaluate(accepted, snapshot from the broker, RiskContext)
-    g. ExecutionAgent.execute(approved, trading session) -> orders at the broker
+    e. SignalValidator.validate(signals, now = close of t + 1 minute, current prices = last closes)
+    f. DecisionPipeline.decide(): risk inputs, RiskAgent, ExecutionAgent, stop-loss exits -> orders at
+       the broker; the same code as the live daemon's (core/decision_pipeline.py), with the backtest's
+       ports: an in-memory ledger (no halt is kept), the running equity peak, no price gate (the bars
+       are the broker's prices) and no exit pursuit (the broker's refusals are final)
 
 With fill_at="next_open" no decision is made on the period's last session (its orders could not
 fill inside the period). The z-scores are computed once for the whole history (causal: row t uses
@@ -31,30 +34,30 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import structlog
 
 from agents.execution_agent import ExecutionAgent
-from agents.risk_agent import RiskAgent, RiskContext, RiskParams
-from agents.signal_agent import Holding, SignalAgent
+from agents.risk_agent import RiskAgent, RiskParams
+from agents.signal_agent import SignalAgent
 from agents.strategies.loader import strategy_from_config
 from config.settings import AppConfig
-from config.universe import BASELINE_SYMBOLS
-from core.backtest.broker import DEFAULT_NON_FRACTIONABLE, BacktestBroker, CostModel, Fill, FillAt
+from config.universe import BASELINE_SYMBOLS, DEFAULT_NON_FRACTIONABLE
+from core.backtest.broker import BacktestBroker, CostModel, FillAt
 from core.backtest.data import SYNTHETIC_SOURCE_PREFIX, History
 from core.backtest.errors import BacktestOptionsError
 from core.bar_panel import BarPanel
+from core.decision_pipeline import DecisionPipeline, merge_focus, signal_holdings
+from core.decision_ports import MemoryRiskLedger, RunningPeak
 from core.market_calendar import MarketCalendar, get_market_calendar
 from core.memory_journal import MemoryJournal
-from core.models import OrderTarget, PortfolioSnapshot, Rejection, Side, SignalReason
-from core.ports import OrderJournal
+from core.models import Fill, OrderTarget, PositionView, Rejection, Side, Signal
 from core.scanner import rank_candidates
 from core.signal_validator import SignalValidator
 from core.tier_exposure_tracker import UNTIERED
 
-MAX_FOCUS_CANDIDATES = 10          # as the orchestrator: candidates.symbols[:10] + baseline
 DEFAULT_END_CUTOFF = date(2026, 11, 1)
 DEFAULT_YEARS = 10
 PROGRESS_MIN_SESSIONS = 250
@@ -135,6 +138,15 @@ class Trade:
     @property
     def is_open(self) -> bool:
         return self.exit_date is None
+
+
+@dataclass(frozen=True, slots=True)
+class OwnShares:
+    """A position in the backtest's own book: every share at its broker is the backtest's own."""
+
+    qty: float
+    avg_entry_price: float
+    entry_session: date | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,11 +396,17 @@ class _Engine:
         self.broker = BacktestBroker(
             hist, initial_cash=spec.initial_cash,
             costs=CostModel(spec.commission, spec.commission_bps, spec.slippage_bps),
-            fill_at=spec.fill_at, fractional_trading=spec.fractional, non_fractionable=DEFAULT_NON_FRACTIONABLE)
+            fill_at=spec.fill_at, fractional_trading=spec.fractional, non_fractionable=DEFAULT_NON_FRACTIONABLE,
+            calendar=calendar)
         self.journal = MemoryJournal()
-        # cast: MemoryJournal.record_order returns the fill delta (float) where the protocol says None.
-        self.execution = ExecutionAgent(self.broker, cast(OrderJournal, self.journal), enable_fractional=spec.fractional,
+        self.execution = ExecutionAgent(self.broker, self.journal, enable_fractional=spec.fractional,
                                         min_notional=1.0 if spec.bare else config.min_order_notional)
+        self.ledger = MemoryRiskLedger()
+        self.peak = RunningPeak(spec.initial_cash)
+        self._decision_time = calendar.session_close(hist.sessions[first]) + timedelta(minutes=1)
+        self.pipeline = DecisionPipeline(self.risk, self.execution, self.broker, self.ledger, self.peak,
+                                         clock=lambda: self._decision_time)
+        self._row_of = {session: row for row, session in enumerate(hist.sessions)}
         universe = set(spec.symbols)
         self.baseline = [] if spec.bare else [s for s in BASELINE_SYMBOLS if s in universe]
         self.tier_of = {s: spec.symbol_tiers.get(s, UNTIERED) for s in spec.symbols}
@@ -411,8 +429,6 @@ class _Engine:
         self.kinds: Counter[str] = Counter()
         self.zero_share_symbols: Counter[str] = Counter()
         self.entry_sessions: dict[str, date] = {}
-        self.stop_exits: dict[str, date] = {}
-        self.peak_equity = spec.initial_cash
         self.halted_sessions = 0
         self._fills_seen = 0
         last_row = hist.n_sessions - 1
@@ -433,7 +449,7 @@ class _Engine:
                     for symbol, pos in broker.positions.items():
                         tier = self.tier_of[symbol]
                         exposure[tier][k] += pos.qty * broker.last_price(symbol) / eq
-                self.peak_equity = max(self.peak_equity, eq)
+                self.peak.observe(eq)
                 if k & 63 == 0:
                     progress.advance(k)
         elapsed = time.perf_counter() - started
@@ -462,73 +478,49 @@ class _Engine:
         positions = broker.get_positions()
         # Live, open orders come from the state store, not from a broker call.
         open_symbols = broker.open_order_symbols()
-        focus = self._focus(row, positions, open_symbols)
-        holdings = {s: Holding(p.avg_entry_price, self.entry_sessions.get(s)) for s, p in positions.items()}
-        signals = self.signal_agent.signals_at(self.panel, row, holdings, focus)
+        focus = merge_focus(self._candidates(row), baseline=self.baseline, held=positions, open_orders=open_symbols,
+                            universe=None)
+        book = {s: OwnShares(p.qty, p.avg_entry_price, self.entry_sessions.get(s)) for s, p in positions.items()}
+        signals = self.signal_agent.signals_at(self.panel, row, signal_holdings(book, positions), focus)
         if signals:
             self.counts["signals"] += len(signals)
-            closes = hist.close[row]
-            col = self.panel.bars.column
-            prices = {s.symbol: float(closes[col[s.symbol]]) for s in signals}
-            now = self.calendar.session_close(session) + timedelta(minutes=1)
+            prices = broker.last_prices
+            self._decision_time = now = self.calendar.session_close(session) + timedelta(minutes=1)
             # One iteration per session: nothing was handled earlier for this bar (live, the store says so).
             accepted, rejected = self.validator.validate(signals, now, prices, ())
             self._count_rejections(rejected)
             if accepted:
-                self._risk_and_execute(row, accepted, positions, prices)
+                self._decide_orders(row, accepted, positions, book, prices)
         self.requests.append(BARS_REQUESTS_PER_ITERATION + sum(broker.calls.current.values()))
         broker.calls.reset()
 
-    def _focus(self, row: int, positions: Mapping[str, Any], open_symbols: set[str]) -> list[str] | None:
+    def _candidates(self, row: int) -> list[str] | None:
+        """The scanner's candidates for the decision on bar `row` (None without the scanner)."""
         if not self.spec.use_scanner:
-            return None  # the whole universe
+            return None
         # Only symbols below the oversold threshold can be selected, so handing rank_candidates just
         # those (found in one vectorised comparison; NaN compares False) selects exactly the same
         # symbols as the whole row would, without formatting an exclusion reason for every other
         # symbol each session (that formatting was 40% of the scanner run's time).
-        selection = rank_candidates(self.signal_agent.candidates_at(self.panel, row), top_n=self.config.scanner_top_n,
-                                    oversold_z=self.signal_agent.scan_threshold, baseline=self.baseline)
-        focus = selection.symbols[:MAX_FOCUS_CANDIDATES] + self.baseline
-        extra = set(positions) | open_symbols
-        return list(dict.fromkeys(focus + sorted(extra)))
+        return rank_candidates(self.signal_agent.candidates_at(self.panel, row), top_n=self.config.scanner_top_n,
+                               oversold_z=self.signal_agent.scan_threshold, baseline=self.baseline).symbols
 
-    def _risk_and_execute(self, row: int, accepted: list[Any], positions: dict[str, Any],
-                          prices: dict[str, float]) -> None:
-        hist, broker = self.history, self.broker
+    def _decide_orders(self, row: int, accepted: list[Signal], positions: dict[str, PositionView],
+                       book: dict[str, OwnShares], prices: Mapping[str, float]) -> None:
+        hist = self.history
         trading_session = hist.sessions[row + 1] if self.spec.fill_at == "next_open" else hist.sessions[row]
-        account = broker.get_account()
-        open_orders = broker.get_open_orders()
-        entry_symbols = [s.symbol for s in accepted if s.side is Side.BUY]
-        flags = self.execution.asset_flags(entry_symbols, trading_session) if entry_symbols else {}
-        account_fractional = self.execution.account_fractional(trading_session) if entry_symbols else True
-        peak = max(self.peak_equity, account.equity)
-        self.peak_equity = peak
-        current = dict(prices)
-        for order in open_orders:
-            current.setdefault(order.symbol, broker.last_price(order.symbol))
-        context = RiskContext(
-            session=accepted[0].session, current_prices=current,
-            fractionable={s: a.fractionable and a.tradable for s, a in flags.items()},
-            account_fractional=account_fractional, peak_equity=peak,
-            last_stop_loss_exits={s: self.stop_exits[s] for s in entry_symbols if s in self.stop_exits},
-        )
-        snapshot = PortfolioSnapshot(account=account, positions=positions, open_orders=tuple(open_orders),
-                                     entry_sessions={s: d for s, d in self.entry_sessions.items() if s in positions},
-                                     entry_prices={s: p.avg_entry_price for s, p in positions.items()})
-        decision = self.risk.evaluate(accepted, snapshot, context)
-        if decision.halts:
+        decision = self.pipeline.decide(accepted, positions, book, prices, trading_session)
+        if decision.risk.halts:
             self.halted_sessions += 1
-        self._count_rejections(decision.rejected)
-        if not decision.approved:
+        self._count_rejections(decision.risk.rejected)
+        report = decision.report
+        if report is None:
             return
-        report = self.execution.execute(list(decision.approved), trading_session)
         self._count_rejections(report.rejected)
         self.counts["fractional_orders"] += report.fractional_orders
         self.counts["whole_share_orders"] += report.whole_share_orders
-        for approved in decision.approved:
-            if approved.side is Side.SELL and approved.signal.reason is SignalReason.EXIT_STOP_LOSS:
-                self.stop_exits[approved.symbol] = approved.signal.session
         by_key = {(t.symbol, t.side): t for t in decision.approved}
+        equity = decision.account.equity
         for order in report.submitted:
             target: OrderTarget = by_key[(order.symbol, order.side)]
             fractional_order = order.notional is not None or (
@@ -536,7 +528,7 @@ class _Engine:
             record = OrderRecord(
                 session=hist.sessions[row], symbol=order.symbol, side=order.side, reason=target.signal.reason.value,
                 tier=target.tier, fractional_order=fractional_order, qty=order.qty, notional=order.notional,
-                target_notional=target.notional, price=target.price, equity=account.equity,
+                target_notional=target.notional, price=target.price, equity=equity,
                 client_order_id=order.client_order_id)
             self.orders.append(record)
             self.order_meta[order.id] = record
@@ -567,11 +559,12 @@ class _Engine:
     def _open_trade(self, fill: Fill, meta: OrderRecord | None) -> None:
         trade = self.open_trades.get(fill.symbol)
         if trade is None:
+            fill_session = _session_of(fill)
             self.open_trades[fill.symbol] = Trade(
-                symbol=fill.symbol, entry_date=fill.session, entry_price=fill.price, shares=fill.qty,
+                symbol=fill.symbol, entry_date=fill_session, entry_price=fill.price, shares=fill.qty,
                 tier=meta.tier if meta else None, fractional=meta.fractional_order if meta else False,
-                entry_commission=fill.commission, entry_row=fill.row)
-            self.entry_sessions[fill.symbol] = fill.session
+                entry_commission=fill.commission, entry_row=self._row_of[fill_session])
+            self.entry_sessions[fill.symbol] = fill_session
             return
         # A second buy of a held symbol cannot come from the RiskAgent; kept correct regardless.
         total = trade.shares + fill.qty
@@ -593,12 +586,13 @@ class _Engine:
         else:
             del self.open_trades[fill.symbol]
             self.entry_sessions.pop(fill.symbol, None)
-        trade.exit_date = fill.session
+        fill_session = _session_of(fill)
+        trade.exit_date = fill_session
         trade.exit_price = fill.price
         trade.exit_commission = fill.commission
         trade.exit_reason = meta.reason if meta else "unknown"
         trade.pnl = (fill.price - trade.entry_price) * trade.shares - trade.entry_commission - fill.commission
-        trade.holding_sessions = self.calendar.session_distance(trade.entry_date, fill.session)
+        trade.holding_sessions = self.calendar.session_distance(trade.entry_date, fill_session)
         self.trades.append(trade)
 
     def _close_open_trades(self, last_row: int) -> None:
@@ -611,3 +605,9 @@ class _Engine:
             trade.holding_sessions = self.calendar.session_distance(trade.entry_date, last_session)
             self.trades.append(trade)
         self.trades.sort(key=lambda t: (t.entry_date, t.symbol, t.exit_date or date.max))
+
+
+def _session_of(fill: Fill) -> date:
+    """The session a backtest fill happened in (the backtest's broker always records it)."""
+    assert fill.session is not None
+    return fill.session

@@ -83,7 +83,6 @@ from core.ownership import SplitEvent
 from core.ports import BarsAnswer
 
 T = TypeVar("T")
-RawBars = dict[str, list[dict[str, Any]]]
 BARS_PAGE_SIZE = 10_000  # the SDK's page size for bars (alpaca.data.historical.stock.get_stock_bars)
 MAX_RATE_LIMIT_WAIT_SECONDS = 65.0
 ACTIVITIES_PAGE_SIZE = 100

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from config.settings import AppConfig
 from core.broker.alpaca_gateway import AlpacaGateway
 from core.clock import Clock, SimClock, SystemClock
+
+if TYPE_CHECKING:
+    from core.sim import SimMarket
 
 SIM_BANNER = ("Using the built-in simulated market on 127.0.0.1 (no Alpaca credentials configured): "
               "no account, no network, no real orders.")
@@ -25,7 +28,7 @@ def sim_banner(config: AppConfig) -> str:
 class MarketConnection:
     gateway: AlpacaGateway
     clock: Clock
-    sim: Any = None   # core.sim.SimMarket when simulated
+    sim: SimMarket | None = None   # the simulated market, when simulated
 
     @property
     def simulated(self) -> bool:

@@ -31,9 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from config.universe import DEFAULT_SYMBOL_TIERS, is_valid_ticker
+from config.universe import DEFAULT_NON_FRACTIONABLE, DEFAULT_SYMBOL_TIERS, is_valid_ticker
 from core.clock import Clock
 from core.market_calendar import NEW_YORK, MarketCalendar
+from core.models import Fill, Side
 from core.sim.activities import ActivityLog, ActivityQueryError
 from core.sim.bars import SyntheticBars
 from core.sim.corporate_actions import Action, CashDividend, Split, previous_close
@@ -42,7 +43,6 @@ ASSET_NAMESPACE = uuid.UUID("6f1d9a52-3c1e-4c8e-9f57-5a3e0b1d2c40")
 ACCOUNT_ID = "9b1c6a1e-5f0e-4f7a-9a8e-51a0c0de0001"
 ACCOUNT_NUMBER = "PA3SIM000001"
 
-DEFAULT_NON_FRACTIONABLE = frozenset({"AVGO", "NFLX", "XLE"})
 _ETF_ARCA = frozenset({"SPY", "DIA", "IWM", "XLK", "XLF", "XLV", "XLE", "XLY"})
 _NASDAQ = frozenset({"QQQ", "AAPL", "MSFT", "GOOGL", "AMZN", "NVDA", "META", "TSLA", "COST", "AVGO", "NFLX"})
 
@@ -234,17 +234,6 @@ class SimOrder:
             "source": None,
             "expires_at": None,
         }
-
-
-@dataclass(frozen=True)
-class Fill:
-    order_id: str
-    client_order_id: str
-    symbol: str
-    side: str
-    qty: float
-    price: float
-    time: datetime
 
 
 @dataclass(frozen=True)
@@ -880,7 +869,7 @@ class SimExchange:
         order.filled_at = order.updated_at = when
         full = order.qty is None or order.filled_qty >= order.qty - QTY_EPS
         order.status = "partially_filled" if order.partial_fraction is not None or not full else "filled"
-        self.fills.append(Fill(order.id, order.client_order_id, symbol, order.side, qty, price, when))
+        self.fills.append(Fill(order.id, order.client_order_id, symbol, Side(order.side), qty, price, when))
         self._record_fill_activity(order, when, price, qty)
 
     # ================================================================== account math

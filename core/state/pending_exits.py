@@ -13,11 +13,15 @@ position is gone), `given_up` (the broker refused it for a permanent reason).
 from __future__ import annotations
 
 import math
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, date
-from typing import Any
+from typing import TYPE_CHECKING
 
 from core.clock import Clock
+
+if TYPE_CHECKING:
+    from core.state.store import StateStore
 
 ACTIVE = "active"
 DONE = "done"
@@ -43,7 +47,7 @@ class PendingExit:
 class PendingExitTable:
     """Reads and writes of `pending_exits` through the StateStore's connection and lock."""
 
-    def __init__(self, store: Any, clock: Clock) -> None:
+    def __init__(self, store: StateStore, clock: Clock) -> None:
         self._store = store
         self._clock = clock
 
@@ -87,7 +91,7 @@ class PendingExitTable:
                          (state, outcome, self._now(), exit_id, ACTIVE))
 
 
-def _row(row: Any) -> PendingExit:
+def _row(row: sqlite3.Row) -> PendingExit:
     zscore = row["zscore"]
     return PendingExit(
         id=int(row["id"]), symbol=row["symbol"], decision_session=date.fromisoformat(row["decision_session"]),

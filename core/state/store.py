@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -72,7 +73,7 @@ from typing import Any, cast, overload
 from core.clock import Clock
 from core.errors import StateError
 from core.logging_setup import redact
-from core.models import BrokerOrder, CashFlow, OrderSpec, OrderStatus, PositionView, Side
+from core.models import BrokerOrder, CashFlow, Fill, OrderSpec, OrderStatus, PositionView, Side
 from core.order_ids import is_instance_id, new_instance_id
 from core.ownership import SeenPosition
 from core.ports import IntentRecord, IntentState
@@ -123,18 +124,6 @@ class ClosedPosition:
     reason: str
     origin: str | None
     closed_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Fill:
-    order_id: str
-    client_order_id: str
-    symbol: str
-    side: str
-    delta_qty: float
-    price: float | None
-    cumulative_qty: float
-    recorded_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,8 +433,9 @@ class StateStore:
     def fills_for(self, symbol: str) -> list[Fill]:
         rows = self._query("SELECT order_id, client_order_id, symbol, side, delta_qty, price, cumulative_qty, "
                            "recorded_at FROM fills WHERE symbol = ? ORDER BY id", (symbol,))
-        return [Fill(row["order_id"], row["client_order_id"], row["symbol"], row["side"], float(row["delta_qty"]),
-                     _float_or_none(row["price"]), float(row["cumulative_qty"]), _datetime(row["recorded_at"]))
+        return [Fill(row["order_id"], row["client_order_id"], row["symbol"], Side(row["side"]), float(row["delta_qty"]),
+                     float(row["price"]) if row["price"] is not None else math.nan, _datetime(row["recorded_at"]),
+                     cumulative_qty=float(row["cumulative_qty"]))
                 for row in rows]
 
     # ------------------------------------------------------------------ the position book
