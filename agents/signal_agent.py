@@ -21,10 +21,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import structlog
 
 from agents.strategies.base import HeldPosition, Indicators, RiskExit, Strategy
@@ -33,6 +32,9 @@ from agents.strategies.loader import strategy_from_config
 from core.bar_panel import BarPanel
 from core.market_calendar import MarketCalendar, bar_timestamp
 from core.models import Side, Signal, SignalReason
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = structlog.get_logger("signal_agent")
 

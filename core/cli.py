@@ -14,10 +14,14 @@ import traceback
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from config.settings import AppConfig, ConfigError, describe_config, get_config
 from core.ops_commands import add_status_arguments
+
+# The parser imports only the standard library and argument modules, so `--help` and a bad argument
+# answer at once; the configuration (pydantic), the agents and the backtest load after parsing.
+if TYPE_CHECKING:
+    from config.settings import AppConfig
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_REFUSED = 0, 1, 2, 3
 DEFAULT_ENV_FILE = ".env"
@@ -25,17 +29,31 @@ STRATEGY_COMMANDS = frozenset({"run", "scan", "backtest", "strategies"})
 
 
 def _print_settings(config: AppConfig, out: Any = None) -> None:
+    from config.settings import describe_config
+
     out = out or sys.stdout
     print("Effective settings (keys masked):", file=out)
     for name, value in describe_config(config):
         print(f"  {name:<28} {value}", file=out)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from core.version import version
+class _VersionAction(argparse.Action):
+    """`--version`: the package metadata is read only when it is asked for."""
 
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show program's version number and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        from core.version import version
+
+        parser.exit(message=f"{parser.prog} {version()}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trading-daemon", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    parser.add_argument("--version", action=_VersionAction)
     parser.add_argument("--env-file", default=None, metavar="PATH",
                         help="dotenv file to read; it must exist (default: .env in the working directory, if any)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,12 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     clear.add_argument("--reason", default="", help="why it is cleared (kept in the state database and the log)")
 
     backtest = sub.add_parser("backtest", help="run the agents over historical daily bars")
-    try:
-        from core.backtest.cli import add_backtest_arguments
+    from core.backtest.cli_args import add_backtest_arguments
 
-        add_backtest_arguments(backtest)
-    except ImportError:  # the backtest package is optional at import time
-        pass
+    add_backtest_arguments(backtest)
     _add_strategy_arguments(backtest)
     _add_research_commands(sub)
     return parser
@@ -101,6 +116,8 @@ def _add_strategy_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _with_strategy_options(args: argparse.Namespace, config: AppConfig, env_file: str) -> AppConfig:
     """The configuration with --strategy / --strategy-param applied (validated like the environment)."""
+    from config.settings import ConfigError, get_config
+
     reference = getattr(args, "strategy", None)
     assignments = getattr(args, "strategy_param", None) or []
     if reference is None and not assignments:
@@ -118,12 +135,15 @@ def _with_strategy_options(args: argparse.Namespace, config: AppConfig, env_file
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.logging_setup import JournalErrorStream, writes_to_journal
+    if os.environ.get("JOURNAL_STREAM"):  # under systemd only: the logging module costs an import otherwise
+        from core.logging_setup import JournalErrorStream, writes_to_journal
 
-    if writes_to_journal(sys.stderr) and not isinstance(sys.stderr, JournalErrorStream):
-        sys.stderr = JournalErrorStream(sys.stderr)  # type: ignore[assignment]  # `journalctl -p err` shows refusals
+        if writes_to_journal(sys.stderr) and not isinstance(sys.stderr, JournalErrorStream):
+            sys.stderr = JournalErrorStream(sys.stderr)  # type: ignore[assignment]  # `journalctl -p err` shows refusals
     parser = build_parser()
     args = parser.parse_args(argv)
+    from config.settings import ConfigError, get_config
+
     if args.env_file is not None and not Path(args.env_file).is_file():
         # Only the default .env may be absent: a file named on purpose that is missing (a typo, a wrong
         # directory) would otherwise run on built-in defaults.

@@ -1,5 +1,9 @@
 """NYSE sessions from exchange_calendars, precomputed into arrays for fast, pure look-ups.
 
+`get_market_calendar()` loads them from core/nyse_sessions.txt, exchange_calendars' table written
+once by scripts/make_nyse_sessions.py (a test checks it against the installed exchange_calendars), so
+no command pays for building the table (and importing exchange_calendars and pandas) at start-up.
+
 Session dates are `datetime.date`; opens and closes are tz-aware UTC datetimes. Daily bars are
 stamped at midnight New York time of their session date (as Alpaca stamps them), which
 `bar_timestamp()` produces and `session_of_bar()` inverts.
@@ -13,11 +17,14 @@ from __future__ import annotations
 import bisect
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 NEW_YORK = ZoneInfo("America/New_York")
 CALENDAR_START = "2004-01-01"
 CALENDAR_END = "2030-12-31"
+SESSION_TABLE = Path(__file__).with_name("nyse_sessions.txt")
+TABLE_HEADER = "# NYSE sessions (exchange_calendars XNYS): date, open and close in UTC. Written by scripts/make_nyse_sessions.py"
 
 
 def bar_timestamp(session: date) -> datetime:
@@ -41,6 +48,25 @@ class MarketCalendar:
         cal = xcals.get_calendar("XNYS", start=start, end=end)
         self._load([ts.date() for ts in cal.sessions], [ts.to_pydatetime() for ts in cal.opens],
                    [ts.to_pydatetime() for ts in cal.closes])
+
+    @classmethod
+    def from_table(cls, path: Path = SESSION_TABLE) -> MarketCalendar:
+        """The calendar from a session table written by `format_table` (one `YYYY-MM-DD HH:MM HH:MM` line
+        per session, open and close in UTC)."""
+        sessions: list[date] = []
+        opens: list[datetime] = []
+        closes: list[datetime] = []
+        utc = ZoneInfo("UTC")   # the tzinfo exchange_calendars' timestamps carry
+        for line in path.read_text(encoding="ascii").splitlines():
+            if not line or line[0] == "#":
+                continue
+            day = date(int(line[0:4]), int(line[5:7]), int(line[8:10]))
+            sessions.append(day)
+            opens.append(datetime(day.year, day.month, day.day, int(line[11:13]), int(line[14:16]), tzinfo=utc))
+            closes.append(datetime(day.year, day.month, day.day, int(line[17:19]), int(line[20:22]), tzinfo=utc))
+        calendar = cls.__new__(cls)
+        calendar._load(sessions, opens, closes)
+        return calendar
 
     def _load(self, sessions: list[date], opens: list[datetime], closes: list[datetime]) -> None:
         """Install a session table (sorted sessions with their opens and closes, UTC)."""
@@ -138,7 +164,19 @@ class MarketCalendar:
 
 @lru_cache(maxsize=1)
 def get_market_calendar() -> MarketCalendar:
+    if SESSION_TABLE.is_file():
+        return MarketCalendar.from_table(SESSION_TABLE)
     return MarketCalendar()
+
+
+def format_table(calendar: MarketCalendar) -> str:
+    """The session table `MarketCalendar.from_table` reads."""
+    rows = [TABLE_HEADER]
+    for session, opened, closed in zip(calendar._sessions, calendar._opens, calendar._closes, strict=True):
+        # Every NYSE open and close falls on its session's UTC date (09:30-16:00 New York).
+        assert opened.astimezone(UTC).date() == session == closed.astimezone(UTC).date()
+        rows.append(f"{session.isoformat()} {opened.astimezone(UTC):%H:%M} {closed.astimezone(UTC):%H:%M}")
+    return "\n".join(rows) + "\n"
 
 
 def new_york_time(now: datetime) -> datetime:

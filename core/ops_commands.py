@@ -12,9 +12,10 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from config.settings import AppConfig
+if TYPE_CHECKING:
+    from config.settings import AppConfig
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 SIM_DIR_NAME = "sim"

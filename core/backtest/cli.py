@@ -1,6 +1,7 @@
 """`trading-daemon backtest`: arguments and the command itself.
 
-The lead's CLI calls `add_backtest_arguments(subparser)` and `run_backtest_command(args, config)`.
+The lead's CLI calls `add_backtest_arguments(subparser)` (core/backtest/cli_args.py, which imports nothing
+heavy) and `run_backtest_command(args, config)`.
 Bad data or arguments print ONE `error: ...` line on stderr and return 2 (no traceback).
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from config.settings import AppConfig
 from config.universe import is_valid_ticker
+from core.backtest.cli_args import DEFAULT_OUT, add_backtest_arguments
 from core.backtest.data import History, load_history, synthetic_history
 from core.backtest.engine import (
     BENCHMARK_SYMBOL,
@@ -27,41 +29,10 @@ from core.backtest.engine import (
 from core.backtest.errors import BacktestError, BacktestOptionsError
 from core.market_calendar import MarketCalendar, get_market_calendar
 
-DEFAULT_OUT = Path("out/backtest")
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
-
-
-def add_backtest_arguments(parser: argparse.ArgumentParser) -> None:
-    # Values stay strings here and are checked in run_backtest_command, so every bad value gets the
-    # same one-line message and exit code whichever way the command is invoked.
-    parser.add_argument("--start", metavar="YYYY-MM-DD", default=None,
-                        help="first session (default: ten years before --end)")
-    parser.add_argument("--end", metavar="YYYY-MM-DD", default=None,
-                        help="last session (default: the last session before 2026-11-01, or the data's last)")
-    parser.add_argument("--symbols", metavar="SYM,SYM", default=None,
-                        help="comma-separated symbols (default: the configured universe, SYMBOL_TIERS)")
-    parser.add_argument("--data", metavar="PATH", default=None,
-                        help="CSV/Parquet bars file or a directory of SYMBOL.csv files (default: built-in synthetic market)")
-    parser.add_argument("--initial-cash", metavar="USD", default=None, help="starting cash (default SIM_INITIAL_CASH)")
-    parser.add_argument("--no-scanner", action="store_true", help="trade the whole universe (no scanner focus)")
-    parser.add_argument("--no-fractional", action="store_true", help="whole shares only")
-    parser.add_argument("--bare", action="store_true",
-                        help="bare strategy: no scanner, baseline, tiers, limits, cooldowns, halts, buffer, "
-                             "minimum notional, freshness/drift checks or fractional shares")
-    parser.add_argument("--position-notional", metavar="USD", default=None,
-                        help="size every entry as floor(USD / signal close) whole shares")
-    parser.add_argument("--commission", metavar="USD", default="0", help="commission per order in dollars (default 0)")
-    parser.add_argument("--commission-bps", metavar="BPS", default="0",
-                        help="commission in basis points of each fill's value (default 0)")
-    parser.add_argument("--slippage-bps", metavar="BPS", default="0",
-                        help="adverse slippage in basis points of the fill price (default 0)")
-    parser.add_argument("--fill-at", choices=("next_open", "close"), default="next_open",
-                        help="fill at the next session's open (default) or at the signal's close")
-    parser.add_argument("--seed", metavar="N", default=None, help="synthetic market seed (default SIM_SEED)")
-    parser.add_argument("--out", metavar="DIR", default=str(DEFAULT_OUT), help=f"report directory (default {DEFAULT_OUT})")
-    parser.add_argument("--compare-seed", action="store_true",
-                        help="run the seed's scenarios (5, 29, 29 + scanner; fractional on/off) and compare")
+__all__ = ["DEFAULT_OUT", "add_backtest_arguments", "describe", "load_data", "options_from_args",
+           "run_backtest_command"]
 
 
 def _date(name: str, value: Any) -> date | None:

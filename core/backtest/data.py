@@ -29,14 +29,16 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from config.universe import is_valid_ticker
 from core.backtest.errors import BacktestDataError
 from core.market_calendar import MarketCalendar, get_market_calendar
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 TIMESTAMP_ALIASES: tuple[str, ...] = ("timestamp", "date")
@@ -90,6 +92,8 @@ class History:
 
     def to_long_frame(self) -> pd.DataFrame:
         """Long format (symbol, timestamp, open, high, low, close, volume), bars only where a close exists."""
+        import pandas as pd
+
         n, m = self.close.shape
         days = np.repeat(_as_day_array(self.sessions), m)
         frame = pd.DataFrame({
@@ -183,6 +187,8 @@ def _fail(path: Path, row: int | None, problem: str) -> BacktestDataError:
 
 
 def _read_table(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     kind = _format_of(path)
     try:
         if kind == "csv":
@@ -209,6 +215,8 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 
 def _read_file(path: Path, calendar: MarketCalendar, allowed: set[str], fixed_symbol: str | None) -> _Part:
+    import pandas as pd
+
     frame = _read_table(path)
     columns = list(frame.columns)
     dupes = sorted({c for c in columns if columns.count(c) > 1})
@@ -326,6 +334,8 @@ def _read_file(path: Path, calendar: MarketCalendar, allowed: set[str], fixed_sy
 
 
 def _is_missing(value: Any) -> bool:
+    import pandas as pd
+
     if value is None:
         return True
     if isinstance(value, float) and np.isnan(value):
@@ -342,6 +352,8 @@ def _looks_numeric(value: Any) -> bool:
 
 
 def _numeric(col: pd.Series) -> np.ndarray:
+    import pandas as pd
+
     if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
         return col.to_numpy(dtype=float, na_value=np.nan)
     return pd.to_numeric(col.astype(object), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
@@ -349,6 +361,8 @@ def _numeric(col: pd.Series) -> np.ndarray:
 
 def _parse_days(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Session dates (datetime64[D]) and a mask of values that are not dates."""
+    import pandas as pd
+
     if isinstance(col.dtype, pd.DatetimeTZDtype):
         local = col.dt.tz_convert("America/New_York").dt.tz_localize(None)
         days = local.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
@@ -356,7 +370,9 @@ def _parse_days(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     if pd.api.types.is_datetime64_dtype(col.dtype):
         days = col.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
         return days, np.isnat(days)
-    text = col.astype(object).where(col.notna(), "").astype(str).str.strip()
+    # Each distinct text is parsed once: a long file repeats every date once per symbol.
+    codes, distinct = pd.factorize(col.astype(object).where(col.notna(), "").astype(str).str.strip())
+    text = pd.Series(distinct, dtype=object)
     days = np.full(len(text), np.datetime64("NaT"), dtype="datetime64[D]")
     aware = text.str.contains(_AWARE_RE, regex=True).to_numpy(dtype=bool)
     naive_idx = np.flatnonzero(~aware)
@@ -368,10 +384,13 @@ def _parse_days(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         parsed = pd.to_datetime(text.iloc[aware_idx], format="ISO8601", errors="coerce", utc=True)
         local = parsed.dt.tz_convert("America/New_York").dt.tz_localize(None)
         days[aware_idx] = local.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
+    days = days[codes]
     return days, np.isnat(days)
 
 
 def _assemble(parts: list[_Part], calendar: MarketCalendar, source: str) -> History:
+    import pandas as pd
+
     all_days = np.concatenate([p.days for p in parts])
     first = pd.Timestamp(all_days.min()).date()
     last = pd.Timestamp(all_days.max()).date()
