@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +66,18 @@ class PreparedPanel:
     bars: BarPanel
     indicators: Indicators
     can_enter: np.ndarray            # entry rule & finite score & a usable close, per row and symbol
+    _entries: list[list[int]] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def entry_columns(self, row: int) -> list[int]:
+        """The columns whose entry holds at `row`, ascending (found for every row in one pass, on first use)."""
+        entries = self._entries
+        if entries is None:
+            rows, cols = np.nonzero(self.can_enter)
+            bounds = np.searchsorted(rows, np.arange(self.can_enter.shape[0] + 1)).tolist()
+            flat = cols.tolist()
+            entries = [flat[bounds[i]:bounds[i + 1]] for i in range(len(bounds) - 1)]
+            object.__setattr__(self, "_entries", entries)
+        return entries[row]
 
 
 class SignalAgent:
@@ -73,6 +85,9 @@ class SignalAgent:
         self.strategy = strategy
         self.calendar = calendar
         self.exits = exits or RiskExitParams()
+        # A strategy that keeps the interface's exit_signal exits on its `exit` array alone: read it directly,
+        # without building a HeldPosition for every held symbol every session.
+        self._exit_from_array = type(strategy).exit_signal is Strategy.exit_signal
 
     @classmethod
     def from_config(cls, config: Any, calendar: MarketCalendar) -> SignalAgent:
@@ -125,34 +140,37 @@ class SignalAgent:
             return []
         row = row if row >= 0 else len(bars.sessions) + row
         session = bars.sessions[row]
-        bar_time = bar_timestamp(session)
         closes = bars.close[row]
         scores = prepared.indicators.score[row]
         column = bars.column
-        found: list[tuple[int, Signal]] = []
+        found: list[tuple[int, Side, str, float, SignalReason]] = []
         for symbol, held in holdings.items():
             col = column.get(symbol)
             if col is None:
                 continue
-            close = float(closes[col])
+            close = closes.item(col)
             if not math.isfinite(close) or close <= 0:
                 continue
             reason = self._exit_reason(prepared, row, col, symbol, close, held, session)
             if reason is not None:
-                found.append((col, Signal(symbol, Side.SELL, close, bar_time, session, float(scores[col]), reason)))
-        can_enter = prepared.can_enter[row]
+                found.append((col, Side.SELL, symbol, close, reason))
         if symbols is None:
-            entries = np.flatnonzero(can_enter).tolist()
+            entries = prepared.entry_columns(row)
         else:
+            can_enter = prepared.can_enter[row]
             entries = sorted({col for s in symbols if (col := column.get(s)) is not None and can_enter[col]})
         reason_in = self.strategy.entry_reason
+        names = bars.symbols
         for col in entries:
-            symbol = bars.symbols[col]
+            symbol = names[col]
             if symbol not in holdings:
-                found.append((col, Signal(symbol, Side.BUY, float(closes[col]), bar_time, session,
-                                          float(scores[col]), reason_in)))
-        found.sort(key=lambda pair: pair[0])
-        return [signal for _, signal in found]
+                found.append((col, Side.BUY, symbol, closes.item(col), reason_in))
+        if not found:
+            return []
+        found.sort(key=_by_column)
+        bar_time = bar_timestamp(session)
+        return [Signal(symbol, side, price, bar_time, session, scores.item(col), reason)
+                for col, side, symbol, price, reason in found]
 
     def generate(self, bars: BarPanel | Mapping[str, pd.DataFrame], holdings: Mapping[str, Holding],
                  symbols: list[str] | None = None) -> tuple[list[Signal], PreparedPanel]:
@@ -184,9 +202,16 @@ class SignalAgent:
                     if held.entry_session is not None and session >= held.entry_session else None)
         if RiskExit.MAX_HOLDING not in own and held_for is not None and held_for >= exits.max_holding_sessions:
             return SignalReason.EXIT_MAX_HOLDING
-        position = HeldPosition(symbol, held.entry_price, held.entry_session, held_for)
-        reason = self.strategy.exit_signal(prepared.bars, prepared.indicators, row, col, position)
+        if self._exit_from_array:
+            reason: SignalReason | None = self.strategy.exit_reason if prepared.indicators.exit[row, col] else None
+        else:
+            position = HeldPosition(symbol, held.entry_price, held.entry_session, held_for)
+            reason = self.strategy.exit_signal(prepared.bars, prepared.indicators, row, col, position)
         if reason is not None and not (isinstance(reason, SignalReason) and reason.is_exit):
             raise StrategyError(f"strategy {self.strategy.name!r}: exit_signal() returned {reason!r}: "
                                 "expected None or an exit SignalReason")
         return reason
+
+
+def _by_column(found: tuple[int, Side, str, float, SignalReason]) -> int:
+    return found[0]

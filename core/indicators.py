@@ -10,12 +10,81 @@ Rows before the window is full, windows with a NaN, and zero-variance windows gi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+ZSCORE_BLOCK_ROWS = 256   # windows computed per pass: bounds the temporaries at any panel size
+
 
 def rolling_zscore(closes: np.ndarray, lookback: int) -> np.ndarray:
-    """z-scores for a 1-D series or a 2-D (sessions x symbols) panel, same shape as the input."""
+    """z-scores for a 1-D series or a 2-D (sessions x symbols) panel, same shape as the input.
+
+    Each window's mean and standard deviation (ddof=1) are sums of its L closes in numpy's pairwise
+    order (`_pairwise_sum`), the order numpy's own window reduction takes on a column-ordered panel,
+    which is what the backtest has always given it (`rolling_zscore_windows`, the reference a test
+    compares with bit for bit). The order is fixed here rather than left to the panel's memory layout,
+    so the live loop's row-ordered panel gets the same bits as the backtest's. Computed a block of
+    rows at a time from whole-array passes: no (sessions x symbols x L) temporary.
+    """
+    if lookback < 2:
+        raise ValueError(f"lookback {lookback!r} must be >= 2")
+    values = np.asarray(closes, dtype=float)
+    squeeze = values.ndim == 1
+    if squeeze:
+        values = values[:, None]
+    out = np.full(values.shape, np.nan)
+    rows = values.shape[0] - lookback + 1
+    for start in range(0, max(rows, 0), ZSCORE_BLOCK_ROWS):
+        count = min(ZSCORE_BLOCK_ROWS, rows - start)
+        out[start + lookback - 1:start + lookback - 1 + count] = _zscore_rows(
+            values[start:start + count + lookback - 1], lookback)
+    return out[:, 0] if squeeze else out
+
+
+def _zscore_rows(block: np.ndarray, lookback: int) -> np.ndarray:
+    """The z-scores of every full window in `block` (its rows lookback-1 .. end)."""
+    count = block.shape[0] - lookback + 1
+    mean = _pairwise_sum(lambda k: block[k:k + count], 0, lookback) / lookback
+
+    def squared_deviation(k: int) -> np.ndarray:
+        deviation = block[k:k + count] - mean
+        return np.multiply(deviation, deviation, out=deviation)
+
+    std = np.sqrt(_pairwise_sum(squared_deviation, 0, lookback) / (lookback - 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (block[lookback - 1:] - mean) / std
+    z[~np.isfinite(z)] = np.nan
+    return z
+
+
+def _pairwise_sum(term: Callable[[int], np.ndarray], first: int, count: int) -> np.ndarray:
+    """term(first) + ... + term(first + count - 1), elementwise, added in numpy's pairwise order
+    (numpy's pairwise_sum: eight running sums for up to 128 terms, halves beyond that)."""
+    if count < 8:
+        total = np.array(term(first), dtype=float, copy=True)
+        for k in range(first + 1, first + count):
+            total += term(k)
+        return total
+    if count <= 128:
+        sums = [np.array(term(first + j), dtype=float, copy=True) for j in range(8)]
+        k = 8
+        while k < count - count % 8:
+            for j in range(8):
+                sums[j] += term(first + k + j)
+            k += 8
+        total = ((sums[0] + sums[1]) + (sums[2] + sums[3])) + ((sums[4] + sums[5]) + (sums[6] + sums[7]))
+        for rest in range(k, count):
+            total += term(first + rest)
+        return total
+    half = count // 2
+    half -= half % 8
+    return _pairwise_sum(term, first, half) + _pairwise_sum(term, first + half, count - half)
+
+
+def rolling_zscore_windows(closes: np.ndarray, lookback: int) -> np.ndarray:
+    """`rolling_zscore` through numpy's sliding-window mean and std (a rows x symbols x L temporary)."""
     if lookback < 2:
         raise ValueError(f"lookback {lookback!r} must be >= 2")
     values = np.asarray(closes, dtype=float)

@@ -114,6 +114,9 @@ class MarketCalendar:
 
     def session_distance(self, earlier: date, later: date) -> int:
         """Number of sessions after `earlier` up to and including `later`."""
+        index = self._index
+        if earlier in index and later in index:  # both sessions (the usual case): two look-ups, no search
+            return index[later] - index[earlier]
         return bisect.bisect_right(self._sessions, later) - bisect.bisect_right(self._sessions, earlier)
 
     # --- instants -----------------------------------------------------------------------

@@ -3,7 +3,6 @@ without durability (a backtest has no crash to survive)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import date
 
 from core.models import BrokerOrder, OrderSpec
@@ -30,9 +29,11 @@ class MemoryJournal:
 
     def mark_intent(self, client_order_id: str, state: str, *, broker_order_id: str | None = None,
                     message: str = "") -> None:
-        record = self.intents[client_order_id]
-        self.intents[client_order_id] = replace(record, state=state, broker_order_id=broker_order_id or record.broker_order_id,
-                                                message=message)
+        r = self.intents[client_order_id]
+        # Built directly (not dataclasses.replace): the backtest marks every order it sends.
+        self.intents[client_order_id] = IntentRecord(r.client_order_id, r.symbol, r.side, r.qty, r.notional,
+                                                     r.order_type, r.time_in_force, r.signal_session, r.reason,
+                                                     state, broker_order_id or r.broker_order_id, message)
 
     def record_order(self, order: BrokerOrder) -> float:
         previous = self._filled.get(order.id, 0.0)

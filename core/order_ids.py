@@ -60,14 +60,16 @@ def is_instance_id(value: str) -> bool:
 
 def format_client_order_id(prefix: str, session: date, symbol: str, side: Side, instance: str | None = None,
                            attempt: int = 1) -> str:
-    key = f"{prefix}|{session.isoformat()}|{symbol}|{side.value}"
+    day = session.isoformat()   # YYYY-MM-DD (a str.format of the date is several times slower)
+    side_name = str.__str__(side)
+    key = f"{prefix}|{day}|{symbol}|{side_name}"
     if attempt > 1:
         # A later attempt of the same decision (an exit re-sent after a transient refusal, see
         # core/exit_commitments.py): only the hash differs, so the readable part still names the decision.
         key += f"|attempt {attempt}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     middle = f"{instance}-" if instance is not None else ""
-    return f"{prefix}-{middle}{session:%Y%m%d}-{symbol}-{side.value}-{digest}"
+    return f"{prefix}-{middle}{day[0:4]}{day[5:7]}{day[8:10]}-{symbol}-{side_name}-{digest}"
 
 
 def parse_client_order_id(client_order_id: str) -> OrderId | None:

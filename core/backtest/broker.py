@@ -184,6 +184,8 @@ class BacktestBroker:
         self.expired_orders = 0
         # A nominal time of day (UTC) for fills and orders: a daily backtest has no intraday clock.
         self._fill_time = OPEN_TIME_UTC if fill_at == "next_open" else CLOSE_TIME_UTC
+        self._times: dict[tuple[int, time], datetime] = {}
+        self._assets: dict[str, AssetInfo] = {}
 
     # ------------------------------------------------------------------ session driving
     @property
@@ -206,8 +208,23 @@ class BacktestBroker:
         if self.fill_at == "close" and self._open:
             # Orders carried over from a session whose close was missing.
             self._work_orders(row, closes, only_before=row)
-        self._equity = self.cash + sum(p.qty * self._last_close[self._col[s]] for s, p in self.positions.items())
+        self._equity = self._mark_to_market()
         return self._equity
+
+    def _mark_to_market(self) -> float:
+        """Cash plus every position at its last close (Python floats: the same sums, in the same order)."""
+        closes, col = self._last_close, self._col
+        value = 0.0
+        for symbol, position in self.positions.items():
+            value += position.qty * closes.item(col[symbol])
+        return self.cash + value
+
+    def _time(self, row: int, at: time) -> datetime:
+        key = (row, at)
+        moment = self._times.get(key)
+        if moment is None:
+            moment = self._times[key] = datetime.combine(self.history.sessions[row], at, tzinfo=UTC)
+        return moment
 
     @property
     def equity(self) -> float:
@@ -222,6 +239,12 @@ class BacktestBroker:
         the close, as the live DataAgent's are the latest bars' closes."""
         return self._prices
 
+
+    def position_values(self) -> Iterator[tuple[str, float]]:
+        """(symbol, quantity x last close) of every position, in the positions' order."""
+        closes, col = self._last_close, self._col
+        for symbol, position in self.positions.items():
+            yield symbol, position.qty * closes.item(col[symbol])
 
     def open_order_symbols(self) -> set[str]:
         """Symbols with an open order (the daemon knows these from its own store: not a request)."""
@@ -288,7 +311,7 @@ class BacktestBroker:
         order.reserved = 0.0
         session = self.history.sessions[row]
         fill = Fill(order.id, order.client_order_id, order.symbol, order.side, qty, price,
-                    datetime.combine(session, self._fill_time, tzinfo=UTC), session, commission=commission)
+                    self._time(row, self._fill_time), session, commission=commission)
         self.fills.append(fill)
         return fill
 
@@ -327,8 +350,9 @@ class BacktestBroker:
     def get_positions(self) -> dict[str, PositionView]:
         self.calls.hit("GET /v2/positions")
         out: dict[str, PositionView] = {}
+        closes, col = self._last_close, self._col
         for symbol, pos in self.positions.items():
-            price = float(self._last_close[self._col[symbol]])
+            price = closes.item(col[symbol])
             out[symbol] = PositionView(symbol, pos.qty, pos.avg_price, pos.qty * price, price)
         return out
 
@@ -343,9 +367,13 @@ class BacktestBroker:
 
     def get_asset(self, symbol: str) -> AssetInfo:
         self.calls.hit("GET /v2/assets/{symbol}")
-        if symbol not in self._col:
-            raise NotFoundError(f"asset {symbol} not found", status=404, endpoint="GET /v2/assets/{symbol}")
-        return AssetInfo(symbol, tradable=True, fractionable=symbol not in self.non_fractionable)
+        asset = self._assets.get(symbol)
+        if asset is None:
+            if symbol not in self._col:
+                raise NotFoundError(f"asset {symbol} not found", status=404, endpoint="GET /v2/assets/{symbol}")
+            asset = self._assets[symbol] = AssetInfo(symbol, tradable=True,
+                                                     fractionable=symbol not in self.non_fractionable)
+        return asset
 
     def cancel_order(self, order_id: str) -> None:
         self.calls.hit("DELETE /v2/orders/{id}")
@@ -371,8 +399,7 @@ class BacktestBroker:
             if math.isfinite(price) and price > 0:
                 self._open.remove(order)
                 self._fill(order, self._row, price)
-                self._equity = self.cash + sum(p.qty * self._last_close[self._col[s]]
-                                               for s, p in self.positions.items())
+                self._equity = self._mark_to_market()
         return order.view()
 
     def _reject(self, message: str) -> OrderRejectedError:
@@ -431,7 +458,7 @@ class BacktestBroker:
                                    f"available {max(0.0, available):,.2f}")
         order_id = f"bt-{self._next_id:08d}"
         self._next_id += 1
-        submitted = datetime.combine(self.history.sessions[self._row], CLOSE_TIME_UTC, tzinfo=UTC)
+        submitted = self._time(self._row, CLOSE_TIME_UTC)
         return _Order(order_id, spec.client_order_id, symbol, col, spec.side, spec.qty, spec.notional,
                       self._row, submitted, reserved)
 

@@ -80,8 +80,13 @@ class History:
         if missing:
             raise BacktestDataError(f"{self.source or 'the data'}: no bars at all for {', '.join(missing)}")
         cols = [index[s] for s in symbols]
-        return History(self.sessions, list(symbols), self.open[:, cols], self.high[:, cols], self.low[:, cols],
-                       self.close[:, cols], self.volume[:, cols], self.source)
+        if cols and cols == list(range(cols[0], cols[0] + len(cols))):
+            # Consecutive columns (the usual case: the run's symbols, then the benchmark's): views, no copy.
+            picked: slice | list[int] = slice(cols[0], cols[0] + len(cols))
+        else:
+            picked = cols
+        return History(self.sessions, list(symbols), self.open[:, picked], self.high[:, picked],
+                       self.low[:, picked], self.close[:, picked], self.volume[:, picked], self.source)
 
     def between(self, first: date, last: date) -> History:
         """Rows whose session is within [first, last]."""

@@ -41,7 +41,7 @@ import structlog
 
 from agents.execution_agent import ExecutionAgent
 from agents.risk_agent import RiskAgent, RiskParams
-from agents.signal_agent import SignalAgent
+from agents.signal_agent import Holding, SignalAgent
 from agents.strategies.loader import strategy_from_config
 from config.settings import AppConfig
 from config.universe import BASELINE_SYMBOLS, DEFAULT_NON_FRACTIONABLE
@@ -289,14 +289,31 @@ def risk_params(spec: RunSpec, config: AppConfig) -> RiskParams:
 # ---------------------------------------------------------------------------------------------
 # Logging and progress
 # ---------------------------------------------------------------------------------------------
+# The agents that log once per order or refusal. Their module loggers are structlog's lazy proxies, which
+# build a new logger on every call (3-4 us even when the event is dropped); during a quiet run each gets
+# one logger bound to the quiet configuration instead, and its proxy back afterwards.
+HOT_LOGGERS: tuple[str, ...] = ("agents.risk_agent", "agents.execution_agent", "core.decision_pipeline")
+
+
 @contextmanager
 def quiet_logs(level: int = logging.ERROR) -> Iterator[None]:
     """Make structlog calls below `level` no-ops for the duration, then restore the configuration."""
     previous = structlog.get_config()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level), cache_logger_on_first_use=False)
+    swapped = []
+    for name in HOT_LOGGERS:
+        module = sys.modules.get(name)
+        proxy = vars(module).get("log") if module is not None else None
+        if proxy is not None:
+            bound = proxy.bind()
+            module.log = bound  # type: ignore[union-attr]
+            swapped.append((module, proxy, bound))
     try:
         yield
     finally:
+        for module, proxy, bound in swapped:
+            if vars(module).get("log") is bound:
+                module.log = proxy  # type: ignore[union-attr]
         structlog.configure(**previous)
 
 
@@ -431,6 +448,10 @@ class _Engine:
         self.entry_sessions: dict[str, date] = {}
         self.halted_sessions = 0
         self._fills_seen = 0
+        self._book_key: tuple[int, int] | None = None
+        self._book: dict[str, OwnShares] = {}
+        self._holdings: dict[str, Holding] = {}
+        tier_of = self.tier_of
         last_row = hist.n_sessions - 1
         decide_last = spec.fill_at == "close"
         started = time.perf_counter()
@@ -446,9 +467,12 @@ class _Engine:
                 cash[k] = broker.cash
                 positions[k] = len(broker.positions)
                 if broker.positions and eq > 0:
-                    for symbol, pos in broker.positions.items():
-                        tier = self.tier_of[symbol]
-                        exposure[tier][k] += pos.qty * broker.last_price(symbol) / eq
+                    held: dict[str, float] = {}
+                    for symbol, value in broker.position_values():
+                        tier = tier_of[symbol]
+                        held[tier] = held.get(tier, 0.0) + value / eq
+                    for tier, share in held.items():
+                        exposure[tier][k] = share
                 self.peak.observe(eq)
                 if k & 63 == 0:
                     progress.advance(k)
@@ -480,8 +504,8 @@ class _Engine:
         open_symbols = broker.open_order_symbols()
         focus = merge_focus(self._candidates(row), baseline=self.baseline, held=positions, open_orders=open_symbols,
                             universe=None)
-        book = {s: OwnShares(p.qty, p.avg_entry_price, self.entry_sessions.get(s)) for s, p in positions.items()}
-        signals = self.signal_agent.signals_at(self.panel, row, signal_holdings(book, positions), focus)
+        book = self._own_book(positions)
+        signals = self.signal_agent.signals_at(self.panel, row, self._holdings, focus)
         if signals:
             self.counts["signals"] += len(signals)
             prices = broker.last_prices
@@ -493,6 +517,19 @@ class _Engine:
                 self._decide_orders(row, accepted, positions, book, prices)
         self.requests.append(BARS_REQUESTS_PER_ITERATION + sum(broker.calls.current.values()))
         broker.calls.reset()
+
+    def _own_book(self, positions: dict[str, PositionView]) -> dict[str, OwnShares]:
+        """The backtest's own book (every share at its broker is its own) and the signal step's holdings.
+
+        Both change only with a fill (or with the fill's booking, which sets the entry session), so they
+        are rebuilt then, not every session."""
+        key = (len(self.broker.fills), self._fills_seen)
+        if key != self._book_key:
+            self._book_key = key
+            self._book = {s: OwnShares(p.qty, p.avg_entry_price, self.entry_sessions.get(s))
+                          for s, p in positions.items()}
+            self._holdings = signal_holdings(self._book, positions)
+        return self._book
 
     def _candidates(self, row: int) -> list[str] | None:
         """The scanner's candidates for the decision on bar `row` (None without the scanner)."""

@@ -24,5 +24,4 @@ def generate_bars(symbols: Sequence[str], sessions: Sequence[date], seed: int,
     """open/high/low/close/volume arrays shaped (sessions x symbols)."""
     from core.sim.bars import SyntheticBars
 
-    bars = SyntheticBars(seed, calendar).matrix(list(symbols), list(sessions))
-    return {name: bars[name] for name in BAR_FIELDS}
+    return SyntheticBars(seed, calendar).matrix(list(symbols), list(sessions), BAR_FIELDS)

@@ -533,16 +533,32 @@ class SyntheticBars:
     def session_bar(self, symbol: str, session: date) -> DailyBar:
         return self.bar_by_index(symbol, self.index_of(session))
 
-    def matrix(self, symbols: Sequence[str], sessions: Sequence[date]) -> dict[str, FloatArray]:
-        """(sessions x symbols) arrays open/high/low/close/volume/trade_count/vwap, for the backtest."""
-        out = {name: np.full((len(sessions), len(symbols)), np.nan) for name in _FIELDS}
+    def matrix(self, symbols: Sequence[str], sessions: Sequence[date],
+               fields: Sequence[str] = _FIELDS) -> dict[str, FloatArray]:
+        """(sessions x symbols) arrays of `fields` (open/high/low/close/volume/trade_count/vwap), for the backtest."""
+        out = {name: np.full((len(sessions), len(symbols)), np.nan) for name in fields}
         if not sessions or not symbols:
             return out
         rows = np.array([self.index_of(s) for s in sessions], dtype=np.int64)
-        lo, hi = int(rows.min()), int(rows.max()) + 1
-        for j, b in enumerate(self.windows(list(symbols), lo, hi)):
-            for name in _FIELDS:
-                out[name][:, j] = getattr(b, name)[rows - lo]
+        if self.actions.has_splits:
+            lo, hi = int(rows.min()), int(rows.max()) + 1
+            for j, b in enumerate(self.windows(list(symbols), lo, hi)):
+                for name in fields:
+                    out[name][:, j] = getattr(b, name)[rows - lo]
+            return out
+        # Block by block, a batch of symbols at a time, straight into the result: the peak memory is the
+        # result plus one batch's blocks (not every symbol's whole window, joined, then copied).
+        chunks = rows // CHUNK
+        names = list(symbols)
+        for chunk in np.unique(chunks).tolist():
+            at = np.flatnonzero(chunks == chunk)
+            offsets = rows[at] - chunk * CHUNK
+            for start in range(0, len(names), 128):
+                part = names[start:start + 128]
+                blocks = self._blocks(part, chunk)
+                for name in fields:
+                    column = np.stack([getattr(b, name) for b in blocks], axis=1)
+                    out[name][at, start:start + len(part)] = column[offsets]
         return out
 
     # ------------------------------------------------------------------ intraday
