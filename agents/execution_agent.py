@@ -290,8 +290,9 @@ class ExecutionAgent:
             report.fractional_orders += 1
         else:
             report.whole_share_orders += 1
-        log.info("order_placed", client_order_id=spec.client_order_id, symbol=spec.symbol, side=spec.side.value,
-                 qty=spec.qty, notional=spec.notional, status=order.status.value, how=how)
+        # side and status are StrEnums: logged as their values
+        log.info("order_placed", client_order_id=spec.client_order_id, symbol=spec.symbol, side=spec.side,
+                 qty=spec.qty, notional=spec.notional, status=order.status, how=how)
 
 
 def _refused(spec: OrderSpec, exc: BrokerError) -> Rejection:

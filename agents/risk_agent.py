@@ -22,6 +22,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from types import MappingProxyType
 from typing import Any
 
 import structlog
@@ -109,6 +110,11 @@ class RiskAgent:
         self.params = params
         self.calendar = calendar
         self._tiers = build_tiers(params.tier_allocations, params.symbol_tiers)
+        # Read-only copies, taken once: every pass's exposure tracker shares them (a universe of thousands
+        # of symbols is not copied per decision).
+        self._symbol_tiers = MappingProxyType(dict(params.symbol_tiers))
+        self._allocations = MappingProxyType(dict(params.tier_allocations))
+        self._last_rounded: tuple[float, float] = (math.nan, math.nan)
 
     # ------------------------------------------------------------------ public
     def evaluate(self, signals: list[Signal], snapshot: PortfolioSnapshot, context: RiskContext) -> RiskDecision:
@@ -133,8 +139,8 @@ class RiskAgent:
                     continue
                 approved.append(target)
                 state.accept(target)
-        for rejection in rejected:
-            log.info("risk_rejected", symbol=rejection.symbol, side=rejection.side.value, reason=rejection.reason)
+        for rejection in rejected:  # side: a StrEnum, logged as its value
+            log.info("risk_rejected", symbol=rejection.symbol, side=rejection.side, reason=rejection.reason)
         return RiskDecision(tuple(approved), tuple(rejected), tuple(halts))
 
     # ------------------------------------------------------------------ protections
@@ -230,13 +236,16 @@ class RiskAgent:
             )
         usable = state.available_buying_power * (1.0 - (0.0 if p.fixed_position_notional else p.buying_power_buffer_pct))
         if notional > usable - state.approved_notional + 1e-9:
-            raise RiskCheckError(
-                f"insufficient buying power for {symbol}: need {notional:,.2f}, usable "
-                f"{max(0.0, usable - state.approved_notional):,.2f} (available {state.available_buying_power:,.2f} "
-                f"after open buys, buffer {p.buying_power_buffer_pct:.0%})", meta
-            )
+            raise RiskCheckError(f"insufficient buying power for {symbol}: need {notional:,.2f}, usable "
+                                 + state.buying_power_note(usable, p.buying_power_buffer_pct), meta)
         return OrderTarget(symbol=symbol, side=Side.BUY, qty=qty, notional=notional, price=price,
                            fractional=fractional, tier=tier, signal=signal, meta=meta)
+
+    def _cents(self, amount: float) -> float:
+        """round(amount, 2), remembered for the last amount: a pass sizes every entry from the same target."""
+        if amount != self._last_rounded[0]:
+            self._last_rounded = (amount, round(amount, 2))
+        return self._last_rounded[1]
 
     def _size(self, signal: Signal, price: float, snapshot: PortfolioSnapshot,
               context: RiskContext) -> tuple[float, float, bool, str | None, dict[str, Any]]:
@@ -271,7 +280,7 @@ class RiskAgent:
         else:
             qty = float(math.floor(target / price))
             notional = qty * price
-        meta = {"sizing": "equal_weight", "target_notional": round(target, 2), "position_notional": round(notional, 2),
+        meta = {"sizing": "equal_weight", "target_notional": self._cents(target), "position_notional": round(notional, 2),
                 "price": price, "fractional": fractional, "tier": None,
                 "effective_allocation": notional / equity if equity > 0 else 0.0}
         if qty <= 0:
@@ -293,6 +302,7 @@ class _EntryState:
         self.position_count = position_count
         self.pending_symbols = pending_symbols
         self.approved_notional = 0.0
+        self._note: tuple[float, float, str] | None = None
 
     @classmethod
     def start(cls, agent: RiskAgent, snapshot: PortfolioSnapshot, context: RiskContext) -> _EntryState:
@@ -310,9 +320,18 @@ class _EntryState:
         held = {s for s, pos in snapshot.positions.items() if pos.qty != 0}
         pending_entries = {o.symbol for o in snapshot.open_orders if o.side is Side.BUY} - held
         equity = acct.equity if acct.equity > 0 else 1e-9
-        tracker = TierExposureTracker(exposures, agent.params.symbol_tiers, agent.params.tier_allocations, equity)
+        tracker = TierExposureTracker(exposures, agent._symbol_tiers, agent._allocations, equity)
         available = max(0.0, min(acct.buying_power, acct.cash - reserved))
         return cls(tracker, available, len(held) + len(pending_entries), pending)
+
+    def buying_power_note(self, usable: float, buffer_pct: float) -> str:
+        """The tail of an "insufficient buying power" refusal: the same for every entry until one is approved."""
+        note = self._note
+        if note is None or note[0] != usable or note[1] != self.approved_notional:
+            text = (f"{max(0.0, usable - self.approved_notional):,.2f} (available {self.available_buying_power:,.2f} "
+                    f"after open buys, buffer {buffer_pct:.0%})")
+            note = self._note = (usable, self.approved_notional, text)
+        return note[2]
 
     def accept(self, target: OrderTarget) -> None:
         self.tracker = self.tracker.with_added(target.symbol, target.notional)

@@ -27,6 +27,7 @@ SESSION_TABLE = Path(__file__).with_name("nyse_sessions.txt")
 TABLE_HEADER = "# NYSE sessions (exchange_calendars XNYS): date, open and close in UTC. Written by scripts/make_nyse_sessions.py"
 
 
+@lru_cache(maxsize=8192)  # pure; a backtest stamps every session it signals on
 def bar_timestamp(session: date) -> datetime:
     """Alpaca's daily-bar stamp: midnight New York of the session date, in UTC."""
     return datetime.combine(session, time(0, 0), tzinfo=NEW_YORK).astimezone(UTC)

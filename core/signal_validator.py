@@ -40,7 +40,7 @@ class SignalValidator:
             reason = self._check(signal, expected, current_prices, seen)
             if reason is None:
                 accepted.append(signal)
-                seen.add((signal.symbol, signal.side.value))
+                seen.add((signal.symbol, signal.side))   # a StrEnum: equal to, and hashed as, its value
             else:
                 rejected.append(Rejection(signal.symbol, signal.side, "validator", reason,
                                           {"session": signal.session.isoformat(), "price": signal.price}))
@@ -50,7 +50,7 @@ class SignalValidator:
                seen: set[tuple[str, str]]) -> str | None:
         if expected is not None and signal.session != expected:
             return f"stale signal: bar session {signal.session} is not the last completed session {expected}"
-        if (signal.symbol, signal.side.value) in seen:
+        if (signal.symbol, signal.side) in seen:
             return f"duplicate: a {signal.side.value} signal for {signal.symbol} was already handled for {signal.session}"
         if self.check_drift and signal.side is Side.BUY:
             current = current_prices.get(signal.symbol)

@@ -37,8 +37,10 @@ class TierExposureTracker:
             tier = symbol_tiers.get(symbol, UNTIERED)
             exposure[tier] = exposure.get(tier, 0.0) + abs(market_value)
         self._account_value = float(account_value)
-        self._allocations = MappingProxyType(dict(allocations))
-        self._symbol_tiers = MappingProxyType(dict(symbol_tiers))
+        # A read-only mapping is kept as it is (the RiskAgent hands the same frozen copies to every pass).
+        self._allocations = allocations if isinstance(allocations, MappingProxyType) else MappingProxyType(dict(allocations))
+        self._symbol_tiers = (symbol_tiers if isinstance(symbol_tiers, MappingProxyType)
+                              else MappingProxyType(dict(symbol_tiers)))
         self._exposure = MappingProxyType(exposure)
 
     def tier_of(self, symbol: str) -> str:

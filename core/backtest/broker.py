@@ -30,7 +30,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -116,7 +116,11 @@ class _LastCloses(Mapping[str, float]):
         self._closes = closes
 
     def __getitem__(self, symbol: str) -> float:
-        return float(self._closes[self._col[symbol]])
+        return self._closes.item(self._col[symbol])
+
+    def get(self, symbol: str, default: Any = None) -> Any:  # one look-up (Mapping.get goes through a KeyError)
+        col = self._col.get(symbol)
+        return default if col is None else self._closes.item(col)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._col)
@@ -186,6 +190,7 @@ class BacktestBroker:
         self._fill_time = OPEN_TIME_UTC if fill_at == "next_open" else CLOSE_TIME_UTC
         self._times: dict[tuple[int, time], datetime] = {}
         self._assets: dict[str, AssetInfo] = {}
+        self._finite_closes: np.ndarray | None = None   # which closes exist, per row: found once, on first mark
 
     # ------------------------------------------------------------------ session driving
     @property
@@ -203,8 +208,10 @@ class BacktestBroker:
     def mark(self, row: int) -> float:
         """Close of session `row`: mark positions at the close (the last known one if no bar). Returns equity."""
         closes = self.history.close[row]
-        finite = np.isfinite(closes)
-        self._last_close[finite] = closes[finite]
+        finite = self._finite_closes
+        if finite is None:
+            finite = self._finite_closes = np.isfinite(self.history.close)
+        np.copyto(self._last_close, closes, where=finite[row])
         if self.fill_at == "close" and self._open:
             # Orders carried over from a session whose close was missing.
             self._work_orders(row, closes, only_before=row)
@@ -231,7 +238,7 @@ class BacktestBroker:
         return self._equity
 
     def last_price(self, symbol: str) -> float:
-        return float(self._last_close[self._col[symbol]])
+        return self._last_close.item(self._col[symbol])
 
     @property
     def last_prices(self) -> Mapping[str, float]:
@@ -258,7 +265,7 @@ class BacktestBroker:
             if order.row >= limit:
                 still_open.append(order)
                 continue
-            price = float(prices[order.col])
+            price = prices.item(order.col)
             if math.isfinite(price) and price > 0:
                 fill = self._fill(order, row, price)
                 if fill is not None:

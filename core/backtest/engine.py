@@ -65,6 +65,7 @@ BARS_REQUESTS_PER_ITERATION = 1    # the DataAgent's one batched bars request (m
 BARE_MIN_NOTIONAL = 0.01
 TIER_COLUMNS: tuple[str, ...] = ("TIER1", "TIER2", "TIER3", UNTIERED)
 BENCHMARK_SYMBOL = "SPY"           # the report's buy-and-hold line, when the data holds it
+BUYING_POWER_REFUSAL = "insufficient buying power for "
 
 
 @dataclass(frozen=True)
@@ -351,6 +352,10 @@ class _Progress:
 # ---------------------------------------------------------------------------------------------
 def classify_rejection(reason: str) -> str:
     """A short, stable kind for a rejection reason (the reasons themselves carry numbers)."""
+    if reason.startswith(BUYING_POWER_REFUSAL):
+        # The RiskAgent's "insufficient buying power for SYM: need N, usable N (available N after open buys,
+        # buffer N%)", by far the most frequent refusal on a large universe: no earlier needle can occur in it.
+        return "buying_power"
     text = reason.lower()
     for needle, kind in (
         ("zero-share", "zero_share"), ("zero whole shares", "zero_share"), ("rounds to zero", "zero_share"),
@@ -445,6 +450,7 @@ class _Engine:
         self.counts: Counter[str] = Counter()
         self.kinds: Counter[str] = Counter()
         self.zero_share_symbols: Counter[str] = Counter()
+        self._rejection_keys: dict[tuple[str, str], tuple[str, str]] = {}
         self.entry_sessions: dict[str, date] = {}
         self.halted_sessions = 0
         self._fills_seen = 0
@@ -573,10 +579,14 @@ class _Engine:
         self._book_fills()
 
     def _count_rejections(self, rejections: Sequence[Rejection]) -> None:
+        keys = self._rejection_keys
         for rejection in rejections:
             kind = classify_rejection(rejection.reason)
-            self.kinds[f"{rejection.stage}:{kind}"] += 1
-            self.counts[f"rejected_{rejection.stage}"] += 1
+            pair = keys.get((rejection.stage, kind))
+            if pair is None:
+                pair = keys[(rejection.stage, kind)] = (f"{rejection.stage}:{kind}", f"rejected_{rejection.stage}")
+            self.kinds[pair[0]] += 1
+            self.counts[pair[1]] += 1
             if kind == "zero_share":
                 self.counts["zero_share_skips"] += 1
                 self.zero_share_symbols[rejection.symbol] += 1
