@@ -191,18 +191,23 @@ def run_backtest_command(args: argparse.Namespace, config: AppConfig) -> int:
 
             return run_compare(config, options, getattr(args, "data", None), out, command=command_line(args))
         data = getattr(args, "data", None)
-        history, options = load_data(options, config, data)
-        if data is not None:
-            # First line: the period, so a file longer than ten years is never cut silently.
-            print(period_line(options, config, history), flush=True)
-            from core.backtest.adjustment import unadjusted_warnings
+        from core.backtest.charts import chart_worker
 
-            for warning in unadjusted_warnings(history, data):
-                print(warning, file=sys.stderr)
-        result = run_backtest(history, config, options)
-        from core.backtest.report import write_report
+        # Forked when the command started, if it runs as a program: it loads the plotting library on the other
+        # core while this process runs the backtest (core/backtest/charts.py).
+        with chart_worker() as charts:
+            history, options = load_data(options, config, data)
+            if data is not None:
+                # First line: the period, so a file longer than ten years is never cut silently.
+                print(period_line(options, config, history), flush=True)
+                from core.backtest.adjustment import unadjusted_warnings
 
-        paths = write_report(result, out, command=command_line(args))
+                for warning in unadjusted_warnings(history, data):
+                    print(warning, file=sys.stderr)
+            result = run_backtest(history, config, options)
+            from core.backtest.report import write_report
+
+            paths = write_report(result, out, command=command_line(args), charts=charts)
     except BacktestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from core.backtest.charts import ChartData, ChartWorker, draw_equity, draw_exposure
 from core.backtest.engine import (
     BARS_REQUESTS_PER_ITERATION,
     BENCHMARK_SYMBOL,
@@ -322,7 +323,10 @@ def summary_json(result: BacktestResult, metrics: Metrics | None = None) -> str:
 # ---------------------------------------------------------------------------------------------
 # Files
 # ---------------------------------------------------------------------------------------------
-def write_report(result: BacktestResult, out_dir: str | Path, *, command: str = "") -> dict[str, Path]:
+def write_report(result: BacktestResult, out_dir: str | Path, *, command: str = "",
+                 charts: ChartWorker | None = None) -> dict[str, Path]:
+    """Write summary.json, trades.csv, equity.png, exposure.png and report.md. `charts` draws the PNGs
+    (core/backtest/charts.py: in a process started earlier, or here)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics = compute_metrics(result)
@@ -332,63 +336,29 @@ def write_report(result: BacktestResult, out_dir: str | Path, *, command: str = 
     }
     paths["summary"].write_text(summary_json(result, metrics), encoding="utf-8")
     paths["trades"].write_text(trades_csv(result.trades), encoding="utf-8")
-    plot_equity(result, paths["equity"])
-    plot_exposure(result, paths["exposure"])
+    worker = charts if charts is not None else ChartWorker(parallel=False)
+    worker.draw(chart_data(result), paths["equity"], paths["exposure"])
     paths["report"].write_text(report_markdown(result, metrics, command=command), encoding="utf-8")
     return paths
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def chart_data(result: BacktestResult) -> ChartData:
+    """The series equity.png and exposure.png show."""
+    tiers = [t for t in TIER_COLUMNS if result.exposure[t].any()] or list(TIER_COLUMNS[:3])
+    return ChartData(
+        sessions=list(result.sessions), equity=np.asarray(result.equity, dtype=float),
+        drawdown_pct=drawdown_series(result) * 100.0, initial_cash=result.spec.initial_cash,
+        benchmark=benchmark_equity(result), benchmark_label=f"{BENCHMARK_SYMBOL} buy and hold",
+        title=f"Equity ({result.sessions[0]} to {result.sessions[-1]}, {len(result.spec.symbols)} symbols)",
+        exposure_pct={t: result.exposure[t] * 100.0 for t in tiers})
 
 
 def plot_equity(result: BacktestResult, path: Path) -> None:
-    plt = _pyplot()
-    x = np.array(result.sessions, dtype="datetime64[D]")
-    dd = drawdown_series(result) * 100.0
-    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(10, 6.5),
-                                      gridspec_kw={"height_ratios": [3, 1]})
-    top.plot(x, result.equity, color="#1f77b4", linewidth=1.2, label="strategy")
-    bench = benchmark_equity(result)
-    if bench is not None:
-        top.plot(x, bench, color="#7f7f7f", linewidth=1.0, label=f"{BENCHMARK_SYMBOL} buy and hold")
-        top.legend(loc="upper left", fontsize="small")
-    top.axhline(result.spec.initial_cash, color="grey", linewidth=0.8, linestyle="--")
-    top.set_title(f"Equity ({result.sessions[0]} to {result.sessions[-1]}, {len(result.spec.symbols)} symbols)")
-    top.set_ylabel("Equity ($)")
-    top.grid(True, alpha=0.3)
-    bottom.fill_between(x, dd, 0.0, color="#d62728", alpha=0.4, linewidth=0)
-    bottom.plot(x, dd, color="#d62728", linewidth=0.8)
-    bottom.set_title("Drawdown from peak")
-    bottom.set_ylabel("Drawdown (%)")
-    bottom.set_xlabel("Session")
-    bottom.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(fig)
+    draw_equity(chart_data(result), path)
 
 
 def plot_exposure(result: BacktestResult, path: Path) -> None:
-    plt = _pyplot()
-    x = np.array(result.sessions, dtype="datetime64[D]")
-    tiers = [t for t in TIER_COLUMNS if result.exposure[t].any()] or list(TIER_COLUMNS[:3])
-    # Daily values, unsmoothed: a trader reads the exposure actually held at each close.
-    series = [result.exposure[t] * 100.0 for t in tiers]
-    fig, ax = plt.subplots(figsize=(10, 3.5))
-    ax.stackplot(x, *series, labels=tiers, alpha=0.8, step="post")
-    ax.set_title("Exposure per tier: market value as % of equity at each close (daily)")
-    ax.set_ylabel("% of equity")
-    ax.set_xlabel("Session")
-    ax.legend(loc="upper left", fontsize="small")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(fig)
+    draw_exposure(chart_data(result), path)
 
 
 def _num(value: float | None, digits: int = 2) -> str:
