@@ -224,7 +224,7 @@ _FIELDS = ("open", "high", "low", "close", "volume", "trade_count", "vwap")
 
 
 @dataclass(frozen=True)
-class _Block:
+class BarBlock:
     """Bars for a run of consecutive sessions (calendar indexes start..start+len-1)."""
 
     start: int
@@ -239,10 +239,10 @@ class _Block:
     def __len__(self) -> int:
         return int(self.close.shape[0])
 
-    def slice(self, lo: int, hi: int) -> _Block:
+    def slice(self, lo: int, hi: int) -> BarBlock:
         """Sessions lo..hi-1 (absolute calendar indexes)."""
         a, b = lo - self.start, hi - self.start
-        return _Block(
+        return BarBlock(
             lo,
             self.open[a:b],
             self.high[a:b],
@@ -283,7 +283,7 @@ class SyntheticBars:
         longest = max(regular)
         self._day_fraction = np.array([r / longest for r in regular], dtype=np.float64)
         self._lock = threading.Lock()
-        self._cache: OrderedDict[tuple[str, int], _Block] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int], BarBlock] = OrderedDict()
         self._market: dict[int, FloatArray] = {}
         self._params_cache: dict[str, _Params] = {}
         self._market_key = _mix_int(_mix_int(seed * _GOLDEN + 0x3A7E7) ^ 0xFFFF_FFFF_0000)
@@ -390,7 +390,7 @@ class SyntheticBars:
             )[0]
         return noise
 
-    def _compute_blocks(self, symbols: Sequence[str], chunk: int) -> list[_Block]:
+    def _compute_blocks(self, symbols: Sequence[str], chunk: int) -> list[BarBlock]:
         """One block per symbol, computed together: every step is elementwise per symbol."""
         params = [self._symbol_params(s) for s in symbols]
 
@@ -436,13 +436,13 @@ class SyntheticBars:
         vwap = np.clip(np.round(typical + (vw_u - 0.5) * 0.2 * (high - low), 4), low, high)
         volume_i, trades_i = volume.astype(np.int64), trades.astype(np.int64)
         return [
-            _Block(i0, open_[k], high[k], low[k], close[k], volume_i[k], trades_i[k], vwap[k])
+            BarBlock(i0, open_[k], high[k], low[k], close[k], volume_i[k], trades_i[k], vwap[k])
             for k in range(len(params))
         ]
 
-    def _blocks(self, symbols: Sequence[str], chunk: int) -> list[_Block]:
+    def _blocks(self, symbols: Sequence[str], chunk: int) -> list[BarBlock]:
         with self._lock:
-            found: dict[str, _Block] = {}
+            found: dict[str, BarBlock] = {}
             missing: list[str] = []
             for symbol in symbols:
                 block = self._cache.get((symbol, chunk))
@@ -460,7 +460,7 @@ class SyntheticBars:
                 self._cache.popitem(last=False)
             return [found[s] for s in symbols]
 
-    def windows(self, symbols: Sequence[str], lo: int, hi: int) -> list[_Block]:
+    def windows(self, symbols: Sequence[str], lo: int, hi: int) -> list[BarBlock]:
         """Complete bars for calendar indexes lo..hi-1, one block per symbol (computed in batches)."""
         lo = max(lo, 0)
         hi = min(hi, len(self.sessions))
@@ -468,16 +468,16 @@ class SyntheticBars:
             empty_f = np.empty(0, dtype=np.float64)
             empty_i = np.empty(0, dtype=np.int64)
             return [
-                _Block(lo, empty_f, empty_f, empty_f, empty_f, empty_i, empty_i, empty_f) for _ in symbols
+                BarBlock(lo, empty_f, empty_f, empty_f, empty_f, empty_i, empty_i, empty_f) for _ in symbols
             ]
         per_chunk = [self._blocks(symbols, c) for c in range(lo // CHUNK, (hi - 1) // CHUNK + 1)]
-        out: list[_Block] = []
+        out: list[BarBlock] = []
         for k in range(len(symbols)):
             parts = [blocks[k] for blocks in per_chunk]
             if len(parts) == 1:
                 out.append(parts[0].slice(lo, hi))
                 continue
-            joined = _Block(
+            joined = BarBlock(
                 parts[0].start, *(np.concatenate([getattr(b, name) for b in parts]) for name in _FIELDS)
             )
             out.append(joined.slice(lo, hi))
@@ -485,7 +485,7 @@ class SyntheticBars:
             out = [self._raw_tape(symbol, block) for symbol, block in zip(symbols, out, strict=True)]
         return out
 
-    def _raw_tape(self, symbol: str, block: _Block) -> _Block:
+    def _raw_tape(self, symbol: str, block: BarBlock) -> BarBlock:
         """The model block as traded: x the ratio of every split still to come (volume / ratio)."""
         factor = raw_factors(self, self.actions.splits(symbol), block.start, len(block))
         if factor is None:
@@ -493,13 +493,13 @@ class SyntheticBars:
         open_, high, low, close = (round_price(getattr(block, n) * factor) for n in ("open", "high", "low", "close"))
         vwap = np.clip(np.round(block.vwap * factor, 4), low, high)
         volume = np.maximum(np.rint(block.volume / factor), 1.0).astype(np.int64)
-        return _Block(block.start, open_, high, low, close, volume, block.trade_count, vwap)
+        return BarBlock(block.start, open_, high, low, close, volume, block.trade_count, vwap)
 
     def splits_changed(self) -> None:
         """Forget what was derived from the raw tape (the intraday path shapes) after a new split."""
         SyntheticBars._intraday.cache_clear()
 
-    def window(self, symbol: str, lo: int, hi: int) -> _Block:
+    def window(self, symbol: str, lo: int, hi: int) -> BarBlock:
         return self.windows([symbol], lo, hi)[0]
 
     # ------------------------------------------------------------------ public API

@@ -1,0 +1,66 @@
+"""The daily scanner: the whole universe in one batched fetch, an atomic candidates.json with every
+field, the baseline always included, and nothing done on a day that is not a session."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from core.candidates import load_candidates
+from core.clock import SimClock
+from core.daily_scan import scan
+from core.market_calendar import NEW_YORK, get_market_calendar
+from core.sim import start_sim_market
+from tests.harness.config import make_config
+from tests.harness.market import gateway_for
+
+CAL = get_market_calendar()
+
+
+def _run_scan(tmp_path: Path, when: datetime, **over: Any) -> tuple[Any, Any, Path]:
+    clock = SimClock(when)
+    market = start_sim_market(clock=clock)
+    config = make_config(tmp_path, **over)
+    try:
+        result = scan(config, gateway_for(market, config), clock, CAL)
+        return result, market.server.count(path_prefix="/v2/stocks/bars"), Path(config.candidates_path)
+    finally:
+        market.stop()
+
+
+def test_scan_writes_candidates_for_the_whole_universe(tmp_path: Path) -> None:
+    previous = tmp_path / "candidates.json"
+    previous.write_text(json.dumps({"symbols": ["AAPL"]}))  # a narrow old file must not narrow the scan
+    when = datetime(2025, 6, 3, 16, 5, tzinfo=NEW_YORK)
+    result, requests, path = _run_scan(tmp_path, when)
+    assert requests == 1
+    assert result is not None and result.universe_size == 29
+    assert result.as_of.isoformat() == "2025-06-03"           # today's close is complete at 16:05
+    assert set(result.scores) | set(result.excluded) == set(make_config(tmp_path).symbols)
+    picked = [s for s in result.symbols if s not in ("SPY", "QQQ")]
+    assert {"SPY", "QQQ"} <= set(result.symbols) and len(picked) <= 10
+    assert all(result.scores[s] < -1.0 for s in picked)
+    assert picked == sorted(picked, key=lambda s: result.scores[s])
+    data = json.loads(path.read_text())
+    assert set(data) >= {"as_of", "generated_at", "universe_size", "symbols", "scores", "excluded"}
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert load_candidates(path, set(make_config(tmp_path).symbols), CAL, when).symbols == result.symbols
+
+
+def test_scan_on_a_non_session_day_does_nothing(tmp_path: Path) -> None:
+    when = datetime(2025, 7, 4, 16, 5, tzinfo=NEW_YORK)  # Independence Day
+    result, requests, path = _run_scan(tmp_path, when)
+    assert result is None and requests == 0 and not path.exists()
+
+
+def test_scan_respects_top_n(tmp_path: Path) -> None:
+    result, _, _ = _run_scan(tmp_path, datetime(2025, 6, 3, 16, 5, tzinfo=NEW_YORK), scanner_top_n=5,
+                             scanner_oversold_z=-0.1)
+    assert result is not None
+    picked = [s for s in result.symbols if s not in ("SPY", "QQQ")]
+    assert len(picked) <= 5 and all("outside the top 5" in r for s, r in result.excluded.items()
+                                    if "outside the top" in r)
