@@ -1,7 +1,7 @@
 """The daily scan (4:05 PM New York): rank the WHOLE configured universe by the selected strategy's
 score (the z-score strategy's z by default) and write candidates.json atomically. Run by
-`trading-daemon scan`, `scripts/scan_opportunities.py`, the simulated run's 16:05 task and the timer.
-The ranking itself is pure: core/scanner.py.
+`trading-daemon scan` (and so by the scanner timer and `scripts/scan_opportunities.py`) and by the
+simulated run's 16:05 task. The ranking itself is pure: core/scanner.py.
 
 One batched bars fetch for the universe; symbols whose data fails validation are listed in
 `excluded` with the reason. On a day that is not a session it does nothing and says so.

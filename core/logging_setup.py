@@ -2,7 +2,7 @@
 
 Every event passes through `redact_secrets`, which replaces any configured secret value wherever
 it appears in an event, as a last line of defence (nothing should log a key in the first place).
-The same `redact` guards the state database (core/state/store.py): secrets are the keys given to
+The same `redact` guards the state database (core/state/database.py): secrets are the keys given to
 `configure_logging` plus every key an `AlpacaGateway` was built with (`register_secrets`), so a
 process that holds a key redacts it even before, or without, configuring its logs.
 

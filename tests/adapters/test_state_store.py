@@ -507,7 +507,7 @@ def test_an_existing_world_readable_database_is_made_private(state_dir: Path, cl
 
 
 def test_wal_and_full_sync_are_on(store: StateStore, state_dir: Path) -> None:
-    conn = store._connection()
+    conn = store.database.connection()
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2     # FULL
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
@@ -550,7 +550,7 @@ def test_a_second_store_reads_while_the_daemon_has_it_open(state_dir: Path, cloc
 
 
 def test_no_secret_columns(store: StateStore) -> None:
-    conn = store._connection()
+    conn = store.database.connection()
     tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
     columns = {col[1].lower() for table in tables for col in conn.execute(f"PRAGMA table_info({table})")}
     assert not {c for c in columns if any(word in c for word in ("key", "secret", "token", "password"))} - {"key"}
@@ -589,4 +589,4 @@ def test_intent_survives_a_crash_right_after_it_is_written(state_dir: Path, cloc
         (pending,) = store.pending_intents()
         assert (pending.client_order_id, pending.state, pending.qty) == ("mr-crash", IntentState.PENDING, 5.0)
         assert pending.signal_session == date(2025, 3, 7)
-        assert store._connection().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert store.database.connection().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
