@@ -325,6 +325,20 @@ class SyntheticBars:
         i = bisect.bisect_right(self._opens, when.timestamp()) - 1
         return self.trading_index_before(i + 1) if self._closed else i
 
+    def next_open_index(self, ts: float) -> int:
+        """Index of the first trading session whose open is after `ts` (len(self) if none)."""
+        return self.next_trading_index(bisect.bisect_right(self._opens, ts))
+
+    def next_close_index(self, ts: float) -> int:
+        """Index of the first trading session whose close is after `ts` (len(self) if none)."""
+        return self.next_trading_index(bisect.bisect_right(self._closes, ts))
+
+    def closes_between(self, after_ts: float, upto_ts: float) -> list[int]:
+        """Indexes of the trading sessions (no unscheduled closure) that closed in (after_ts, upto_ts]."""
+        lo = bisect.bisect_right(self._closes, after_ts)
+        hi = bisect.bisect_right(self._closes, upto_ts)
+        return [i for i in range(lo, hi) if not self.is_closed(i)]
+
     def first_stamp_at_or_after(self, ts: float) -> int:
         return bisect.bisect_left(self._stamps, ts)
 
@@ -559,7 +573,8 @@ class SyntheticBars:
             (0.0, first, second, 1.0), u[0] < p_low_first, 0.25 * u[3], 2.0 + 6.0 * u[4], 2.0 * math.pi * u[5]
         )
 
-    def _path(self, symbol: str, i: int, fractions: FloatArray) -> FloatArray:
+    def intraday_path(self, symbol: str, i: int, fractions: FloatArray) -> FloatArray:
+        """Trade prices of session `i` at `fractions` of its regular hours (0 = open, 1 = close)."""
         bar = self.bar_by_index(symbol, i)
         shape = self._intraday(symbol, i)
         e1, e2 = (bar.low, bar.high) if shape.low_first else (bar.high, bar.low)
@@ -591,7 +606,7 @@ class SyntheticBars:
         ts = when.timestamp()
         if ts >= self._closes[i]:
             return self.bar_by_index(symbol, i).close
-        return float(self._path(symbol, i, np.array([self._fraction(i, ts)]))[0])
+        return float(self.intraday_path(symbol, i, np.array([self._fraction(i, ts)]))[0])
 
     def partial_bar(self, symbol: str, session: date, now: datetime) -> DailyBar:
         """The daily bar as it stands at `now` (the full bar once the session has closed)."""
@@ -606,7 +621,7 @@ class SyntheticBars:
     def _partial(self, symbol: str, i: int, fraction: float) -> DailyBar:
         full = self.bar_by_index(symbol, i)
         grid = np.append(np.linspace(0.0, fraction, max(2, int(fraction * 390) + 1)), fraction)
-        path = self._path(symbol, i, grid)
+        path = self.intraday_path(symbol, i, grid)
         high, low = float(path.max()), float(path.min())
         vwap = float(min(max(round(float(path.mean()), 4), low), high))
         volume = max(int(full.volume * fraction), 1)
@@ -634,7 +649,7 @@ class SyntheticBars:
         start = max(start, self._opens[i])
         end = min(start + 60.0, ts if ts < close_ts else close_ts)
         grid = np.linspace(self._fraction(i, start), self._fraction(i, end), 7)
-        path = self._path(symbol, i, grid)
+        path = self.intraday_path(symbol, i, grid)
         full = self.bar_by_index(symbol, i)
         share = max((end - start) / max(close_ts - self._opens[i], 1.0), 1e-4)
         volume = max(int(full.volume * share), 1)

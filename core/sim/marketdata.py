@@ -23,7 +23,8 @@ from core.clock import Clock
 from core.market_calendar import NEW_YORK
 from core.sim.bars import BarBlock, DailyBar, SyntheticBars
 from core.sim.corporate_actions import ACTION_TYPES, action_json, action_type, adjustment_factors, group_name
-from core.sim.exchange import SimAPIError, SimExchange
+from core.sim.exchange import SimExchange
+from core.sim.wire import SimAPIError
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000

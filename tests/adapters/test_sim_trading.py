@@ -187,6 +187,23 @@ def test_duplicate_client_order_id_is_422_even_after_cancel(market: SimMarket, t
     assert _error(lambda: trading.submit_order(_buy("XLF", qty=1, cid="c" * 129)))[0] == 422
 
 
+def test_a_sub_penny_limit_price_gets_alpacas_documented_422(market: SimMarket, trading: Any) -> None:
+    """Alpaca's minimum price variance (docs/orders-at-alpaca): 2 decimals at $1.00 and above, 4 below;
+    the documented answer is 422 {"code": 42210000, "message": "invalid limit_price 290.123. sub-penny ..."}."""
+    def limit_buy(price: float) -> Any:
+        return lambda: trading.submit_order(LimitOrderRequest(symbol="JPM", qty=1, limit_price=price,
+                                                              side=OrderSide.BUY, time_in_force=TimeInForce.DAY))
+
+    status, body = _error(limit_buy(290.123))
+    assert status == 422 and body == {
+        "code": 42210000,
+        "message": "invalid limit_price 290.123. sub-penny increment does not fulfill minimum pricing criteria"}
+    status, body = _error(limit_buy(0.12345))
+    assert status == 422 and body["code"] == 42210000 and body["message"].startswith("invalid limit_price 0.12345.")
+    assert [o.client_order_id for o in market.exchange.all_orders()] == []
+    assert limit_buy(0.1234)().limit_price == "0.1234" and limit_buy(290.12)().limit_price == "290.12"
+
+
 def test_fractional_and_notional_rules(market: SimMarket, trading: Any) -> None:
     status, body = _error(lambda: trading.submit_order(_buy("AAPL", notional=0.5)))
     assert status == 403 and body == {"code": 40310000, "message": "cost basis must be >= 1"}
