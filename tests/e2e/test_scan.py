@@ -6,16 +6,19 @@ from __future__ import annotations
 import json
 import os
 import stat
-from datetime import datetime
+import subprocess
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from core.broker.factory import SIM_BANNER
 from core.candidates import load_candidates
 from core.clock import SimClock
 from core.daily_scan import scan
-from core.market_calendar import NEW_YORK, get_market_calendar
+from core.market_calendar import NEW_YORK, get_market_calendar, new_york_time
 from core.sim import start_sim_market
-from tests.harness.config import make_config
+from tests.harness.config import REPO_ROOT, command_env, make_config
 from tests.harness.market import gateway_for
 
 CAL = get_market_calendar()
@@ -64,3 +67,19 @@ def test_scan_respects_top_n(tmp_path: Path) -> None:
     picked = [s for s in result.symbols if s not in ("SPY", "QQQ")]
     assert len(picked) <= 5 and all("outside the top 5" in r for s, r in result.excluded.items()
                                     if "outside the top" in r)
+
+
+def test_scripts_scan_opportunities_is_the_scan_command(tmp_path: Path) -> None:
+    """The seed's scripts/scan_opportunities.py still runs as a script from the repository root: a thin
+    entry point to `trading-daemon scan` (on the simulated market when no keys are set, the real date)."""
+    env = command_env(tmp_path / "state", CANDIDATES_PATH=str(tmp_path / "candidates.json"), PYTHONPATH=str(REPO_ROOT))
+    result = subprocess.run([sys.executable, "scripts/scan_opportunities.py"], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == SIM_BANNER
+    if not CAL.is_session(new_york_time(datetime.now(UTC)).date()):
+        assert result.stdout.splitlines()[-1] == "scan skipped: not a trading session"
+        return
+    written = json.loads((tmp_path / "candidates.json").read_text())
+    assert result.stdout.splitlines()[-1].startswith(f"candidates for {written['as_of']}: ")
+    assert written["universe_size"] == 29 and {"SPY", "QQQ"} <= set(written["symbols"])
