@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
@@ -129,7 +128,9 @@ def test_matrix_for_the_backtest() -> None:
     assert m["close"][0, 1] == BARS.session_bar("AAPL", sessions[0]).close
 
 
-def test_five_thousand_symbols_are_fast() -> None:
+def test_five_thousand_symbols_in_server_pages_match_one_symbol_at_a_time() -> None:
+    """The bars endpoint's batching (40 symbols per page) gives every symbol exactly its own bars.
+    How fast 5,000 symbols are served is measured by scripts/bench_data.py, not asserted here."""
     symbols = [
         f"Z{a}{b}{c}"
         for a in "ABCDEFGH"
@@ -138,7 +139,12 @@ def test_five_thousand_symbols_are_fast() -> None:
     ][:5000]
     bars = SyntheticBars(42)
     hi = bars.last_session_on_or_before(date(2025, 3, 7)) + 1
-    started = time.perf_counter()
+    blocks = []
     for k in range(0, len(symbols), 40):  # one server page's worth of symbols at a time
-        bars.windows(symbols[k : k + 40], hi - 253, hi)
-    assert time.perf_counter() - started < 4.0
+        blocks += bars.windows(symbols[k : k + 40], hi - 253, hi)
+    assert len(blocks) == 5000 and all(len(block) == 253 for block in blocks)
+    alone = SyntheticBars(42)
+    for i in (0, 39, 40, 2777, 4999):
+        (single,) = alone.windows([symbols[i]], hi - 253, hi)
+        assert np.array_equal(blocks[i].close, single.close) and np.array_equal(blocks[i].volume, single.volume)
+    assert len({float(block.close[-1]) for block in blocks}) > 4000  # distinct series, not one copied

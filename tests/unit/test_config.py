@@ -542,6 +542,17 @@ def test_a_near_miss_in_the_environment_is_an_error(monkeypatch: pytest.MonkeyPa
     assert "expected" in message
 
 
+def test_a_short_setting_allows_one_edit_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROT", "8080")   # one swap: a near miss of HTTP_PORT
+    with pytest.raises(ConfigError) as info:
+        get_config(env_file=None)
+    assert "HTTP_PROT is set in the environment and looks like a misspelt setting: did you mean HTTP_PORT?" \
+        in str(info.value)
+    monkeypatch.delenv("HTTP_PROT")
+    monkeypatch.setenv("HTTP_HOST", "example.org")  # two edits from HTTP_PORT: another program's variable
+    assert get_config(env_file=None).http_port is None
+
+
 def test_a_variable_three_edits_away_is_not_a_near_miss(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAX_OPN_POSTONS", "1")   # three letters missing: not a near miss
     monkeypatch.setenv("ALPACA_IS_PAPER", "true")  # another tool's name, three edits from ALPACA_PAPER
@@ -555,6 +566,8 @@ UNRELATED_ENVIRONMENT = [
     "STATE_DIRECTORY", "LOGS_DIRECTORY", "RUNTIME_DIRECTORY", "CREDENTIALS_DIRECTORY", "HTTP_PROXY",
     "HTTPS_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "PYTEST_CURRENT_TEST", "CI",
     "OMP_NUM_THREADS", "MPLBACKEND", "DEBIAN_FRONTEND", "SUDO_USER", "LD_LIBRARY_PATH",
+    # a web server's CGI variables: HTTP_HOST is two edits from HTTP_PORT, a short name that allows one
+    "HTTP_HOST", "HTTP_USER_AGENT", "SERVER_PORT", "REMOTE_ADDR", "HOSTNAME",
     # other tools' Alpaca variables (lumibot, MCP servers, the old SDK's optional ones)
     "ALPACA_BASE_URL", "ALPACA_ENDPOINT", "ALPACA_API_KEY_ID", "ALPACA_API_SECRET", "ALPACA_API_SECRET_KEY",
     "ALPACA_IS_PAPER", "ALPACA_KEY", "ALPACA_SECRET", "ALPACA_PAPER_TRADING", "ALPACA_OAUTH_TOKEN",
