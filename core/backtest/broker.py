@@ -40,9 +40,8 @@ from core.models import AccountView, AssetInfo, BrokerOrder, OrderSpec, OrderSta
 from core.tiered_position_sizer import FRACTIONAL_DECIMALS, floor_to
 
 FillAt = Literal["next_open", "close"]
-# The simulated market's non-fractionable defaults, so the whole-share fallback paths run in a backtest
-# too. A copy of core.sim.account.DEFAULT_NON_FRACTIONABLE (tests/unit/test_backtest_broker.py checks that
-# they are equal) only because the backtest does not depend on the simulated market's package.
+# The simulated market's non-fractionable defaults (core.sim.exchange.DEFAULT_NON_FRACTIONABLE, checked
+# by a test), so the whole-share fallback paths run. Not imported: the backtest needs no HTTP server.
 DEFAULT_NON_FRACTIONABLE: frozenset[str] = frozenset({"AVGO", "NFLX", "XLE"})
 MISSED_BARS_BEFORE_EXPIRY = 2   # the fill session and one more
 QTY_EPSILON = 1e-9
