@@ -7,35 +7,25 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from core.clock import SimClock
 from core.market_calendar import NEW_YORK
-from core.orchestrator import Orchestrator
-from core.sim import start_sim_market
-from core.state.store import StateStore
 from tests.harness.config import make_config
-from tests.harness.market import gateway_for
 
 
-def test_refused_signals_do_not_cost_requests_every_iteration(tmp_path: Path) -> None:
-    clock = SimClock(datetime(2025, 6, 3, 9, 45, tzinfo=NEW_YORK))
-    market = start_sim_market(clock=clock)
-    try:
-        # Every entry is refused: no position can reach a $5,000 minimum on a $10,000 account.
-        config = make_config(tmp_path, use_scanner=False, min_order_notional=5000.0)
-        gateway = gateway_for(market, config)
-        with StateStore(Path(config.state_dir), clock) as store:
-            orch = Orchestrator(config, gateway, store, clock)
-            orch.startup()
-            results: list[Any] = []
-            for _ in range(12):
-                results.append(orch.run_iteration())
-                clock.advance(config.loop_interval_seconds)
-        assert any(r.risk_rejections for r in results), "the scenario needs a refused entry signal"
-        first_refusal = next(i for i, r in enumerate(results) if r.risk_rejections)
-        later = results[first_refusal + 1:]
-        assert later and all(r.signals > 0 for r in later)       # the signal is still there...
-        assert all(sum(r.requests.values()) == 2 for r in later)  # ...and costs nothing more
-        assert all(r.requests == {"data": 1, "trading": 1} for r in later)
-        assert market.server.count(path_prefix="/v2/orders", method="POST") == 0
-    finally:
-        market.stop()
+def test_refused_signals_do_not_cost_requests_every_iteration(tmp_path: Path, markets: Any, daemons: Any) -> None:
+    market = markets(datetime(2025, 6, 3, 9, 45, tzinfo=NEW_YORK))
+    clock = market.clock
+    # Every entry is refused: no position can reach a $5,000 minimum on a $10,000 account.
+    config = make_config(tmp_path, use_scanner=False, min_order_notional=5000.0)
+    orch = daemons(market, config).orchestrator
+    orch.startup()
+    results: list[Any] = []
+    for _ in range(12):
+        results.append(orch.run_iteration())
+        clock.advance(config.loop_interval_seconds)
+    assert any(r.risk_rejections for r in results), "the scenario needs a refused entry signal"
+    first_refusal = next(i for i, r in enumerate(results) if r.risk_rejections)
+    later = results[first_refusal + 1:]
+    assert later and all(r.signals > 0 for r in later)       # the signal is still there...
+    assert all(sum(r.requests.values()) == 2 for r in later)  # ...and costs nothing more
+    assert all(r.requests == {"data": 1, "trading": 1} for r in later)
+    assert market.server.count(path_prefix="/v2/orders", method="POST") == 0

@@ -14,25 +14,19 @@ from typing import Any
 
 from core.broker.factory import SIM_BANNER
 from core.candidates import load_candidates
-from core.clock import SimClock
 from core.daily_scan import scan
 from core.market_calendar import NEW_YORK, get_market_calendar, new_york_time
-from core.sim import start_sim_market
 from tests.harness.config import REPO_ROOT, command_env, make_config
-from tests.harness.market import gateway_for
+from tests.harness.market import gateway_for, running_market
 
 CAL = get_market_calendar()
 
 
 def _run_scan(tmp_path: Path, when: datetime, **over: Any) -> tuple[Any, Any, Path]:
-    clock = SimClock(when)
-    market = start_sim_market(clock=clock)
     config = make_config(tmp_path, **over)
-    try:
-        result = scan(config, gateway_for(market, config), clock, CAL)
+    with running_market(when) as market:
+        result = scan(config, gateway_for(market, config), market.clock, CAL)
         return result, market.server.count(path_prefix="/v2/stocks/bars"), Path(config.candidates_path)
-    finally:
-        market.stop()
 
 
 def test_scan_writes_candidates_for_the_whole_universe(tmp_path: Path) -> None:
