@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -179,10 +178,10 @@ def _redact(text: str, config: AppConfig) -> str:
 
 def _write_crash_report(config: AppConfig, exc: BaseException) -> Path:
     from core.atomic_file import write_atomic
-    from core.logging_setup import _scrub, configure_logging
+    from core.logging_setup import configure_logging, redact_nested
 
     configure_logging(secrets=config.secret_values())
-    text = _scrub("".join(traceback.format_exception(exc)))
+    text = redact_nested("".join(traceback.format_exception(exc)))
     path = Path(config.state_dir) / "crash.log"
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # like StateDirLock: a new state dir is private
@@ -233,6 +232,7 @@ def _run_daemon(config: AppConfig, args: argparse.Namespace) -> int:
     from core.orchestrator import Orchestrator
     from core.process_lock import StateDirLock
     from core.state.store import StateStore
+    from core.stop_signals import install_stop_handlers
     from core.systemd_notify import SystemdNotifier
 
     mode = "live" if config.is_live else "paper"
@@ -244,7 +244,7 @@ def _run_daemon(config: AppConfig, args: argparse.Namespace) -> int:
         orchestrator = Orchestrator(config, connection.gateway, store, connection.clock, dry_run=args.dry_run,
                                     notifier=SystemdNotifier(), events=ops.events,
                                     scheduled=[] if args.once else ops.scheduled_tasks())
-        _install_signal_handlers(orchestrator.request_stop)
+        install_stop_handlers(orchestrator.request_stop)
         orchestrator.startup(accept_broker_quantities=args.accept_broker_state)
         ops.started(orchestrator)
         orchestrator.run(max_iterations=args.iterations, once=args.once)
@@ -252,18 +252,10 @@ def _run_daemon(config: AppConfig, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _install_signal_handlers(stop: Callable[[str], None]) -> None:
-    def handler(signum: int, _frame: Any) -> None:
-        stop(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
 # ---------------------------------------------------------------------- scan, status, demo, backtest
 def _cmd_scan(args: argparse.Namespace, config: AppConfig) -> int:
+    from core.daily_scan import describe, scan_with_config
     from core.logging_setup import configure_logging
-    from scripts.scan_opportunities import describe, scan_with_config
 
     configure_logging(config.log_level, secrets=config.secret_values())
     if not config.has_credentials:
@@ -304,9 +296,9 @@ def _cmd_halts(args: argparse.Namespace, config: AppConfig) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, config: AppConfig) -> int:
-    from core.tiered_position_sizer import _demo
+    from core.tiered_position_sizer import print_demo
 
-    _demo()
+    print_demo()
     return EXIT_OK
 
 

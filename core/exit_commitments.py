@@ -50,7 +50,7 @@ class ExitCommitments:
     def __init__(self, store: Any, clock: Clock, client_order_id_for: Callable[[date, str, Side, int], str], *,
                  enabled: bool = True) -> None:
         self.store = store
-        self.table = PendingExitTable(store, clock)
+        self.table = PendingExitTable(store.database, clock)
         self.client_order_id_for = client_order_id_for   # (signal session, symbol, side, attempt) -> id
         self.enabled = enabled   # off in dry run: nothing is sent, so nothing can be pursued
         self._active: dict[str, PendingExit] = {}

@@ -43,12 +43,13 @@ def run_simulated(config: AppConfig, args: argparse.Namespace) -> int:
 
 def _run_simulated(config: AppConfig, args: argparse.Namespace) -> int:
     from core.broker.factory import connect
+    from core.daily_scan import scan
     from core.logging_setup import configure_logging
     from core.operations import Operations
     from core.orchestrator import Orchestrator, ScheduledTask
     from core.process_lock import StateDirLock
     from core.state.store import StateStore
-    from scripts.scan_opportunities import scan
+    from core.stop_signals import install_stop_handlers
 
     calendar = get_market_calendar()
     config = sim_config(config, dry_run=args.dry_run)
@@ -88,9 +89,7 @@ def _run_simulated(config: AppConfig, args: argparse.Namespace) -> int:
             orchestrator = Orchestrator(config, connection.gateway, store, clock, calendar=calendar,
                                         dry_run=args.dry_run, scheduled=[] if args.once else [scanner, *ops.scheduled_tasks()],
                                         events=ops.events)
-            from core.cli import _install_signal_handlers
-
-            _install_signal_handlers(orchestrator.request_stop)
+            install_stop_handlers(orchestrator.request_stop)
             scan(config, connection.gateway, clock, calendar)  # as if yesterday's 16:05 scan had run
             orchestrator.startup()
             ops.started(orchestrator)
