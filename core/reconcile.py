@@ -36,7 +36,16 @@ from core.events import EventSink, NullEventSink
 from core.loop_observers import announce_fill
 from core.market_calendar import MarketCalendar, new_york_time
 from core.models import BrokerOrder, PositionView
-from core.ownership import Cause, Explanation, SeenPosition, SplitEvent, baseline, explain, matching_split
+from core.ownership import (
+    Cause,
+    Explanation,
+    SeenPosition,
+    SplitEvent,
+    baseline,
+    explain,
+    matching_split,
+    unexplained_change,
+)
 from core.ports import IntentRecord, IntentState
 
 log = structlog.get_logger("reconcile")
@@ -273,13 +282,13 @@ class Reconciler:
             confirmed_by: list[str] = []
             if change.cause is Cause.SPLIT:
                 confirmed_by.append(f"broker position: qty x{change.ratio:g}, avg_entry_price /{change.ratio:g}")
-            if own > QTY_TOLERANCE and broker_qty > QTY_TOLERANCE and change.cause is not Cause.UNCHANGED:
+            if unexplained_change(own, last, broker_qty, broker_avg, change.cause):
                 # Something the daemon's own fills do not explain, in a symbol it holds: a split is suspected.
-                expected = baseline(own, last, book_avg)[0]
-                event, note = self._split_listed(symbol, last, mine.entry_session if mine else None, expected,
-                                                 broker_qty)
+                last_avg = baseline(own, last, book_avg)[1]
+                event, note = self._split_listed(symbol, last, mine.entry_session if mine else None, last_avg,
+                                                 broker_avg)
                 confirmed_by.append(note)
-                if event is not None:  # its exact terms, rather than the ratio read from rounded prices
+                if event is not None:  # listed and applied: authoritative, whatever else moved the quantity
                     change = explain(own, last, broker_qty, broker_avg, book_avg=book_avg, split=event.ratio)
             own_after = self._apply_change(symbol, own, change, theirs, session, report, confirmed_by)
             current = self.store.book().get(symbol) if adopt_outside else None  # after a re-base, if any
@@ -306,6 +315,7 @@ class Reconciler:
             report.rebased[symbol] = change.ratio
             log.warning("position_rebased", symbol=symbol, ratio=change.ratio, own_qty_before=own,
                         own_qty=change.own_qty, broker_qty=broker_qty, confirmed_by=confirmed_by,
+                        residual=change.residual.value if change.residual else None,
                         effect="quantity x ratio, entry prices / ratio: exits use split-adjusted prices")
         elif change.cause is Cause.GONE:
             self.store.close_externally(symbol, session)
@@ -320,7 +330,8 @@ class Reconciler:
         if change.outside_changed:
             log.warning("outside_shares_changed", symbol=symbol, broker_qty=broker_qty, own_qty=change.own_qty,
                         outside_qty=change.outside_qty, previous_outside_qty=change.previous_outside_qty,
-                        cause=change.cause.value, effect="not the daemon's: reported, never traded by it")
+                        cause=(change.residual or change.cause).value,
+                        effect="not the daemon's: reported, never traded by it")
         return change.own_qty
 
     def _adopt(self, symbol: str, theirs: PositionView, origin: str, report: ReconcileReport) -> None:
@@ -330,8 +341,8 @@ class Reconciler:
         log.warning("unknown_position", symbol=symbol, qty=theirs.qty, policy=self.config.unknown_position_policy,
                     effect="adopted: managed by the daemon as its own")
 
-    def _split_listed(self, symbol: str, last: SeenPosition | None, entry_session: date | None, before_qty: float,
-                      after_qty: float) -> tuple[SplitEvent | None, str]:
+    def _split_listed(self, symbol: str, last: SeenPosition | None, entry_session: date | None, before_avg: float,
+                      after_avg: float) -> tuple[SplitEvent | None, str]:
         """Ask the broker's corporate-actions data (one request, only when a split is suspected)."""
         today = new_york_time(self.clock.now()).date()
         if last is not None:
@@ -345,9 +356,11 @@ class Reconciler:
             events = get_splits([symbol], since, today)
         except BrokerError as exc:
             return None, f"corporate actions: unavailable ({exc})"
-        event = matching_split(events, symbol, since, today, before_qty, after_qty)
+        event = matching_split(events, symbol, since, today, before_avg, after_avg,
+                               seen_on=new_york_time(last.seen_at).date() if last is not None else None)
         if event is None:
-            return None, f"corporate actions: no split of {symbol} listed between {since} and {today} fits"
+            return None, (f"corporate actions: no split of {symbol} listed between {since} and {today} that the "
+                          "broker's avg_entry_price shows applied")
         return event, f"corporate actions: {event.describe()}"
 
     def _remember(self, symbol: str, last: SeenPosition | None, broker_qty: float, broker_avg: float,
