@@ -214,7 +214,7 @@ class Orchestrator:
         focus = self.load_focus_symbols()
         data = self.data_agent.process(focus, limit=self.signal_agent.bars_to_fetch)
         positions = self.gateway.get_positions()
-        self.reconciler.sync_positions(positions, trading_session)
+        positions = self.reconciler.sync_positions(positions, trading_session).positions  # reductions re-read
         self._known_positions = set(positions)
         result = IterationResult(number=number, focus=focus, market_open=market_open, requests={},
                                  excluded=dict(data.excluded))

@@ -23,6 +23,7 @@ Start-up, before any trading:
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -138,8 +139,11 @@ class Reconciler:
             )
         # Read after the intents and orders above: a fill they applied is in this answer too.
         positions = self._startup_read(self.gateway.get_positions)
+        busy = self.busy_symbols()
+        positions, unconfirmed = self.confirm_reductions(
+            positions, busy, lambda: self._startup_read(self.gateway.get_positions))
         report.positions = positions
-        self._reconcile_holdings(positions, session, report, busy=self.busy_symbols(),
+        self._reconcile_holdings(positions, session, report, busy=busy | unconfirmed,
                                  adopt_outside=accept_broker_quantities)
         self.store.record_position_snapshot(positions)
         return report
@@ -221,9 +225,53 @@ class Reconciler:
     def sync_positions(self, positions: dict[str, PositionView], session: date) -> ReconcileReport:
         """Per-iteration sync: symbols with an open order or an unresolved intent of ours are left alone
         (a fill of ours may be in flight); the others are explained against the book."""
+        busy = self.busy_symbols()
+        positions, unconfirmed = self.confirm_reductions(positions, busy, self.gateway.get_positions)
         report = ReconcileReport(positions=positions)
-        self._reconcile_holdings(positions, session, report, busy=self.busy_symbols())
+        self._reconcile_holdings(positions, session, report, busy=busy | unconfirmed)
         return report
+
+    def confirm_reductions(self, positions: dict[str, PositionView], busy: set[str],
+                           read_again: Callable[[], dict[str, PositionView]]
+                           ) -> tuple[dict[str, PositionView], set[str]]:
+        """A held position that disappeared, or fell below the daemon's own quantity, is read once more
+        before the book changes: one glitchy answer (an empty `GET /v2/positions`) must not disown it.
+
+        One extra request, only on that event. Returns the positions to work with (a symbol whose two
+        reads disagree takes the second read's position) and the symbols whose change is unconfirmed:
+        their book and last observation are kept, and the next iteration looks again.
+        """
+        book = self.store.book()
+        seen = self.store.seen_positions()
+        suspects = []
+        for symbol, mine in book.items():
+            if symbol in busy or mine.qty <= QTY_TOLERANCE:
+                continue
+            theirs = positions.get(symbol)
+            change = explain(mine.qty, seen.get(symbol), theirs.qty if theirs else 0.0,
+                             theirs.avg_entry_price if theirs else 0.0, book_avg=mine.avg_entry_price)
+            if change.cause in (Cause.GONE, Cause.OWN_REDUCED):
+                suspects.append(symbol)
+        if not suspects:
+            return positions, set()
+        second = read_again()
+        merged = dict(positions)
+        unconfirmed: set[str] = set()
+        for symbol in suspects:
+            first_qty = positions[symbol].qty if symbol in positions else 0.0
+            again = second.get(symbol)
+            second_qty = again.qty if again is not None else 0.0
+            if abs(first_qty - second_qty) <= QTY_TOLERANCE:
+                continue
+            unconfirmed.add(symbol)
+            if again is not None:
+                merged[symbol] = again
+            else:
+                merged.pop(symbol, None)
+            log.warning("position_change_unconfirmed", symbol=symbol, book_qty=book[symbol].qty,
+                        first_read_qty=first_qty, second_read_qty=second_qty,
+                        effect="the book is kept; the broker's positions are checked again at the next iteration")
+        return merged, unconfirmed
 
     def apply_order_update(self, order: BrokerOrder, session: date | None = None) -> float:
         """Record the broker's view of an order; apply any new fill to the book. Returns the fill delta."""

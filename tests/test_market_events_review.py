@@ -111,3 +111,46 @@ def test_a_listed_split_is_rebased_although_the_user_traded_before_the_daemons_n
     assert _daemon_sells(scn) == [] and all(r.submitted == 0 for r in results)
     assert_book_matches_broker(scn, daemon.store, outside={"JNJ": user_now})
     assert_no_duplicate_orders(scn, daemon.store)
+
+
+# ================================================================================ 2. one glitchy positions answer
+@pytest.mark.parametrize("when", ["running", "start-up"])
+def test_one_empty_positions_answer_does_not_disown_a_held_position(
+        scenario: Callable[..., Scenario], when: str) -> None:
+    scn = scenario()
+    daemon, own = _daemon_holds_jnj(scn)
+    if when == "start-up":
+        scn.kill(daemon)
+    scn.faults.inject("transform", method="GET", path_prefix="/v2/positions", count=1, fn=lambda payload: [])
+    mark = scn.log_mark()
+    with capture_logs() as logs:
+        if when == "start-up":
+            daemon = scn.boot()
+        _settle(scn, daemon)
+        _settle(scn, daemon)
+    (unconfirmed,) = _events(logs, "position_change_unconfirmed")
+    assert unconfirmed["symbol"] == "JNJ" and unconfirmed["first_read_qty"] == 0.0
+    assert unconfirmed["second_read_qty"] == pytest.approx(own)
+    assert _events(logs, "position_closed_externally") == [] and _events(logs, "outside_shares_changed") == []
+    assert daemon.store.book()["JNJ"].qty == pytest.approx(own)
+    # One extra read, on that event only.
+    assert len(scn.requests(method="GET", path_prefix="/v2/positions", since=mark)) == 3 + (when == "start-up")
+    # The max-holding exit still sells the daemon's own shares.
+    _advance_to(scn, EXIT_DAY)
+    for _ in range(3):
+        _settle(scn, daemon, 30)
+    (sell,) = _daemon_sells(scn)
+    assert sell.qty == pytest.approx(own) and sell.status == "filled"
+    assert scn.broker_positions() == {} and daemon.store.book() == {}
+    assert_no_duplicate_orders(scn, daemon.store)
+
+
+def test_a_real_sale_by_the_user_is_confirmed_by_the_second_read(scenario: Callable[..., Scenario]) -> None:
+    scn = scenario()
+    daemon, own = _daemon_holds_jnj(scn)
+    scn.sim.exchange.trade_externally("JNJ", "sell", own)
+    with capture_logs() as logs:
+        _settle(scn, daemon)
+    assert _events(logs, "position_change_unconfirmed") == []
+    assert len(_events(logs, "position_closed_externally")) == 1
+    assert daemon.store.book() == {} and scn.broker_positions() == {}
