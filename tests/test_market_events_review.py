@@ -154,3 +154,41 @@ def test_a_real_sale_by_the_user_is_confirmed_by_the_second_read(scenario: Calla
     assert _events(logs, "position_change_unconfirmed") == []
     assert len(_events(logs, "position_closed_externally")) == 1
     assert daemon.store.book() == {} and scn.broker_positions() == {}
+
+
+# ================================================================================ 3. a bad print near the stop level
+def test_a_bad_print_does_not_sell_a_healthy_position_with_default_settings(
+        scenario: Callable[..., Scenario]) -> None:
+    # Defaults: STOP_LOSS_PCT 8 %, MAX_PRICE_DISAGREEMENT_PCT 5 %. META's true 02-28 close is ~5.7 % below
+    # its entry (no stop-loss); the daily bar of 02-28 is a bad print at half the price.
+    scn = scenario(ny(2025, 2, 28, 9, 30), universe="META")
+    daemon = scn.boot()
+    daemon.orchestrator.run_iteration()
+    _settle(scn, daemon)
+    entry = daemon.store.book()["META"].avg_entry_price
+    true_close = float(scn.sim.bars.matrix(["META"], [date(2025, 2, 28)])["close"][0, 0])
+    assert entry * 0.92 < true_close < entry * 0.95, "precondition: a loss, but no stop-loss"
+    scn.sim.exchange.set_bad_print("META", date(2025, 2, 28), 0.5)
+    _advance_to(scn, ny(2025, 3, 3, 9, 45))
+    with capture_logs() as logs:
+        for _ in range(3):
+            _settle(scn, daemon, 5)
+    refusals = _events(logs, "order_refused_by_price_check")
+    assert refusals and "stop-loss not confirmed" in refusals[0]["reason"] and "disagrees" in refusals[0]["reason"]
+    assert _daemon_sells(scn, "META") == [] and daemon.store.closed_positions("META") == []
+    assert _events(logs, "exit_committed") == []
+
+
+def test_a_bad_print_with_the_true_price_above_the_entry_is_no_stop_loss(scenario: Callable[..., Scenario]) -> None:
+    # STOP_LOSS_PCT 3 %: the broker's price (above the entry) is within 5 % of the stop level.
+    scn = scenario(stop_loss_pct=0.03, max_holding_sessions=50)
+    daemon, own = _daemon_holds_jnj(scn)
+    entry = daemon.store.book()["JNJ"].avg_entry_price
+    scn.sim.exchange.set_bad_print("JNJ", date(2025, 3, 11), 0.5)
+    _advance_to(scn, ny(2025, 3, 12, 9, 45))
+    assert scn.sim.bars.price_at("JNJ", scn.clock.now()) > entry, "precondition: the true price is above the entry"
+    with capture_logs() as logs:
+        for _ in range(3):
+            _settle(scn, daemon, 5)
+    assert _events(logs, "order_refused_by_price_check")
+    assert _daemon_sells(scn) == [] and daemon.store.book()["JNJ"].qty == pytest.approx(own)
