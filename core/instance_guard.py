@@ -61,6 +61,16 @@ class InstanceGuard:
                 found.append(order)
         return found
 
+    def own_ids(self, orders: Iterable[BrokerOrder]) -> frozenset[str]:
+        """client_order_ids of `orders` that this daemon sent: its prefix and its instance id (or the
+        format before instance ids, which nothing else with this prefix made)."""
+        own = set()
+        for order in orders:
+            parsed = parse_client_order_id(order.client_order_id)
+            if parsed is not None and parsed.prefix == self.prefix and parsed.instance in (None, self.instance_id):
+                own.add(order.client_order_id)
+        return frozenset(own)
+
     def check_at_startup(self, recent_orders: list[BrokerOrder]) -> None:
         """Refuse to start (ReconciliationError) if another daemon trades this account."""
         foreign = self.foreign(recent_orders)

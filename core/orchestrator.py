@@ -43,6 +43,7 @@ from core.cash_flow_tracker import CashFlowTracker
 from core.clock import Clock
 from core.errors import BrokerError, CandidatesError, ReconciliationError, TradingDaemonError
 from core.events import EventSink, IterationFailed, NullEventSink
+from core.exit_blockers import ExitBlockerWatch
 from core.exit_commitments import ExitCommitments
 from core.instance_guard import InstanceGuard
 from core.loop_backoff import loop_backoff_seconds
@@ -118,6 +119,7 @@ class Orchestrator:
         self.reconciler.events = self.events
         self._market_state = MarketStateAnnouncer(self.events)
         self._halt_watch = HaltWatcher(self.events)
+        self._exit_blockers = ExitBlockerWatch(self.events)
         self.exits = ExitCommitments(store, clock, self.execution.client_order_id_for, enabled=not dry_run)
         self.execution.attempt_of = self.exits.attempt_of
         self.stopping = False
@@ -282,8 +284,10 @@ class Orchestrator:
         snapshot = PortfolioSnapshot(account=account, positions=positions, open_orders=tuple(open_orders),
                                      entry_sessions={s: p.entry_session for s, p in book.items() if p.entry_session},
                                      entry_prices={s: p.avg_entry_price for s, p in book.items()},
-                                     own_qty={s: p.qty for s, p in book.items()})
+                                     own_qty={s: p.qty for s, p in book.items()},
+                                     own_order_ids=self.instance_guard.own_ids(open_orders))
         decision = self.risk_agent.evaluate(accepted, snapshot, context)
+        self._exit_blockers.observe(decision.rejected, trading_session, self.clock.now())
         # Refusals while the cash flows are unreadable are not remembered: the next iteration reads them again.
         result.risk_rejections = list(decision.rejected) if figures.unknown is None else []
         self._record_halts(decision, len(context.active_halts), trading_session)

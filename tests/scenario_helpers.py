@@ -131,7 +131,7 @@ class Scenario:
     # ------------------------------------------------------------------ daemon processes
     def boot(self, *, startup: bool = True, wrap_gateway: Callable[[Any], Any] | None = None,
              notifier: Any = None, scheduled: list[Any] | None = None,
-             config: AppConfig | None = None, host_clock: Any = None) -> Daemon:
+             config: AppConfig | None = None, host_clock: Any = None, events: Any = None) -> Daemon:
         """Start a daemon process on the scenario's state directory (reconcile first unless told not to).
 
         `host_clock` is the daemon host's clock (e.g. a `SkewedClock`); by default the market's."""
@@ -147,7 +147,7 @@ class Scenario:
             gateway = wrap_gateway(gateway)
         store = StateStore(cfg.state_dir, clock)
         orchestrator = Orchestrator(cfg, gateway, store, clock, calendar=self.calendar, notifier=notifier,
-                                    scheduled=scheduled)
+                                    scheduled=scheduled, events=events)
         daemon = Daemon(gateway, store, orchestrator)
         self._daemons.append(daemon)
         if startup:

@@ -192,3 +192,75 @@ def test_a_bad_print_with_the_true_price_above_the_entry_is_no_stop_loss(scenari
             _settle(scn, daemon, 5)
     assert _events(logs, "order_refused_by_price_check")
     assert _daemon_sells(scn) == [] and daemon.store.book()["JNJ"].qty == pytest.approx(own)
+
+
+# ================================================================================ 4. the user's own open orders
+class _Recorder:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def emit(self, event: Any) -> None:
+        self.events.append(event)
+
+
+def test_the_users_open_sell_does_not_block_the_daemons_exit(scenario: Callable[..., Scenario]) -> None:
+    scn = scenario()
+    daemon, own = _daemon_holds_jnj(scn)
+    scn.sim.exchange.trade_externally("JNJ", "buy", 5)   # the user's own 5 shares, with a GTC take-profit
+    scn.sim.exchange.submit_order({"symbol": "JNJ", "side": "sell", "type": "limit", "limit_price": "999.00",
+                                   "time_in_force": "gtc", "qty": "5", "client_order_id": "manual-gtc"})
+    _advance_to(scn, EXIT_DAY)
+    with capture_logs() as logs:
+        results = [_settle(scn, daemon, 30) for _ in range(3)]
+    assert not any("already open" in r.reason for res in results for r in res.risk_rejections)
+    (sell,) = _daemon_sells(scn)
+    assert sell.qty == pytest.approx(own) and sell.status == "filled"
+    assert scn.sim.exchange.order_by_client_id("manual-gtc").status == "new", "the user's order is untouched"
+    assert_book_matches_broker(scn, daemon.store, outside={"JNJ": 5.0})
+    assert _events(logs, "exit_blocked_by_foreign_order") == []
+
+
+def test_the_users_gtc_take_profit_does_not_hold_back_a_stop_loss(scenario: Callable[..., Scenario]) -> None:
+    scn = scenario(ny(2025, 2, 28, 9, 30), universe="META", stop_loss_pct=0.04)
+    daemon = scn.boot()
+    daemon.orchestrator.run_iteration()
+    _settle(scn, daemon)
+    own = daemon.store.book()["META"].qty
+    scn.sim.exchange.trade_externally("META", "buy", 2)
+    scn.sim.exchange.submit_order({"symbol": "META", "side": "sell", "type": "limit", "limit_price": "9999.00",
+                                   "time_in_force": "gtc", "qty": "2", "client_order_id": "my-take-profit"})
+    _settle(scn, daemon)
+    _advance_to(scn, ny(2025, 3, 3, 10, 0))
+    _settle(scn, daemon, 5)
+    _settle(scn, daemon, 5)
+    (sell,) = _daemon_sells(scn, "META")
+    assert sell.qty == pytest.approx(own) and sell.status == "filled"
+    assert daemon.store.last_stop_loss_exit("META") is not None
+    assert_book_matches_broker(scn, daemon.store, outside={"META": 2.0})
+
+
+def test_the_users_open_buy_blocks_the_exit_with_one_warning_and_a_notification(
+        scenario: Callable[..., Scenario]) -> None:
+    scn = scenario()
+    recorder = _Recorder()
+    daemon = scn.boot(events=recorder)
+    daemon.orchestrator.run_iteration()
+    _settle(scn, daemon)
+    scn.sim.exchange.submit_order({"symbol": "JNJ", "side": "buy", "type": "limit", "limit_price": "1.00",
+                                   "time_in_force": "gtc", "qty": "1", "client_order_id": "manual-gtc"})
+    _advance_to(scn, EXIT_DAY)
+    with capture_logs() as logs:
+        results = [_settle(scn, daemon, 30) for _ in range(5)]
+    assert all(r.submitted == 0 for r in results) and _daemon_sells(scn) == []
+    assert "manual-gtc" in results[0].risk_rejections[0].reason
+    (warning,) = _events(logs, "exit_blocked_by_foreign_order")
+    assert warning["symbol"] == "JNJ" and warning["log_level"] == "warning" and "cancel" in warning["reason"]
+    blocked = [e for e in recorder.events if e.KIND == "exit_blocked"]
+    assert len(blocked) == 1 and blocked[0].symbol == "JNJ"
+    # Once the user cancels it, the exit goes out.
+    scn.sim.exchange.cancel_order(scn.sim.exchange.order_by_client_id("manual-gtc").id)
+    scn.clock.advance(31 * 60)   # past the re-run interval of a refusal whose inputs did not change
+    for _ in range(2):
+        _settle(scn, daemon, 2)
+    (sell,) = _daemon_sells(scn)
+    assert sell.status == "filled" and scn.broker_positions() == {}
