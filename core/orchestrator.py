@@ -137,6 +137,9 @@ class Orchestrator:
 
     def startup(self, *, accept_broker_quantities: bool = False) -> None:
         """Reconcile with the broker before anything else; raises ReconciliationError to refuse."""
+        # The broker's clock first (cached for the loop's first step): a skewed host clock is corrected
+        # before the reconciliation judges which decision is stale.
+        self.market_clock.view(self.clock.now())
         recent_orders = self.gateway.get_orders("all")
         try:
             self.instance_guard.check_at_startup(recent_orders)

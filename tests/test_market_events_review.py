@@ -264,3 +264,36 @@ def test_the_users_open_buy_blocks_the_exit_with_one_warning_and_a_notification(
         _settle(scn, daemon, 2)
     (sell,) = _daemon_sells(scn)
     assert sell.status == "filled" and scn.broker_positions() == {}
+
+
+# ================================================================================ 5. a host clock a day slow at start-up
+def test_a_restart_with_the_host_clock_a_day_slow_abandons_yesterdays_stale_entry(
+        scenario: Callable[..., Scenario]) -> None:
+    from datetime import timedelta
+
+    from tests.scenario_helpers import SkewedClock
+
+    scn = scenario()
+    scn.faults.inject("drop", method="POST", path_prefix="/v2/orders", count=None)
+    scn.faults.inject("503", method="GET", path_prefix="/v2/orders:by_client_order_id", count=None)
+    daemon = scn.boot()
+    daemon.orchestrator.run_iteration()
+    (pending,) = daemon.store.pending_intents()
+    assert pending.signal_session == date(2025, 3, 10) and scn.broker_orders() == []
+    scn.kill(daemon)
+    scn.faults.clear()
+    _advance_to(scn, ny(2025, 3, 12, 10, 0))   # the 03-10 decision is stale; the host thinks it is 03-11
+    mark = scn.log_mark()
+    with capture_logs() as logs:
+        daemon = scn.boot(host_clock=SkewedClock(scn.clock, timedelta(days=-1)))
+        daemon.orchestrator.run(max_iterations=1)
+    (reconciled,) = _events(logs, "reconciled")
+    assert reconciled["intents_abandoned"] == [pending.client_order_id] and reconciled["intents_resubmitted"] == []
+    assert scn.sim.exchange.order_by_client_id(pending.client_order_id) is None, "yesterday's decision is not sent"
+    assert [o.client_order_id[14:22] for o in scn.broker_orders()] == ["20250311"], "only today's decision goes"
+    assert scn.intents()[pending.client_order_id]["state"] == "abandoned"
+    # The broker's clock was read before the reconciliation, once: the loop's first step used the cached answer.
+    clock_reads = scn.requests(path_prefix="/v2/clock", since=mark)
+    assert len(clock_reads) == 1
+    first = scn.requests(since=mark)[0]
+    assert first.path == "/v2/clock"
