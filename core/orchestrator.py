@@ -142,7 +142,8 @@ class Orchestrator:
         self.market_clock.view(self.clock.now())
         recent_orders = self.gateway.get_orders("all")
         try:
-            self.instance_guard.check_at_startup(recent_orders)
+            self.instance_guard.check_at_startup(recent_orders, self.store,
+                                                 self.calendar.current_or_next_session(self.clock.now()))
             report = self.reconciler.reconcile(accept_broker_quantities=accept_broker_quantities)
         except ReconciliationError as exc:
             self.events.emit(startup_refused(exc, self.clock.now()))

@@ -297,3 +297,119 @@ def test_a_restart_with_the_host_clock_a_day_slow_abandons_yesterdays_stale_entr
     assert len(clock_reads) == 1
     first = scn.requests(since=mark)[0]
     assert first.path == "/v2/clock"
+
+
+# ================================================================================ 6. one accidental second daemon
+def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path, state_dir: Path,
+         *args: str) -> tuple[int, str, str]:
+    """`trading-daemon ARGS` in-process, on the scenario's state directory (no broker call)."""
+    import structlog
+
+    from core import cli
+
+    monkeypatch.setenv("STATE_DIR", str(state_dir))
+    env_file = tmp_path / "empty.env"
+    env_file.write_text("")
+    capsys.readouterr()
+    try:
+        code = cli.main(["--env-file", str(env_file), *args])
+    finally:
+        structlog.reset_defaults()   # the command configured logging onto pytest's captured streams
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_one_accidental_run_of_a_second_daemon_halts_entries_until_acknowledged(
+        scenario: Callable[..., Scenario], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from core.instance_guard import HALT_KIND
+    from tests.conftest import make_config
+    from tests.scenario_helpers import FAST_CONFIG
+
+    scn = scenario(symbol_tiers={"JNJ": "TIER3", "SPY": "TIER1", "KO": "TIER3"})
+    first, own = _daemon_holds_jnj(scn)
+    # By mistake, a second daemon (another state directory) runs once and buys KO; it never runs again.
+    other = make_config(tmp_path / "other", **{**FAST_CONFIG, **CONFIG, "entry_z": 0.5,
+                                                "symbol_tiers": {"KO": "TIER3", "PG": "TIER3", "SPY": "TIER1"}})
+    scn.clock.advance(600)
+    second = scn.boot(config=other)
+    second.orchestrator.run_iteration()
+    scn.clock.advance(120)
+    second.orchestrator.run_iteration()
+    theirs = [o for o in scn.broker_orders() if o.client_order_id.startswith(f"zmr-{second.store.instance_id}-")]
+    assert theirs and all(o.status == "filled" for o in theirs), "precondition: the other's orders are closed"
+    scn.kill(second)
+    scn.kill(first)
+
+    # The real daemon restarts the next day: it starts (was exit 3 for good), with entries halted.
+    _advance_to(scn, ny(2025, 3, 12, 9, 45))
+    with capture_logs() as logs:
+        first = scn.boot()
+    (warning,) = _events(logs, "another_instance_traded")
+    assert warning["instances"] == [second.store.instance_id] and warning["log_level"] == "warning"
+    (halt,) = first.store.active_halts()
+    assert halt.kind == HALT_KIND and second.store.instance_id in halt.reason
+    assert "halts clear another_instance" in halt.reason
+    # Exits run while entries wait: the max-holding exit of JNJ goes out on 03-13.
+    _advance_to(scn, EXIT_DAY)
+    for _ in range(2):
+        _settle(scn, first, 30)
+    (sell,) = _daemon_sells(scn)
+    assert sell.qty == pytest.approx(own) and sell.status == "filled"
+    assert [o for o in scn.broker_orders() if o.side == "buy" and o.created_at > halt.started_at
+            and o.client_order_id.startswith(f"zmr-{first.store.instance_id}-")] == []
+    scn.kill(first)
+
+    # The owner acknowledges the other instance; the clear sticks across restarts.
+    code, out, err = _cli(monkeypatch, capsys, tmp_path, Path(scn.config.state_dir),
+                          "halts", "clear", HALT_KIND, "--reason", "a one-off run by mistake")
+    assert code == 0, err
+    assert second.store.instance_id in out and "Acknowledged" in out
+    for day in (14, 17):
+        _advance_to(scn, ny(2025, 3, day, 9, 45))
+        restarted = scn.boot()
+        assert restarted.store.active_halts() == []
+        scn.kill(restarted)
+
+
+# ================================================================================ 8. one unreadable cash activity
+BAD_ACTIVITY = {"id": "20250307100000000::bad", "account_id": "x", "activity_type": "JNLC", "date": "2025-03-07",
+                "net_amount": None, "description": "journal", "status": "executed", "symbol": None, "qty": None,
+                "per_share_amount": None}
+
+
+def _with_bad_activity(page: Any) -> Any:
+    if isinstance(page, list) and not any(isinstance(p, dict) and p.get("id") == BAD_ACTIVITY["id"] for p in page):
+        return [BAD_ACTIVITY, *page]
+    return page
+
+
+def test_an_unreadable_cash_activity_is_named_and_acknowledging_it_sticks(
+        scenario: Callable[..., Scenario], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    scn = scenario()
+    scn.faults.inject("transform", method="GET", path_prefix="/v2/account/activities", count=None,
+                      fn=_with_bad_activity)
+    scn.sim.exchange.withdraw(1_000.0)   # a readable flow next to it
+    daemon = scn.boot()
+    with capture_logs() as logs:
+        result = daemon.orchestrator.run_iteration()
+    (halt,) = result.halts
+    assert halt.startswith("cash_flows_unknown: ") and BAD_ACTIVITY["id"] in halt
+    assert "net_amount None is not a number" in halt and "halts clear cash_flows_unknown" in halt
+    (warning,) = _events(logs, "cash_flows_unreadable")
+    assert BAD_ACTIVITY["id"] in warning["activities"][0]
+    assert result.submitted == 0 and scn.broker_orders() == []
+    assert daemon.store.get_value("cash_flows_checked_on") is None, "the window does not move past it"
+
+    code, out, err = _cli(monkeypatch, capsys, tmp_path, Path(scn.config.state_dir),
+                          "halts", "clear", "cash_flows_unknown", "--reason", "a zero journal, checked by hand")
+    assert code == 0, err
+    assert BAD_ACTIVITY["id"] in out and "no cash flow" in out
+    for day in (12, 13):
+        _advance_to(scn, ny(2025, 3, day, 10, 0))
+        result = _settle(scn, daemon, 1)
+        assert daemon.store.active_halts() == [] and result.halts == []
+    # Every other activity was read: the withdrawal is recorded once; the window moved on.
+    assert [row["amount"] for row in scn.db_rows("SELECT amount FROM cash_flows")] == [-1000.0]
+    assert daemon.store.get_value("cash_flows_checked_on", "") >= "2025-03-12"
