@@ -413,3 +413,33 @@ def test_an_unreadable_cash_activity_is_named_and_acknowledging_it_sticks(
     # Every other activity was read: the withdrawal is recorded once; the window moved on.
     assert [row["amount"] for row in scn.db_rows("SELECT amount FROM cash_flows")] == [-1000.0]
     assert daemon.store.get_value("cash_flows_checked_on", "") >= "2025-03-12"
+
+
+# ================================================================================ 7. a bad print the feed corrects
+def test_a_running_daemon_drops_a_bad_print_the_feed_corrected_at_the_next_session(
+        scenario: Callable[..., Scenario]) -> None:
+    import numpy as np
+
+    from agents.data_agent import DataAgent
+
+    scn = scenario(symbol_tiers={"JNJ": "TIER3", "SPY": "TIER1", "KO": "TIER3"})
+    scn.sim.exchange.set_bad_print("JNJ", date(2025, 3, 12), 0.1)
+    daemon = scn.boot()
+    _advance_to(scn, ny(2025, 3, 13, 10, 0))
+    daemon.orchestrator.run_iteration()
+    limit = daemon.orchestrator.signal_agent.bars_to_fetch
+    cached = daemon.orchestrator.data_agent.process(["JNJ"], limit=limit).bars["JNJ"]
+    assert cached.values[-1, 3] < 20, "precondition: the bad print (x0.1) is cached"
+    scn.sim.exchange.clear_bad_prints()   # the feed corrects it later that day
+    _advance_to(scn, ny(2025, 3, 14, 10, 0))
+    with capture_logs() as logs:
+        first = daemon.orchestrator.run_iteration()
+        steady = _settle(scn, daemon, 1)
+    assert len(_events(logs, "bar_cache_refreshed")) == 1
+    fresh = DataAgent(scn.config, market=daemon.gateway, clock=scn.clock, calendar=scn.calendar).process(
+        ["JNJ"], limit=limit)
+    warm = daemon.orchestrator.data_agent.process(["JNJ"], limit=limit)
+    assert np.allclose(warm.bars["JNJ"].values[:, :4], fresh.bars["JNJ"].values[:, :4])
+    assert warm.bars["JNJ"].values[:, 3].min() > 100, "no bar of the window is the bad print any more"
+    # The refresh is the iteration's one bars request; the next iteration is a steady one again.
+    assert first.requests["data"] == 1 and sum(steady.requests.values()) == 2
