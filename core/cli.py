@@ -1,7 +1,9 @@
 """`trading-daemon` command line. Every subcommand validates the configuration first.
 
-Exit codes: 0 ok; 1 runtime failure (one message); 2 bad configuration or arguments; 3 refused to
-trade (reconciliation failed, live trading without both opt-ins, another instance running).
+Exit codes: 0 ok; 1 runtime failure (one message), including a passing failure of the state's storage
+(disk full, I/O error, database locked or busy: systemd starts it again); 2 bad configuration or
+arguments (a STATE_DIR that cannot be created); 3 refused to trade (a damaged database, one from a
+newer release, reconciliation failed, live trading without both opt-ins, another instance running).
 """
 
 from __future__ import annotations
@@ -159,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         from core.errors import ReconciliationError, StateError, TradingDaemonError
 
         message = _redact(str(exc), config)  # stderr is a log too: no key, even inside a message
+        code = _state_exit_code(exc)
+        if code is not None:
+            print(f"trading-daemon: {message}", file=sys.stderr)
+            return code
         if isinstance(exc, ReconciliationError | StateError):
             print(f"trading-daemon: {message}", file=sys.stderr)
             return EXIT_REFUSED
@@ -168,6 +174,18 @@ def main(argv: list[str] | None = None) -> int:
         crash = _write_crash_report(config, exc)
         print(f"trading-daemon: internal error {type(exc).__name__}: {message} (details in {crash})", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _state_exit_code(exc: BaseException) -> int | None:
+    """A passing failure of the state's storage (disk full, I/O error, locked) is a runtime failure that
+    systemd retries (1); a STATE_DIR that cannot be used is a bad setting (2). Other StateErrors refuse (3)."""
+    from core.errors import StateDirUnusableError, StateUnavailableError
+
+    if isinstance(exc, StateUnavailableError):
+        return EXIT_FAILURE
+    if isinstance(exc, StateDirUnusableError):
+        return EXIT_CONFIG
+    return None
 
 
 def _redact(text: str, config: AppConfig) -> str:

@@ -76,6 +76,7 @@ from core.models import BrokerOrder, CashFlow, OrderSpec, OrderStatus, PositionV
 from core.order_ids import is_instance_id, new_instance_id
 from core.ownership import SeenPosition
 from core.ports import IntentRecord, IntentState
+from core.state.failures import state_failure
 from core.state.migrations import LATEST_VERSION, migrate
 from core.state.migrations import schema_version as read_schema_version
 
@@ -168,7 +169,7 @@ class StateStore:
             self._secure_files()
         except sqlite3.Error as exc:
             conn.close()
-            raise StateError(f"state database {self.path} cannot be used: {exc}") from exc
+            raise state_failure(f"state database {self.path} cannot be used: {exc}", exc) from exc
         except BaseException:
             conn.close()
             raise
@@ -185,7 +186,7 @@ class StateStore:
                 conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, isolation_level=None,
                                        check_same_thread=False)
             except (OSError, sqlite3.Error) as exc:
-                raise StateError(f"cannot open the state database {self.path}: {exc}") from exc
+                raise state_failure(f"cannot open the state database {self.path}: {exc}", exc) from exc
             try:
                 self._configure(conn, busy_timeout_s)
             except BaseException:
@@ -212,7 +213,7 @@ class StateStore:
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.DatabaseError as exc:
-            raise StateError(f"state database {self.path} cannot be used: {exc}") from exc
+            raise state_failure(f"state database {self.path} cannot be used: {exc}", exc) from exc
 
     def _instance(self, conn: sqlite3.Connection) -> tuple[str, datetime]:
         """This state directory's instance id and creation time, made on first use and then kept."""
@@ -241,7 +242,7 @@ class StateStore:
             except FileNotFoundError:
                 continue  # -wal/-shm may vanish when another connection checkpoints and closes
             except OSError as exc:
-                raise StateError(f"cannot make {path} private (mode 0600): {exc}") from exc
+                raise state_failure(f"cannot make {path} private (mode 0600): {exc}", exc) from exc
 
     def close(self) -> None:
         with self._lock:
@@ -290,7 +291,7 @@ class StateStore:
                     raise
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                raise StateError(f"state database {self.path}: write failed: {exc}") from exc
+                raise state_failure(f"state database {self.path}: write failed: {exc}", exc) from exc
 
     def atomic(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """One transaction around several write methods: all of them are committed, or none.
@@ -306,7 +307,7 @@ class StateStore:
             try:
                 return self._connection().execute(sql, tuple(params)).fetchall()
             except sqlite3.Error as exc:
-                raise StateError(f"state database {self.path}: read failed: {exc}") from exc
+                raise state_failure(f"state database {self.path}: read failed: {exc}", exc) from exc
 
     def _query_one(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
         rows = self._query(sql, params)

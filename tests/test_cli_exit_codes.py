@@ -1,0 +1,89 @@
+"""Exit codes and messages of the command line for what the red-team review found (one message each,
+never a traceback): a full disk at start-up exits 1 (systemd restarts it), a STATE_DIR that cannot
+exist exits 2, bad `run --sim` arguments exit 2, and `status | head` exits quietly."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.clock import SystemClock
+from core.errors import StateError, StateUnavailableError
+from core.state.store import StateStore
+from tests.conftest import REPO_ROOT, venv_env
+
+EXIT_FAILURE, EXIT_CONFIG, EXIT_REFUSED = 1, 2, 3
+
+
+def _command(args: list[str], env: dict[str, str], tmp_path: Path, *, preexec: Callable[[], None] | None = None,
+             timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    env_file = tmp_path / "empty.env"
+    env_file.write_text("")
+    return subprocess.run([sys.executable, "-m", "core.cli", "--env-file", str(env_file), *args], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout, preexec_fn=preexec)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in venv_env().items() if not k.startswith(("ALPACA_", "STATE_DIR"))}
+    env.update(extra)
+    return env
+
+
+def _one_message(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("trading-daemon: ")]
+    assert len(lines) == 1 and "Traceback" not in err and "internal error" not in err, err
+    return lines[0]
+
+
+# ---------------------------------------------------------------------- 9. passing failures of the state
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a write past the limit fails (EFBIG) instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_full_disk_at_start_up_exits_1_so_systemd_restarts_it(sim: Any, tmp_path: Path) -> None:
+    # Every file the process writes is capped at 48 KiB: the state database cannot be created.
+    env = _env(ALPACA_API_KEY=sim.api_key, ALPACA_SECRET_KEY=sim.secret_key, ALPACA_TRADING_URL=sim.url,
+               ALPACA_DATA_URL=sim.url, STATE_DIR=str(tmp_path / "state"), USE_SCANNER="false")
+    done = _command(["run", "--once"], env, tmp_path, preexec=_file_size_limit(48 * 1024))
+    assert done.returncode == EXIT_FAILURE, done.stderr
+    message = _one_message(done.stderr)
+    assert "trading.db" in message and ("disk" in message or "full" in message), message
+    assert sim.exchange.all_orders() == []
+
+
+def test_a_locked_database_is_a_passing_failure_and_a_damaged_one_is_not(tmp_path: Path) -> None:
+    StateStore(tmp_path / "state", SystemClock()).close()
+    holder = sqlite3.connect(tmp_path / "state" / "trading.db", isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StateUnavailableError, match="locked"):
+            StateStore(tmp_path / "state", SystemClock(), busy_timeout_s=0.05)
+    finally:
+        holder.close()
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "trading.db").write_bytes(b"SQLite format 3\x00" + os.urandom(4096))
+    with pytest.raises(StateError) as refused:
+        StateStore(damaged, SystemClock())
+    assert not isinstance(refused.value, StateUnavailableError)
+
+
+@pytest.mark.parametrize("state_dir", ["/proc/trading-daemon-state", "/dev/null/state"])
+def test_a_state_dir_that_cannot_exist_is_one_message_and_exit_2(tmp_path: Path, state_dir: str) -> None:
+    done = _command(["run", "--sim", "--once"], _env(STATE_DIR=state_dir), tmp_path)
+    assert done.returncode == EXIT_CONFIG, done.stderr
+    message = _one_message(done.stderr)
+    assert f"STATE_DIR={state_dir}" in message and "expected a directory" in message
+    assert not (tmp_path / "crash.log").exists()
