@@ -9,6 +9,7 @@ newer release, reconciliation failed, live trading without both opt-ins, another
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -151,9 +152,13 @@ def main(argv: list[str] | None = None) -> int:
         "strategies": _cmd_strategies,
     }
     try:
-        return handlers[args.command](args, config)
+        code = handlers[args.command](args, config)
+        sys.stdout.flush()   # here, not at exit: a reader that went away is handled below
+        return code
     except KeyboardInterrupt:
         return EXIT_OK
+    except BrokenPipeError:
+        return _stdout_closed()
     except ConfigError as exc:  # a strategy that breaks its contract at run time is a configuration error
         print(f"trading-daemon: {_redact(str(exc), config)}", file=sys.stderr)
         return EXIT_CONFIG
@@ -174,6 +179,15 @@ def main(argv: list[str] | None = None) -> int:
         crash = _write_crash_report(config, exc)
         print(f"trading-daemon: internal error {type(exc).__name__}: {message} (details in {crash})", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (`trading-daemon status | head`): stop quietly, as other Unix tools do
+    (they die of SIGPIPE: 128 + 13), with no message and no crash report."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())   # the interpreter's last flush must not fail again
+    return 128 + signal.SIGPIPE
 
 
 def _state_exit_code(exc: BaseException) -> int | None:
@@ -230,6 +244,12 @@ def _cmd_run(args: argparse.Namespace, config: AppConfig) -> int:
         print(f"trading-daemon: --iterations {args.iterations}: expected a whole number >= 1", file=sys.stderr)
         return EXIT_CONFIG
     if simulated:
+        from core.sim_run import sim_window_error
+
+        problem = sim_window_error(args.sim_start, args.sessions, args.once)
+        if problem is not None:
+            print(f"trading-daemon: {problem}", file=sys.stderr)
+            return EXIT_CONFIG
         from core.broker.factory import sim_banner
 
         print(sim_banner(config), flush=True)

@@ -26,6 +26,39 @@ DEFAULT_SIM_START = date(2025, 6, 2)
 DEFAULT_SIM_SESSIONS = 20
 
 
+# Sessions of history the simulated market must have before the first simulated session (the bars the
+# strategies look back over, with room to spare).
+SIM_HISTORY_SESSIONS = 260
+
+
+def sim_window_error(sim_start: date | None, sessions: int | None, once: bool) -> str | None:
+    """Why `--sim-start` / `--sessions` cannot be simulated (one message naming the value), or None."""
+    calendar = get_market_calendar()
+    if sessions is not None and sessions < 1:
+        return f"--sessions {sessions}: expected a whole number of simulated sessions >= 1"
+    earliest = _earliest_start(calendar)
+    latest = calendar.previous_session(calendar.last_session)   # a next open must exist after the last one
+    first = sim_start or DEFAULT_SIM_START
+    if not earliest <= first <= latest:
+        return (f"--sim-start {first}: expected a date from {earliest} to {latest} (the simulated market's "
+                f"calendar, with {SIM_HISTORY_SESSIONS} sessions of history before the start)")
+    if not calendar.is_session(first):
+        first = calendar.next_session(first)
+    count = 1 if once else (sessions or DEFAULT_SIM_SESSIONS)
+    last_possible = calendar.session_distance(first, latest) + 1
+    if count > last_possible:
+        return (f"--sessions {count}: from {first} the simulated market's calendar has {last_possible} sessions "
+                f"left (it ends {calendar.last_session}); expected at most {last_possible}")
+    return None
+
+
+def _earliest_start(calendar: Any) -> date:
+    day = calendar.first_session
+    for _ in range(SIM_HISTORY_SESSIONS):
+        day = calendar.next_session(day)
+    return day
+
+
 def sim_config(config: AppConfig, *, dry_run: bool = False) -> AppConfig:
     sim_dir = Path(config.state_dir) / ("sim-dry-run" if dry_run else "sim")
     return config.model_copy(update={"state_dir": sim_dir, "candidates_path": sim_dir / "candidates.json"})

@@ -87,3 +87,32 @@ def test_a_state_dir_that_cannot_exist_is_one_message_and_exit_2(tmp_path: Path,
     message = _one_message(done.stderr)
     assert f"STATE_DIR={state_dir}" in message and "expected a directory" in message
     assert not (tmp_path / "crash.log").exists()
+
+
+# ---------------------------------------------------------------------- 12. arguments of `run --sim`
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--sessions", "0"], "--sessions 0: expected a whole number of simulated sessions >= 1"),
+    (["--sessions", "-3"], "--sessions -3: expected a whole number of simulated sessions >= 1"),
+    (["--sim-start", "1990-01-02", "--once"], "--sim-start 1990-01-02: expected a date from 2005-"),
+    (["--sim-start", "2031-01-02"], "--sim-start 2031-01-02: expected a date from 2005-"),
+    (["--sim-start", "2030-12-20", "--sessions", "30"], "--sessions 30: from 2030-12-20 the simulated market's"),
+])
+def test_bad_simulation_arguments_are_one_message_and_exit_2(tmp_path: Path, args: list[str], expected: str) -> None:
+    done = _command(["run", "--sim", *args], _env(STATE_DIR=str(tmp_path / "state")), tmp_path)
+    assert done.returncode == EXIT_CONFIG, done.stderr
+    assert expected in _one_message(done.stderr)
+    assert not (tmp_path / "state").exists(), "nothing was started"
+
+
+def test_status_into_a_closed_pipe_exits_quietly_without_a_crash_report(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    StateStore(state, SystemClock()).close()
+    read_end, write_end = os.pipe()
+    os.close(read_end)   # `| head` that has already exited
+    try:
+        done = subprocess.run([sys.executable, "-m", "core.cli", "status"], cwd=REPO_ROOT, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, env=_env(STATE_DIR=str(state)), timeout=60)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 128 + signal.SIGPIPE and done.stderr == ""
+    assert not (state / "crash.log").exists() and not (tmp_path / "crash.log").exists()
