@@ -186,13 +186,16 @@ class ExecutionAgent:
     # ------------------------------------------------------------------ placing it exactly once
     def _place(self, spec: OrderSpec, target: OrderTarget, report: ExecutionReport) -> None:
         intent = self.journal.get_intent(spec.client_order_id)
+        if intent is not None and intent.state == IntentState.DRY_RUN:
+            intent = None   # an older release's dry run under this id: never a real decision (set aside below)
         if intent is not None and intent.state in IntentState.FINAL_STATES:
             report.rejected.append(Rejection(spec.symbol, spec.side, "execution",
                                              f"already handled ({intent.state}) as {spec.client_order_id}"))
             return
         if self.dry_run:
-            self.journal.record_intent(spec, target.signal.session, target.signal.reason.value)
-            self.journal.mark_intent(spec.client_order_id, IntentState.DRY_RUN, message="dry run: not sent")
+            # Under its own key (core.order_ids.dry_run_key), never the real id: a dry run on the production
+            # state directory leaves every real decision as it was. The log shows the exact request.
+            self.journal.record_dry_run_intent(spec, target.signal.session, target.signal.reason.value)
             log.info("dry_run_order", request=spec.describe())
             report.dry_run.append(spec)
             return

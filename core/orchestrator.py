@@ -234,7 +234,7 @@ class Orchestrator:
         signals = [signal for signal in signals if signal.symbol not in unresolved]
         result.signals = len(signals)
         signal_session = data.as_of or self.calendar.last_completed_session(started)
-        handled = self.store.handled_signals(signal_session)
+        handled = self.store.handled_signals(signal_session, dry_run=self.dry_run)
         accepted, rejected = self.validator.validate(signals, started, data.current_prices, handled)
         accepted = self.exits.pursue(accepted, positions)
         result.rejected += len(rejected)

@@ -443,3 +443,66 @@ def test_a_running_daemon_drops_a_bad_print_the_feed_corrected_at_the_next_sessi
     assert warm.bars["JNJ"].values[:, 3].min() > 100, "no bar of the window is the bad print any more"
     # The refresh is the iteration's one bars request; the next iteration is a steady one again.
     assert first.requests["data"] == 1 and sum(steady.requests.values()) == 2
+
+
+# ================================================================================ 10. a dry run on the production state
+def test_a_dry_run_on_the_production_state_leaves_the_real_decisions_alone(
+        scenario: Callable[..., Scenario]) -> None:
+    from core.orchestrator import Orchestrator
+    from core.order_ids import dry_run_key
+    from core.state.store import StateStore
+    from tests.conftest import gateway_for
+
+    scn = scenario()
+    daemon, own = _daemon_holds_jnj(scn)
+    _advance_to(scn, ny(2025, 3, 13, 9, 45))   # the max-holding exit (03-12's decision) is due
+    scn.kill(daemon)
+    # The owner runs `run --once --dry-run` on the same STATE_DIR to see what the daemon would do.
+    store = StateStore(scn.config.state_dir, scn.clock)
+    dry = Orchestrator(scn.config, gateway_for(scn.sim, scn.config), store, scn.clock, calendar=scn.calendar,
+                       dry_run=True)
+    dry.startup()
+    with capture_logs() as logs:
+        result = dry.run_iteration()
+        again = dry.run_iteration()
+    (logged,) = _events(logs, "dry_run_order")
+    real_id = logged["request"]["client_order_id"]
+    assert logged["request"]["side"] == "sell" and logged["request"]["qty"] == pytest.approx(own)
+    assert real_id.startswith("zmr-i5ce7a710-20250312-JNJ-sell-"), "the exact request a real run would send"
+    assert result.dry_run == 1 and again.dry_run == 0, "a dry run logs a decision once"
+    assert scn.intents()[dry_run_key(real_id)]["state"] == "dry_run" and real_id not in scn.intents()
+    assert _daemon_sells(scn) == []
+    store.close()
+
+    # The real daemon starts again: the exit goes out at once, as the decision it was.
+    scn.clock.advance(300)
+    daemon = scn.boot()
+    _settle(scn, daemon, 15)
+    _settle(scn, daemon, 15)
+    (sell,) = _daemon_sells(scn)
+    assert sell.client_order_id == real_id and sell.status == "filled"
+    assert scn.broker_positions() == {} and daemon.store.book() == {}
+    assert_no_duplicate_orders(scn, daemon.store)
+
+
+def test_an_older_releases_dry_run_row_under_the_real_id_no_longer_blocks_the_exit(
+        scenario: Callable[..., Scenario]) -> None:
+    from core.models import Side
+    from core.order_ids import format_client_order_id
+
+    scn = scenario()
+    daemon, own = _daemon_holds_jnj(scn)
+    real_id = format_client_order_id("zmr", date(2025, 3, 12), "JNJ", Side.SELL, "i5ce7a710")
+    conn = daemon.store._connection()   # as an older release's dry run left it: the real id, state dry_run
+    conn.execute("INSERT INTO order_intents (client_order_id, symbol, side, qty, notional, order_type, time_in_force, "
+                 "signal_session, reason, state, message, created_at, updated_at) VALUES (?, 'JNJ', 'sell', ?, NULL, "
+                 "'market', 'day', '2025-03-12', 'exit_max_holding', 'dry_run', 'dry run: not sent', ?, ?)",
+                 (real_id, own, "2025-03-13T13:45:00+00:00", "2025-03-13T13:45:00+00:00"))
+    _advance_to(scn, EXIT_DAY)
+    for _ in range(2):
+        _settle(scn, daemon, 15)
+    (sell,) = _daemon_sells(scn)
+    assert sell.client_order_id == real_id and sell.status == "filled"
+    assert scn.intents()[real_id]["state"] == "submitted"
+    assert scn.intents()["dry-run:" + real_id]["state"] == "dry_run"
+    assert_no_duplicate_orders(scn, daemon.store)

@@ -73,7 +73,7 @@ from core.clock import Clock
 from core.errors import StateError
 from core.logging_setup import redact
 from core.models import BrokerOrder, CashFlow, OrderSpec, OrderStatus, PositionView, Side
-from core.order_ids import is_instance_id, new_instance_id
+from core.order_ids import DRY_RUN_KEY_PREFIX, dry_run_key, is_instance_id, new_instance_id
 from core.ownership import SeenPosition
 from core.ports import IntentRecord, IntentState
 from core.state.failures import state_failure
@@ -321,6 +321,12 @@ class StateStore:
         """Insert a PENDING intent, or return the existing one unchanged (idempotent)."""
         now = self._now()
         with self._transaction() as conn:
+            # A dry run of an older release journalled under the real id: set it aside (its own key; if a
+            # later dry run already journalled it there, the old row goes).
+            old = (spec.client_order_id, IntentState.DRY_RUN)
+            conn.execute("UPDATE OR IGNORE order_intents SET client_order_id = ? || client_order_id "
+                         "WHERE client_order_id = ? AND state = ?", (DRY_RUN_KEY_PREFIX, *old))
+            conn.execute("DELETE FROM order_intents WHERE client_order_id = ? AND state = ?", old)
             conn.execute(
                 "INSERT OR IGNORE INTO order_intents (client_order_id, symbol, side, qty, notional, order_type, "
                 "time_in_force, signal_session, reason, state, broker_order_id, message, created_at, updated_at) "
@@ -332,6 +338,20 @@ class StateStore:
             row = conn.execute(f"SELECT {_INTENT_COLUMNS} FROM order_intents WHERE client_order_id = ?",
                                (spec.client_order_id,)).fetchone()
         return _intent(row)
+
+    def record_dry_run_intent(self, spec: OrderSpec, signal_session: date, reason: str) -> bool:
+        """Journal what a dry run would send under its own key, already DRY_RUN; False if journalled before."""
+        now = self._now()
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO order_intents (client_order_id, symbol, side, qty, notional, order_type, "
+                "time_in_force, signal_session, reason, state, broker_order_id, message, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 'dry run: not sent', ?, ?)",
+                (dry_run_key(spec.client_order_id), spec.symbol, Side(spec.side).value, spec.qty, spec.notional,
+                 spec.order_type, spec.time_in_force, signal_session.isoformat(), reason, IntentState.DRY_RUN,
+                 now, now),
+            )
+            return cursor.rowcount > 0
 
     def get_intent(self, client_order_id: str) -> IntentRecord | None:
         row = self._query_one(f"SELECT {_INTENT_COLUMNS} FROM order_intents WHERE client_order_id = ?",
@@ -371,13 +391,14 @@ class StateStore:
                            "ORDER BY created_at, rowid", (session.isoformat(),))
         return [_intent(row) for row in rows]
 
-    def handled_signals(self, session: date) -> set[tuple[str, str]]:
+    def handled_signals(self, session: date, *, dry_run: bool = False) -> set[tuple[str, str]]:
         """(symbol, side) already acted on for this signal session. An ABANDONED intent does not count,
         nor does a PENDING one: its outcome is unknown (429, unanswered lookup), so the signal must
-        reach the ExecutionAgent again, which looks the order up by client_order_id before any resend."""
+        reach the ExecutionAgent again, which looks the order up by client_order_id before any resend.
+        A dry run's intent counts only for a dry run: it never makes a real decision look handled."""
+        ignored = (IntentState.ABANDONED, IntentState.PENDING, "" if dry_run else IntentState.DRY_RUN)
         rows = self._query("SELECT DISTINCT symbol, side FROM order_intents WHERE signal_session = ? "
-                           "AND state NOT IN (?, ?)",
-                           (session.isoformat(), IntentState.ABANDONED, IntentState.PENDING))
+                           "AND state NOT IN (?, ?, ?)", (session.isoformat(), *ignored))
         return {(row["symbol"], row["side"]) for row in rows}
 
     # ------------------------------------------------------------------ orders and fills
