@@ -166,10 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         from core.errors import ReconciliationError, StateError, TradingDaemonError
 
         message = _redact(str(exc), config)  # stderr is a log too: no key, even inside a message
-        code = _state_exit_code(exc)
-        if code is not None:
+        state_code = _state_exit_code(exc)
+        if state_code is not None:
             print(f"trading-daemon: {message}", file=sys.stderr)
-            return code
+            return state_code
         if isinstance(exc, ReconciliationError | StateError):
             print(f"trading-daemon: {message}", file=sys.stderr)
             return EXIT_REFUSED
