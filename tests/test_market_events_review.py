@@ -506,3 +506,45 @@ def test_an_older_releases_dry_run_row_under_the_real_id_no_longer_blocks_the_ex
     assert scn.intents()[real_id]["state"] == "submitted"
     assert scn.intents()["dry-run:" + real_id]["state"] == "dry_run"
     assert_no_duplicate_orders(scn, daemon.store)
+
+
+# ================================================================================ 11. a fractional remnant
+def test_a_reverse_splits_fractional_remnant_is_sold_with_fractional_entries_off(
+        scenario: Callable[..., Scenario]) -> None:
+    # ENABLE_FRACTIONAL_SHARES=false governs entries: 43 whole JNJ, then 1-for-10: 4.3 shares.
+    scn = scenario(enable_fractional_shares=False)
+    scn.sim.exchange.add_split("JNJ", date(2025, 3, 13), 0.1)
+    daemon, own = _daemon_holds_jnj(scn)
+    assert own == round(own), "precondition: whole shares"
+    _advance_to(scn, ny(2025, 3, 13, 10, 0))
+    for _ in range(3):
+        _settle(scn, daemon, 5)
+    (sell,) = _daemon_sells(scn)
+    assert sell.qty == pytest.approx(own / 10) and sell.qty != round(sell.qty) and sell.status == "filled"
+    assert scn.broker_positions() == {} and daemon.store.book() == {}
+    assert_no_duplicate_orders(scn, daemon.store)
+
+
+def test_a_remnant_that_cannot_be_sold_says_why_and_gives_up_once_a_session(
+        scenario: Callable[..., Scenario]) -> None:
+    scn = scenario(enable_fractional_shares=False)
+    scn.sim.exchange.add_split("JNJ", date(2025, 3, 13), 0.1)
+    daemon, own = _daemon_holds_jnj(scn)
+    scn.sim.exchange.set_asset("JNJ", fractionable=False)
+    _advance_to(scn, ny(2025, 3, 13, 10, 0))
+    for _ in range(3):
+        _settle(scn, daemon, 5)
+    (sell,) = _daemon_sells(scn)
+    assert sell.qty == float(int(own / 10)) and sell.status == "filled"   # the whole shares
+    assert daemon.store.book()["JNJ"].qty == pytest.approx(own / 10 - sell.qty)
+    with capture_logs() as logs:
+        requests = []
+        for day in (14, 17):
+            _advance_to(scn, ny(2025, 3, day, 10, 0))
+            requests += [sum(_settle(scn, daemon, 5).requests.values()) for _ in range(40)]
+    given_up = _events(logs, "exit_given_up")
+    assert len(given_up) == 2, "once per session, not once per iteration"
+    assert all(e["cause"] == "asset_not_fractionable" and "not fractionable" in e["broker"] for e in given_up)
+    assert sorted(requests)[len(requests) // 2] == 2, "the steady iterations cost 2 requests again"
+    assert len(_daemon_sells(scn)) == 1
+    assert_no_duplicate_orders(scn, daemon.store)
