@@ -64,6 +64,7 @@ class ReconcileReport:
     flagged: list[str] = field(default_factory=list)
     adjusted: list[str] = field(default_factory=list)
     unresolved: list[str] = field(default_factory=list)     # client_order_ids the broker could not answer for
+    rejected: list[str] = field(default_factory=list)       # resubmissions the broker refused for good
     rebased: dict[str, float] = field(default_factory=dict)  # symbol -> split ratio applied to the book
     outside: dict[str, float] = field(default_factory=dict)  # symbol -> shares at the broker that are not ours
 
@@ -71,7 +72,7 @@ class ReconcileReport:
         return {
             "positions": sorted(self.positions), "intents_resolved": self.resolved,
             "intents_resubmitted": self.resubmitted, "intents_abandoned": self.abandoned,
-            "intents_unresolved": self.unresolved,
+            "intents_unresolved": self.unresolved, "intents_rejected": self.rejected,
             "closed_externally": self.closed_externally, "adopted": self.adopted, "flagged": self.flagged,
             "adjusted": self.adjusted, "rebased": self.rebased, "outside_shares": self.outside,
         }
@@ -199,9 +200,7 @@ class Reconciler:
         elif intent.signal_session == decision_session and not self.execution.dry_run:
             placed = self.execution.resume_intent(intent)
             if placed is None:
-                report.unresolved.append(cid)
-                log.warning("intent_unresolved", client_order_id=cid, symbol=intent.symbol,
-                            reason="resubmission did not reach a known state", effect="looked up again next time")
+                self._resubmission_not_placed(intent, report)
             else:
                 self.apply_order_update(placed, session)
                 report.resubmitted.append(cid)
@@ -212,6 +211,21 @@ class Reconciler:
             self.store.mark_intent(cid, IntentState.ABANDONED,
                                    message=f"absent at the broker; decision of {intent.signal_session} is stale")
             report.abandoned.append(cid)
+
+    def _resubmission_not_placed(self, intent: IntentRecord, report: ReconcileReport) -> None:
+        """What became of a resubmission that placed no order: the broker refused it for good (the intent is
+        final, with the broker's reason), or its outcome is still unknown (looked up again next time)."""
+        cid = intent.client_order_id
+        after = self.store.get_intent(cid)
+        if after is not None and after.state != IntentState.PENDING:
+            report.rejected.append(cid)
+            log.warning("intent_resubmission_refused", client_order_id=cid, symbol=intent.symbol, side=intent.side,
+                        state=after.state, reason=after.message or "refused by the broker",
+                        effect="not sent; the decision is settled (no retry)")
+            return
+        report.unresolved.append(cid)
+        log.warning("intent_unresolved", client_order_id=cid, symbol=intent.symbol,
+                    reason="resubmission did not reach a known state", effect="looked up again next time")
 
     def busy_symbols(self) -> set[str]:
         """Symbols a fill of the daemon's may still change: an order open in the store or an unresolved intent.

@@ -548,3 +548,27 @@ def test_a_remnant_that_cannot_be_sold_says_why_and_gives_up_once_a_session(
     assert sorted(requests)[len(requests) // 2] == 2, "the steady iterations cost 2 requests again"
     assert len(_daemon_sells(scn)) == 1
     assert_no_duplicate_orders(scn, daemon.store)
+
+
+# ================================================================================ 13. what start-up says it did
+def test_a_resubmission_the_broker_refuses_at_start_up_is_logged_as_refused_not_unresolved(
+        scenario: Callable[..., Scenario]) -> None:
+    scn = scenario()
+    scn.faults.inject("drop", method="POST", path_prefix="/v2/orders", count=None)
+    scn.faults.inject("503", method="GET", path_prefix="/v2/orders:by_client_order_id", count=None)
+    daemon = scn.boot()
+    daemon.orchestrator.run_iteration()
+    (pending,) = daemon.store.pending_intents()
+    scn.kill(daemon)
+    scn.faults.clear()
+    scn.sim.exchange.set_trading_blocked(True)   # the resubmission gets a definitive 403
+    scn.clock.advance(120)
+    with capture_logs() as logs:
+        daemon = scn.boot()
+    (reconciled,) = _events(logs, "reconciled")
+    assert reconciled["intents_rejected"] == [pending.client_order_id] and reconciled["intents_unresolved"] == []
+    (refused,) = _events(logs, "intent_resubmission_refused")
+    assert refused["client_order_id"] == pending.client_order_id and refused["state"] == "rejected"
+    assert "403" in refused["reason"] or "blocked" in refused["reason"].lower()
+    assert _events(logs, "intent_unresolved") == []
+    assert daemon.store.pending_intents() == [] and scn.broker_orders() == []
