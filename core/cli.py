@@ -266,6 +266,7 @@ def _cmd_run(args: argparse.Namespace, config: AppConfig) -> int:
 
 def _run_daemon(config: AppConfig, args: argparse.Namespace) -> int:
     from core.broker.factory import connect
+    from core.broker_time import BrokerTimeClock
     from core.market_calendar import get_market_calendar
     from core.operations import Operations
     from core.orchestrator import Orchestrator
@@ -276,10 +277,13 @@ def _run_daemon(config: AppConfig, args: argparse.Namespace) -> int:
     mode = "live" if config.is_live else "paper"
     print(f"Trading {mode} account via Alpaca{' (dry run: no orders are sent)' if args.dry_run else ''}.", flush=True)
     connection = connect(config)
-    with StateDirLock(Path(config.state_dir)), StateStore(Path(config.state_dir), connection.clock) as store, \
-            Operations(config, store=store, gateway=connection.gateway, clock=connection.clock,
+    # One time base for the daemon's rows, its figures and its decisions: the host's clock as the broker's
+    # clock corrects it (core/broker_time.py), so an iteration's age is never host time minus broker time.
+    clock = BrokerTimeClock(connection.clock, config.max_clock_skew_seconds)
+    with StateDirLock(Path(config.state_dir)), StateStore(Path(config.state_dir), clock) as store, \
+            Operations(config, store=store, gateway=connection.gateway, clock=clock,
                        calendar=get_market_calendar(), mode=mode, dry_run=args.dry_run) as ops:
-        orchestrator = Orchestrator(config, connection.gateway, store, connection.clock, dry_run=args.dry_run,
+        orchestrator = Orchestrator(config, connection.gateway, store, clock, dry_run=args.dry_run,
                                     notifier=SystemdNotifier(), events=ops.events,
                                     scheduled=[] if args.once else ops.scheduled_tasks())
         _install_signal_handlers(orchestrator.request_stop)

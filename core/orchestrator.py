@@ -95,7 +95,8 @@ class Orchestrator:
         self.store = store
         # The host's clock, measured against the broker's on every clock request (core/broker_time.py),
         # and a calendar the broker corrects and whose clock decides the session (core/broker_calendar.py).
-        clock = self.clock = BrokerTimeClock(clock, config.max_clock_skew_seconds)
+        clock = self.clock = clock if isinstance(clock, BrokerTimeClock) else BrokerTimeClock(
+            clock, config.max_clock_skew_seconds)   # shared with the store and the metrics: one time base
         self.calendar = BrokerCalendar(calendar or get_market_calendar(), self.clock.to_broker)
         self.dry_run = dry_run
         self.notifier = notifier

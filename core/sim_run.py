@@ -76,6 +76,7 @@ def run_simulated(config: AppConfig, args: argparse.Namespace) -> int:
 
 def _run_simulated(config: AppConfig, args: argparse.Namespace) -> int:
     from core.broker.factory import connect
+    from core.broker_time import BrokerTimeClock
     from core.logging_setup import configure_logging
     from core.operations import Operations
     from core.orchestrator import Orchestrator, ScheduledTask
@@ -106,6 +107,8 @@ def _run_simulated(config: AppConfig, args: argparse.Namespace) -> int:
     start = datetime.combine(first, time(9, 45) if args.once else time(9, 0), tzinfo=NEW_YORK)
     clock = SimClock(start)
     connection = connect(config, clock=clock, force_sim=True)
+    # The daemon's one time base (its rows, its figures, its decisions), as in `run` on a real account.
+    daemon_clock = BrokerTimeClock(clock, config.max_clock_skew_seconds)
     print(f"Simulating {len(sessions)} session(s) {sessions[0]} .. {sessions[-1]} with "
           f"${config.sim_initial_cash:,.0f}; loop every {config.loop_interval_seconds:g}s of simulated time; "
           f"event log {state_dir / 'daemon.log'}", flush=True)
@@ -113,12 +116,12 @@ def _run_simulated(config: AppConfig, args: argparse.Namespace) -> int:
         print(f"Dry run: nothing is sent; its state is in {state_dir}, and an earlier simulated run in "
               f"{state_dir.parent / 'sim'} is kept.", flush=True)
     try:
-        with StateDirLock(state_dir), StateStore(state_dir, clock) as store, \
-                Operations(config, store=store, gateway=connection.gateway, clock=clock, calendar=calendar,
+        with StateDirLock(state_dir), StateStore(state_dir, daemon_clock) as store, \
+                Operations(config, store=store, gateway=connection.gateway, clock=daemon_clock, calendar=calendar,
                            mode="simulated", dry_run=args.dry_run, announce=lambda text: print(text, flush=True)) as ops:
             scanner = ScheduledTask("scanner", 16, 5, lambda now: scan(config, connection.gateway, clock, calendar),
                                     calendar, clock.now())
-            orchestrator = Orchestrator(config, connection.gateway, store, clock, calendar=calendar,
+            orchestrator = Orchestrator(config, connection.gateway, store, daemon_clock, calendar=calendar,
                                         dry_run=args.dry_run, scheduled=[] if args.once else [scanner, *ops.scheduled_tasks()],
                                         events=ops.events)
             from core.cli import _install_signal_handlers

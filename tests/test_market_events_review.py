@@ -572,3 +572,37 @@ def test_a_resubmission_the_broker_refuses_at_start_up_is_logged_as_refused_not_
     assert "403" in refused["reason"] or "blocked" in refused["reason"].lower()
     assert _events(logs, "intent_unresolved") == []
     assert daemon.store.pending_intents() == [] and scn.broker_orders() == []
+
+
+# ================================================================================ 14. one time base
+def test_the_daemons_rows_and_iterations_share_the_brokers_time_base_when_the_host_clock_is_off(
+        sim: Any, tmp_path: Path) -> None:
+    """`trading-daemon run --once` on a host whose clock is far from the broker's (the real clock against the
+    simulated market's 2025): iteration times, and every row the store stamps, are in the daemon's one
+    broker-corrected time base, so an age computed from them (the loop-stuck alert) is right."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT, SIM_START, venv_env
+
+    env = {k: v for k, v in venv_env().items() if not k.startswith(("ALPACA_", "STATE_DIR"))}
+    env.update(ALPACA_API_KEY=sim.api_key, ALPACA_SECRET_KEY=sim.secret_key, ALPACA_TRADING_URL=sim.url,
+               ALPACA_DATA_URL=sim.url, STATE_DIR=str(tmp_path / "state"), USE_SCANNER="false",
+               SYMBOL_TIERS="JNJ:TIER3,SPY:TIER1")
+    (tmp_path / "empty.env").write_text("")
+    done = subprocess.run([sys.executable, "-m", "core.cli", "--env-file", str(tmp_path / "empty.env"), "run",
+                           "--once"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "clock_skew_beyond_bound" in done.stderr
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "state" / "trading.db")
+    try:
+        (started,) = conn.execute("SELECT started_at FROM iterations").fetchone()
+        stamped = [row[0] for row in conn.execute("SELECT recorded_at FROM snapshots")]
+        stamped += [row[0] for row in conn.execute("SELECT seen_at FROM broker_positions_seen")]
+    finally:
+        conn.close()
+    broker_now = SIM_START
+    assert abs((datetime.fromisoformat(started) - broker_now).total_seconds()) < 3600
+    assert stamped and all(abs((datetime.fromisoformat(t) - broker_now).total_seconds()) < 3600 for t in stamped)
