@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from config.settings import AppConfig, ConfigError, describe_config, get_config
-from core.ops_commands import add_status_arguments
+from core.ops_commands import add_state_dir_arguments, add_status_arguments
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_REFUSED = 0, 1, 2, 3
 DEFAULT_ENV_FILE = ".env"
@@ -68,8 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     strategies = sub.add_parser("strategies", help="list the built-in strategies with their parameters and defaults")
     _add_strategy_arguments(strategies)
     halts = sub.add_parser("halts", help="list active and recent risk halts (who cleared them, and why)")
+    add_state_dir_arguments(halts)
     halts_sub = halts.add_subparsers(dest="halts_action")
     clear = halts_sub.add_parser("clear", help="clear one active halt, with an audit record")
+    add_state_dir_arguments(clear, suppress=True)
     clear.add_argument("name", help="the halt's kind, e.g. max_drawdown (as `trading-daemon halts` lists it)")
     clear.add_argument("--reason", default="", help="why it is cleared (kept in the state database and the log)")
 
@@ -332,7 +334,9 @@ def _cmd_notify_test(args: argparse.Namespace, config: AppConfig) -> int:
 def _cmd_halts(args: argparse.Namespace, config: AppConfig) -> int:
     from core.halts_command import clear_halt, render_halts
     from core.logging_setup import configure_logging
+    from core.ops_commands import state_target
 
+    config = state_target(args, config)
     if args.halts_action != "clear":
         print(render_halts(config))
         return EXIT_OK

@@ -215,6 +215,8 @@ class Orchestrator:
         if market_open is None:
             market_open = self.market_clock.is_open(started)
         trading_session = self.calendar.current_or_next_session(started)
+        # A daily-loss halt lapses when its session ends, decision or not (HaltWatcher reports it). No request.
+        self.store.clear_expired_halts(trading_session)
 
         self._refresh_open_orders(trading_session)
         self.reconciler.resolve_pending_intents(trading_session, may_submit=market_open)  # none: no request

@@ -116,3 +116,28 @@ def test_status_into_a_closed_pipe_exits_quietly_without_a_crash_report(tmp_path
         os.close(write_end)
     assert done.returncode == 128 + signal.SIGPIPE and done.stderr == ""
     assert not (state / "crash.log").exists() and not (tmp_path / "crash.log").exists()
+
+
+# ---------------------------------------------------------------------- 15. `halts` reads the state `status` reads
+def _halted_state(state_dir: Path, kind: str = "max_drawdown") -> None:
+    from datetime import date
+
+    with StateStore(state_dir, SystemClock()) as store:
+        store.add_halt(kind, f"{kind}: drawdown 16.00% from peak 10,000.00", date(2025, 3, 10))
+
+
+@pytest.mark.parametrize("where", ["--sim", "--state-dir"])
+def test_halts_reads_the_simulated_run_or_any_state_dir_like_status(tmp_path: Path, where: str) -> None:
+    _halted_state(tmp_path / "state" / "sim")
+    args = [where] if where == "--sim" else [where, str(tmp_path / "state" / "sim")]
+    env = _env(STATE_DIR=str(tmp_path / "state"))
+    listed = _command(["halts", *args], env, tmp_path)
+    assert listed.returncode == 0 and "max_drawdown" in listed.stdout and "Active halts (1)" in listed.stdout
+    cleared = _command(["halts", *args, "clear", "max_drawdown", "--reason", "reviewed"], env, tmp_path)
+    assert cleared.returncode == 0, cleared.stderr
+    # stdout: the human lines only; the audit log line goes to stderr.
+    assert cleared.stdout.startswith("Cleared halt max_drawdown") and "{" not in cleared.stdout
+    assert '"event": "halt_cleared"' in cleared.stderr
+    again = _command(["halts", "clear", "max_drawdown", *args], env, tmp_path)
+    assert again.returncode == EXIT_CONFIG and "no active halt named 'max_drawdown'" in again.stderr
+    assert "Active halts: none" in _command(["halts", *args], env, tmp_path).stdout

@@ -606,3 +606,24 @@ def test_the_daemons_rows_and_iterations_share_the_brokers_time_base_when_the_ho
     broker_now = SIM_START
     assert abs((datetime.fromisoformat(started) - broker_now).total_seconds()) < 3600
     assert stamped and all(abs((datetime.fromisoformat(t) - broker_now).total_seconds()) < 3600 for t in stamped)
+
+
+# ================================================================================ 15. a lapsed daily-loss halt
+def test_a_daily_loss_halt_lapses_at_the_next_session_without_a_decision(scenario: Callable[..., Scenario]) -> None:
+    from core.status_data import collect_status
+
+    scn = scenario(symbol_tiers={"SPY": "TIER1"})   # nothing to decide for days
+    daemon = scn.boot()
+    daemon.orchestrator.run_iteration()
+    daemon.store.add_halt("daily_loss", "daily_loss: equity 9,500.00 is -5.00% vs last close", date(2025, 3, 11))
+    _settle(scn, daemon)
+    assert [h.kind for h in daemon.store.active_halts()] == ["daily_loss"], "precondition: that session it holds"
+    _advance_to(scn, ny(2025, 3, 12, 10, 0))
+    with capture_logs() as logs:
+        result = _settle(scn, daemon)
+    assert result.signals == 0 and result.halts == [], "no decision was taken"
+    assert daemon.store.active_halts() == []
+    cleared = _events(logs, "halt_cleared")
+    assert cleared and all(e["kind"] == "daily_loss" for e in cleared), cleared
+    assert collect_status(scn.config)["halts"] == []
+    assert sum(_settle(scn, daemon).requests.values()) == 2, "a local change: a steady iteration asks nothing more"
