@@ -10,16 +10,32 @@ orders and positions, the state database and the logs.
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
+from agents.data_agent import DataAgent
+from core import cli
+from core.instance_guard import HALT_KIND
+from core.models import Side
+from core.orchestrator import Orchestrator
+from core.order_ids import dry_run_key, format_client_order_id
+from core.state.store import StateStore
+from core.status_data import collect_status
+from tests.conftest import REPO_ROOT, SIM_START, gateway_for, make_config, venv_env
 from tests.scenario_helpers import (
+    FAST_CONFIG,
     Scenario,
+    SkewedClock,
     assert_book_matches_broker,
     assert_no_duplicate_orders,
     ny,
@@ -269,10 +285,6 @@ def test_the_users_open_buy_blocks_the_exit_with_one_warning_and_a_notification(
 # ================================================================================ 5. a host clock a day slow at start-up
 def test_a_restart_with_the_host_clock_a_day_slow_abandons_yesterdays_stale_entry(
         scenario: Callable[..., Scenario]) -> None:
-    from datetime import timedelta
-
-    from tests.scenario_helpers import SkewedClock
-
     scn = scenario()
     scn.faults.inject("drop", method="POST", path_prefix="/v2/orders", count=None)
     scn.faults.inject("503", method="GET", path_prefix="/v2/orders:by_client_order_id", count=None)
@@ -303,10 +315,6 @@ def test_a_restart_with_the_host_clock_a_day_slow_abandons_yesterdays_stale_entr
 def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path, state_dir: Path,
          *args: str) -> tuple[int, str, str]:
     """`trading-daemon ARGS` in-process, on the scenario's state directory (no broker call)."""
-    import structlog
-
-    from core import cli
-
     monkeypatch.setenv("STATE_DIR", str(state_dir))
     env_file = tmp_path / "empty.env"
     env_file.write_text("")
@@ -322,10 +330,6 @@ def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tm
 def test_one_accidental_run_of_a_second_daemon_halts_entries_until_acknowledged(
         scenario: Callable[..., Scenario], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from core.instance_guard import HALT_KIND
-    from tests.conftest import make_config
-    from tests.scenario_helpers import FAST_CONFIG
-
     scn = scenario(symbol_tiers={"JNJ": "TIER3", "SPY": "TIER1", "KO": "TIER3"})
     first, own = _daemon_holds_jnj(scn)
     # By mistake, a second daemon (another state directory) runs once and buys KO; it never runs again.
@@ -418,10 +422,6 @@ def test_an_unreadable_cash_activity_is_named_and_acknowledging_it_sticks(
 # ================================================================================ 7. a bad print the feed corrects
 def test_a_running_daemon_drops_a_bad_print_the_feed_corrected_at_the_next_session(
         scenario: Callable[..., Scenario]) -> None:
-    import numpy as np
-
-    from agents.data_agent import DataAgent
-
     scn = scenario(symbol_tiers={"JNJ": "TIER3", "SPY": "TIER1", "KO": "TIER3"})
     scn.sim.exchange.set_bad_print("JNJ", date(2025, 3, 12), 0.1)
     daemon = scn.boot()
@@ -448,11 +448,6 @@ def test_a_running_daemon_drops_a_bad_print_the_feed_corrected_at_the_next_sessi
 # ================================================================================ 10. a dry run on the production state
 def test_a_dry_run_on_the_production_state_leaves_the_real_decisions_alone(
         scenario: Callable[..., Scenario]) -> None:
-    from core.orchestrator import Orchestrator
-    from core.order_ids import dry_run_key
-    from core.state.store import StateStore
-    from tests.conftest import gateway_for
-
     scn = scenario()
     daemon, own = _daemon_holds_jnj(scn)
     _advance_to(scn, ny(2025, 3, 13, 9, 45))   # the max-holding exit (03-12's decision) is due
@@ -487,9 +482,6 @@ def test_a_dry_run_on_the_production_state_leaves_the_real_decisions_alone(
 
 def test_an_older_releases_dry_run_row_under_the_real_id_no_longer_blocks_the_exit(
         scenario: Callable[..., Scenario]) -> None:
-    from core.models import Side
-    from core.order_ids import format_client_order_id
-
     scn = scenario()
     daemon, own = _daemon_holds_jnj(scn)
     real_id = format_client_order_id("zmr", date(2025, 3, 12), "JNJ", Side.SELL, "i5ce7a710")
@@ -580,11 +572,6 @@ def test_the_daemons_rows_and_iterations_share_the_brokers_time_base_when_the_ho
     """`trading-daemon run --once` on a host whose clock is far from the broker's (the real clock against the
     simulated market's 2025): iteration times, and every row the store stamps, are in the daemon's one
     broker-corrected time base, so an age computed from them (the loop-stuck alert) is right."""
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO_ROOT, SIM_START, venv_env
-
     env = {k: v for k, v in venv_env().items() if not k.startswith(("ALPACA_", "STATE_DIR"))}
     env.update(ALPACA_API_KEY=sim.api_key, ALPACA_SECRET_KEY=sim.secret_key, ALPACA_TRADING_URL=sim.url,
                ALPACA_DATA_URL=sim.url, STATE_DIR=str(tmp_path / "state"), USE_SCANNER="false",
@@ -594,8 +581,6 @@ def test_the_daemons_rows_and_iterations_share_the_brokers_time_base_when_the_ho
                            "--once"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "clock_skew_beyond_bound" in done.stderr
-    import sqlite3
-
     conn = sqlite3.connect(tmp_path / "state" / "trading.db")
     try:
         (started,) = conn.execute("SELECT started_at FROM iterations").fetchone()
@@ -610,8 +595,6 @@ def test_the_daemons_rows_and_iterations_share_the_brokers_time_base_when_the_ho
 
 # ================================================================================ 15. a lapsed daily-loss halt
 def test_a_daily_loss_halt_lapses_at_the_next_session_without_a_decision(scenario: Callable[..., Scenario]) -> None:
-    from core.status_data import collect_status
-
     scn = scenario(symbol_tiers={"SPY": "TIER1"})   # nothing to decide for days
     daemon = scn.boot()
     daemon.orchestrator.run_iteration()
