@@ -8,10 +8,15 @@ broker id goes into the `cash_flows` table in the same transaction that moves th
 
 When the activities cannot be read, nothing is guessed: the peak stays as stored (a deposit must
 not raise it), and the RiskAgent halts entries for that pass instead of judging the loss figures.
+The same holds for one activity the parser cannot read (every other one is still read): it is named
+(id, field, value) in the `cash_flows_unknown` halt and the log, and the check window does not move
+past it. `trading-daemon halts clear cash_flows_unknown` acknowledges the activities named: each then
+counts as no cash flow, so the clear sticks and the window moves on.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -19,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from core.cash_flows import adjust_peak, net_amount, since_close
+from core.cash_flows import UnreadableActivity, adjust_peak, net_amount, since_close
 from core.errors import TradingDaemonError
 from core.market_calendar import NEW_YORK, MarketCalendar
 from core.models import AccountView
@@ -28,6 +33,10 @@ log = structlog.get_logger("cash_flows")
 
 PEAK_KEY = "peak_equity"
 CHECKED_KEY = "cash_flows_checked_on"
+# Activities that could not be read: the ones the current halt names, and those the owner acknowledged
+# (`halts clear cash_flows_unknown`), which count as no cash flow from then on.
+UNREADABLE_KEY = "cash_flows_unreadable"
+ACKNOWLEDGED_KEY = "cash_flows_acknowledged"
 OVERLAP = timedelta(days=1)
 
 
@@ -63,6 +72,16 @@ class CashFlowTracker:
         except TradingDaemonError as exc:
             log.warning("cash_flows_unavailable", reason=str(exc))
             return FlowFigures(peak=peak, flows_today=0.0, unknown=f"account activities unavailable ({_summary(exc)})")
+        pending = self._unacknowledged(fetched)
+        if pending:
+            # Nothing applied, the window kept: the unknown amount could be a deposit or a withdrawal.
+            named = "; ".join(item.describe() for item in pending[:3]) + (
+                f"; and {len(pending) - 3} more" if len(pending) > 3 else "")
+            log.warning("cash_flows_unreadable", activities=[item.describe() for item in pending],
+                        effect="entries halted (cash_flows_unknown) until it is readable or acknowledged with "
+                               "`trading-daemon halts clear cash_flows_unknown`")
+            return FlowFigures(peak=peak, flows_today=0.0, unknown=f"unreadable {named}; if it moved no money, "
+                               "acknowledge it with `trading-daemon halts clear cash_flows_unknown`")
         known = self.store.known_cash_flow_ids(flow.id for flow in fetched)
         new = [flow for flow in fetched if flow.id not in known]
         adjusted = adjust_peak(peak, account.equity, net_amount(new)) if new else peak
@@ -78,6 +97,18 @@ class CashFlowTracker:
         flows_today = net_amount(flow for flow in self.store.cash_flows_since(previous_session)
                                  if since_close(flow, previous_session, previous_close))
         return FlowFigures(peak=raised, flows_today=flows_today)
+
+    def _unacknowledged(self, fetched: Any) -> list[UnreadableActivity]:
+        """The unreadable activities the owner has not acknowledged; remembers them for `halts clear`."""
+        found: list[UnreadableActivity] = list(getattr(fetched, "unreadable", ()))
+        if not found:
+            return []
+        acknowledged = set(_json_list(self.store.get_value(ACKNOWLEDGED_KEY)))
+        pending = [item for item in found if item.key not in acknowledged]
+        keys = sorted({item.key for item in pending})
+        if keys != sorted(_json_list(self.store.get_value(UNREADABLE_KEY))):
+            self.store.set_value(UNREADABLE_KEY, json.dumps(keys))
+        return pending
 
     def _after(self, previous_session: date) -> date:
         """Ask from the last check (a day of overlap; ids de-duplicate), or from the previous session."""
@@ -96,3 +127,23 @@ def _summary(exc: TradingDaemonError) -> str:
     endpoint = getattr(exc, "endpoint", "") or "request"
     status = getattr(exc, "status", None)
     return f"{endpoint}: " + (f"HTTP {status}" if status else type(exc).__name__)
+
+
+def acknowledge_unreadable(store: Any) -> list[str]:
+    """`halts clear cash_flows_unknown`: the unreadable activities last named become acknowledged (each is
+    then treated as no cash flow, and the check window moves on). Returns their keys."""
+    seen = _json_list(store.get_value(UNREADABLE_KEY))
+    if not seen:
+        return []
+    acknowledged = sorted(set(_json_list(store.get_value(ACKNOWLEDGED_KEY))) | set(seen))
+    store.set_value(ACKNOWLEDGED_KEY, json.dumps(acknowledged))
+    store.set_value(UNREADABLE_KEY, "[]")
+    return seen
+
+
+def _json_list(text: str | None) -> list[str]:
+    try:
+        value = json.loads(text or "[]")
+    except ValueError:
+        return []
+    return [str(item) for item in value] if isinstance(value, list) else []

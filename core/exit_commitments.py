@@ -144,7 +144,7 @@ class ExitCommitments:
         while True:
             cid = self.client_order_id_for(pending.decision_session, pending.symbol, Side.SELL, attempt)
             intent = intents.get(cid)
-            if intent is None or intent.state == IntentState.PENDING:
+            if intent is None or intent.state in (IntentState.PENDING, IntentState.DRY_RUN):  # a dry run sent none
                 return attempt, False, False
             if intent.state == IntentState.SUBMITTED:
                 order = self.store.order_by_client_id(cid)

@@ -43,6 +43,7 @@ from core.cash_flow_tracker import CashFlowTracker
 from core.clock import Clock
 from core.errors import BrokerError, CandidatesError, ReconciliationError, TradingDaemonError
 from core.events import EventSink, IterationFailed, NullEventSink
+from core.exit_blockers import ExitBlockerWatch
 from core.exit_commitments import ExitCommitments
 from core.instance_guard import InstanceGuard
 from core.loop_backoff import loop_backoff_seconds
@@ -94,7 +95,8 @@ class Orchestrator:
         self.store = store
         # The host's clock, measured against the broker's on every clock request (core/broker_time.py),
         # and a calendar the broker corrects and whose clock decides the session (core/broker_calendar.py).
-        clock = self.clock = BrokerTimeClock(clock, config.max_clock_skew_seconds)
+        clock = self.clock = clock if isinstance(clock, BrokerTimeClock) else BrokerTimeClock(
+            clock, config.max_clock_skew_seconds)   # shared with the store and the metrics: one time base
         self.calendar = BrokerCalendar(calendar or get_market_calendar(), self.clock.to_broker)
         self.dry_run = dry_run
         self.notifier = notifier
@@ -118,6 +120,7 @@ class Orchestrator:
         self.reconciler.events = self.events
         self._market_state = MarketStateAnnouncer(self.events)
         self._halt_watch = HaltWatcher(self.events)
+        self._exit_blockers = ExitBlockerWatch(self.events)
         self.exits = ExitCommitments(store, clock, self.execution.client_order_id_for, enabled=not dry_run)
         self.execution.attempt_of = self.exits.attempt_of
         self.stopping = False
@@ -135,9 +138,13 @@ class Orchestrator:
 
     def startup(self, *, accept_broker_quantities: bool = False) -> None:
         """Reconcile with the broker before anything else; raises ReconciliationError to refuse."""
+        # The broker's clock first (cached for the loop's first step): a skewed host clock is corrected
+        # before the reconciliation judges which decision is stale.
+        self.market_clock.view(self.clock.now())
         recent_orders = self.gateway.get_orders("all")
         try:
-            self.instance_guard.check_at_startup(recent_orders)
+            self.instance_guard.check_at_startup(recent_orders, self.store,
+                                                 self.calendar.current_or_next_session(self.clock.now()))
             report = self.reconciler.reconcile(accept_broker_quantities=accept_broker_quantities)
         except ReconciliationError as exc:
             self.events.emit(startup_refused(exc, self.clock.now()))
@@ -208,13 +215,15 @@ class Orchestrator:
         if market_open is None:
             market_open = self.market_clock.is_open(started)
         trading_session = self.calendar.current_or_next_session(started)
+        # A daily-loss halt lapses when its session ends, decision or not (HaltWatcher reports it). No request.
+        self.store.clear_expired_halts(trading_session)
 
         self._refresh_open_orders(trading_session)
         self.reconciler.resolve_pending_intents(trading_session, may_submit=market_open)  # none: no request
         focus = self.load_focus_symbols()
         data = self.data_agent.process(focus, limit=self.signal_agent.bars_to_fetch)
         positions = self.gateway.get_positions()
-        self.reconciler.sync_positions(positions, trading_session)
+        positions = self.reconciler.sync_positions(positions, trading_session).positions  # reductions re-read
         self._known_positions = set(positions)
         result = IterationResult(number=number, focus=focus, market_open=market_open, requests={},
                                  excluded=dict(data.excluded))
@@ -228,7 +237,7 @@ class Orchestrator:
         signals = [signal for signal in signals if signal.symbol not in unresolved]
         result.signals = len(signals)
         signal_session = data.as_of or self.calendar.last_completed_session(started)
-        handled = self.store.handled_signals(signal_session)
+        handled = self.store.handled_signals(signal_session, dry_run=self.dry_run)
         accepted, rejected = self.validator.validate(signals, started, data.current_prices, handled)
         accepted = self.exits.pursue(accepted, positions)
         result.rejected += len(rejected)
@@ -282,8 +291,10 @@ class Orchestrator:
         snapshot = PortfolioSnapshot(account=account, positions=positions, open_orders=tuple(open_orders),
                                      entry_sessions={s: p.entry_session for s, p in book.items() if p.entry_session},
                                      entry_prices={s: p.avg_entry_price for s, p in book.items()},
-                                     own_qty={s: p.qty for s, p in book.items()})
+                                     own_qty={s: p.qty for s, p in book.items()},
+                                     own_order_ids=self.instance_guard.own_ids(open_orders))
         decision = self.risk_agent.evaluate(accepted, snapshot, context)
+        self._exit_blockers.observe(decision.rejected, trading_session, self.clock.now())
         # Refusals while the cash flows are unreadable are not remembered: the next iteration reads them again.
         result.risk_rejections = list(decision.rejected) if figures.unknown is None else []
         self._record_halts(decision, len(context.active_halts), trading_session)

@@ -35,6 +35,7 @@ from core.clock import Clock
 from core.errors import StateError
 from core.logging_setup import redact
 from core.order_ids import is_instance_id, new_instance_id
+from core.state.failures import state_failure
 from core.state.migrations import migrate
 from core.state.migrations import schema_version as read_schema_version
 
@@ -62,7 +63,7 @@ class Database:
             self._secure_files()
         except sqlite3.Error as exc:
             conn.close()
-            raise StateError(f"state database {self.path} cannot be used: {exc}") from exc
+            raise state_failure(f"state database {self.path} cannot be used: {exc}", exc) from exc
         except BaseException:
             conn.close()
             raise
@@ -79,7 +80,7 @@ class Database:
                 conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, isolation_level=None,
                                        check_same_thread=False)
             except (OSError, sqlite3.Error) as exc:
-                raise StateError(f"cannot open the state database {self.path}: {exc}") from exc
+                raise state_failure(f"cannot open the state database {self.path}: {exc}", exc) from exc
             try:
                 self._configure(conn, busy_timeout_s)
             except BaseException:
@@ -106,7 +107,7 @@ class Database:
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.DatabaseError as exc:
-            raise StateError(f"state database {self.path} cannot be used: {exc}") from exc
+            raise state_failure(f"state database {self.path} cannot be used: {exc}", exc) from exc
 
     def _instance(self, conn: sqlite3.Connection) -> tuple[str, datetime]:
         """This state directory's instance id and creation time, made on first use and then kept."""
@@ -135,7 +136,7 @@ class Database:
             except FileNotFoundError:
                 continue  # -wal/-shm may vanish when another connection checkpoints and closes
             except OSError as exc:
-                raise StateError(f"cannot make {path} private (mode 0600): {exc}") from exc
+                raise state_failure(f"cannot make {path} private (mode 0600): {exc}", exc) from exc
 
     def close(self) -> None:
         with self._lock:
@@ -180,14 +181,14 @@ class Database:
                     raise
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                raise StateError(f"state database {self.path}: write failed: {exc}") from exc
+                raise state_failure(f"state database {self.path}: write failed: {exc}", exc) from exc
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
             try:
                 return self.connection().execute(sql, tuple(params)).fetchall()
             except sqlite3.Error as exc:
-                raise StateError(f"state database {self.path}: read failed: {exc}") from exc
+                raise state_failure(f"state database {self.path}: read failed: {exc}", exc) from exc
 
     def query_one(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
         rows = self.query(sql, params)

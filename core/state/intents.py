@@ -13,6 +13,7 @@ from datetime import date
 
 from core.errors import StateError
 from core.models import OrderSpec, Side
+from core.order_ids import DRY_RUN_KEY_PREFIX, dry_run_key
 from core.ports import IntentRecord, IntentState
 from core.state.database import Database, float_or_none
 
@@ -29,6 +30,12 @@ class IntentJournal:
         """Insert a PENDING intent, or return the existing one unchanged (idempotent)."""
         now = self._db.now()
         with self._db.transaction() as conn:
+            # A dry run of an older release journalled under the real id: set it aside (its own key; if a
+            # later dry run already journalled it there, the old row goes).
+            old = (spec.client_order_id, IntentState.DRY_RUN)
+            conn.execute("UPDATE OR IGNORE order_intents SET client_order_id = ? || client_order_id "
+                         "WHERE client_order_id = ? AND state = ?", (DRY_RUN_KEY_PREFIX, *old))
+            conn.execute("DELETE FROM order_intents WHERE client_order_id = ? AND state = ?", old)
             conn.execute(
                 "INSERT OR IGNORE INTO order_intents (client_order_id, symbol, side, qty, notional, order_type, "
                 "time_in_force, signal_session, reason, state, broker_order_id, message, created_at, updated_at) "
@@ -40,6 +47,20 @@ class IntentJournal:
             row = conn.execute(f"SELECT {INTENT_COLUMNS} FROM order_intents WHERE client_order_id = ?",
                                (spec.client_order_id,)).fetchone()
         return intent_of(row)
+
+    def record_dry_run(self, spec: OrderSpec, signal_session: date, reason: str) -> bool:
+        """Journal what a dry run would send under its own key, already DRY_RUN; False if journalled before."""
+        now = self._db.now()
+        with self._db.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO order_intents (client_order_id, symbol, side, qty, notional, order_type, "
+                "time_in_force, signal_session, reason, state, broker_order_id, message, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 'dry run: not sent', ?, ?)",
+                (dry_run_key(spec.client_order_id), spec.symbol, Side(spec.side).value, spec.qty, spec.notional,
+                 spec.order_type, spec.time_in_force, signal_session.isoformat(), reason, IntentState.DRY_RUN,
+                 now, now),
+            )
+            return cursor.rowcount > 0
 
     def get(self, client_order_id: str) -> IntentRecord | None:
         row = self._db.query_one(f"SELECT {INTENT_COLUMNS} FROM order_intents WHERE client_order_id = ?",
@@ -79,13 +100,14 @@ class IntentJournal:
                               "ORDER BY created_at, rowid", (session.isoformat(),))
         return [intent_of(row) for row in rows]
 
-    def handled_signals(self, session: date) -> set[tuple[str, str]]:
+    def handled_signals(self, session: date, *, dry_run: bool = False) -> set[tuple[str, str]]:
         """(symbol, side) already acted on for this signal session. An ABANDONED intent does not count,
         nor does a PENDING one: its outcome is unknown (429, unanswered lookup), so the signal must
-        reach the ExecutionAgent again, which looks the order up by client_order_id before any resend."""
+        reach the ExecutionAgent again, which looks the order up by client_order_id before any resend.
+        A dry run's intent counts only for a dry run: it never makes a real decision look handled."""
+        ignored = (IntentState.ABANDONED, IntentState.PENDING, "" if dry_run else IntentState.DRY_RUN)
         rows = self._db.query("SELECT DISTINCT symbol, side FROM order_intents WHERE signal_session = ? "
-                              "AND state NOT IN (?, ?)",
-                              (session.isoformat(), IntentState.ABANDONED, IntentState.PENDING))
+                              "AND state NOT IN (?, ?, ?)", (session.isoformat(), *ignored))
         return {(row["symbol"], row["side"]) for row in rows}
 
 

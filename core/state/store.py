@@ -120,9 +120,14 @@ class StateStore:
     def intents_for_session(self, session: date) -> list[IntentRecord]:
         return self._intents.for_session(session)
 
-    def handled_signals(self, session: date) -> set[tuple[str, str]]:
-        """(symbol, side) already acted on for this signal session (not ABANDONED, not PENDING)."""
-        return self._intents.handled_signals(session)
+    def record_dry_run_intent(self, spec: OrderSpec, signal_session: date, reason: str) -> bool:
+        """Journal what a dry run would send under its own key, already DRY_RUN; False if journalled before."""
+        return self._intents.record_dry_run(spec, signal_session, reason)
+
+    def handled_signals(self, session: date, *, dry_run: bool = False) -> set[tuple[str, str]]:
+        """(symbol, side) already acted on for this signal session (not ABANDONED, not PENDING; a dry
+        run's intents only for a dry run)."""
+        return self._intents.handled_signals(session, dry_run=dry_run)
 
     # ------------------------------------------------------------------ orders and fills
     def record_order(self, order: BrokerOrder) -> float:

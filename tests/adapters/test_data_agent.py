@@ -86,15 +86,33 @@ def test_incremental_refresh_fetches_only_newer_bars_in_one_request(sim: Any, co
     agent = _agent(config, gateway, sim)
     first = agent.process(config.symbols, limit=252)
     last_before = first["AAPL"].index[-1]
-    sim.clock.advance(24 * 3600)  # Tuesday 11:00: Monday's session completed
+    sim.clock.advance(3600)  # later in the same session
     sim.server.clear_log()
     second = agent.process(config.symbols, limit=252)
     (request,) = [r for r in sim.server.request_log if r.path == BARS]
     # From the last cached bar on (it comes back once more, to be compared): nothing older.
     assert datetime.fromisoformat(request.query["start"].replace("Z", "+00:00")) == last_before
     assert second.readjusted == [] and second.requests == 1
-    assert second["AAPL"].index[-1] > last_before and len(second["AAPL"]) == 252
-    assert second["AAPL"].iloc[:-1].equals(first["AAPL"].iloc[1:])
+    assert second["AAPL"].equals(first["AAPL"])
+
+
+def test_the_first_fetch_of_a_new_session_refreshes_the_whole_window_in_one_request(
+        sim: Any, config: Any, gateway: Any) -> None:
+    """Once per session the cache is replaced by the whole window afresh (the same single request), so a
+    feed's correction of any older bar reaches a running daemon; within the session it stays incremental."""
+    agent = _agent(config, gateway, sim)
+    first = agent.process(config.symbols, limit=252)
+    sim.clock.advance(24 * 3600)  # Tuesday 11:00: Monday's session completed
+    sim.server.clear_log()
+    _transform(sim, _mutate("MSFT", lambda bars: bars.__setitem__(0, {**bars[0], "c": bars[0]["c"] * 1.5,
+                                                                      "h": max(bars[0]["h"], bars[0]["c"] * 1.5)})))
+    second = agent.process(config.symbols, limit=252)
+    (request,) = [r for r in sim.server.request_log if r.path == BARS]
+    assert datetime.fromisoformat(request.query["start"].replace("Z", "+00:00")) == first["AAPL"].index[1]
+    assert second.requests == 1 and second.readjusted == []
+    assert second["AAPL"].iloc[:-1].equals(first["AAPL"].iloc[1:]) and len(second["AAPL"]) == 252
+    # The oldest bar of MSFT's window as the feed now has it, not as the cache held it.
+    assert second["MSFT"]["close"].iloc[0] == pytest.approx(first["MSFT"]["close"].iloc[1] * 1.5)
 
 
 @pytest.mark.parametrize(("factor", "refetched"), [(0.997, True), (1.0 / 0.997, True), (10.0, True),
@@ -105,7 +123,7 @@ def test_a_reshaped_overlap_bar_refetches_that_symbols_window_in_one_extra_reque
     refetched over its whole window; a difference of float formatting (1e-6) is not a re-adjustment."""
     agent = _agent(config, gateway, sim)
     first = agent.process(["AAPL", "MSFT", "SPY"], limit=60)
-    sim.clock.advance(24 * 3600)
+    sim.clock.advance(3600)   # the same session: the incremental fetch and its overlap check
     sim.server.clear_log()
 
     def reshape(bars: list[dict[str, Any]]) -> None:
@@ -123,8 +141,8 @@ def test_a_reshaped_overlap_bar_refetches_that_symbols_window_in_one_extra_reque
         # Its whole window, from the first bar it keeps (not from the cached last one).
         assert datetime.fromisoformat(requests[1].query["start"].replace("Z", "+00:00")) == second["MSFT"].index[0]
         # The refetched window is the broker's history now, not the reshaped answer mixed into the cache.
-        assert second["MSFT"].iloc[:-1]["close"].equals(first["MSFT"].iloc[1:]["close"])
-    assert second["AAPL"].iloc[:-1].equals(first["AAPL"].iloc[1:]) and len(second["MSFT"]) == 60
+        assert second["MSFT"]["close"].equals(first["MSFT"]["close"])
+    assert second["AAPL"].equals(first["AAPL"]) and len(second["MSFT"]) == 60
 
 
 def test_invalid_ticker_is_excluded_and_never_sent(sim: Any, config: Any, gateway: Any) -> None:

@@ -12,6 +12,7 @@ from agents.execution_agent import ExecutionAgent, client_order_id
 from core.market_calendar import bar_timestamp
 from core.memory_journal import MemoryJournal
 from core.models import OrderTarget, Side, Signal, SignalReason
+from core.order_ids import dry_run_key
 from core.ports import IntentState
 
 SESSION = date(2025, 3, 7)          # the signal's bar: last completed session before 2025-03-10
@@ -85,7 +86,12 @@ def test_dry_run_sends_nothing(sim: Any, gateway: Any) -> None:
                                                                      fractional=False)], TRADING)
     assert report.dry_run[0].qty == 2.0 and report.submitted == []
     assert sim.server.count(path_prefix="/v2/orders", method="POST") == 0
-    assert journal.intents[report.dry_run[0].client_order_id].state == IntentState.DRY_RUN
+    # Journalled under its own key: the real client_order_id stays free for a real run's decision.
+    cid = report.dry_run[0].client_order_id
+    assert journal.intents[dry_run_key(cid)].state == IntentState.DRY_RUN and cid not in journal.intents
+    session = journal.intents[dry_run_key(cid)].signal_session
+    assert journal.handled_signals(session) == set(), "a dry run never makes a real decision look handled"
+    assert journal.handled_signals(session, dry_run=True) == {("AAPL", "buy")}
 
 
 def test_fractional_sell_goes_by_qty_up_to_held(sim: Any, gateway: Any) -> None:

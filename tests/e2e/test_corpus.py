@@ -395,6 +395,8 @@ def _orchestrate(tmp_path: Path, faults: list[dict[str, Any]]) -> OrchestratorRu
                 params = dict(fault)
                 market.server.faults.inject(params.pop("kind"), **params)
             market.server.clear_log()
+            # Start-up read the broker's clock first (and cached it): the faults are about the loop's own read.
+            orchestrator.market_clock.invalidate()
             try:
                 # Bounded: a broker clock that never answers sends the loop into backoff until `until`.
                 orchestrator.run(once=True, until=SIM_START + timedelta(hours=1))

@@ -85,7 +85,8 @@ def test_the_id_carries_the_instance_and_keeps_the_decision_key() -> None:
 
 
 # ================================================================================ two daemons, one account
-def test_a_second_daemon_on_the_same_account_refuses_to_start(scenario: Callable[..., Scenario]) -> None:
+def test_a_second_daemon_after_anothers_recent_orders_starts_with_entries_halted(
+        scenario: Callable[..., Scenario]) -> None:
     scn = scenario(JNJ_DAY, **JNJ_CONFIG)
     second_config = _second_config(scn, "second-state")
     StateStore(second_config.state_dir, scn.clock).close()  # the second daemon's directory exists (it ran before)
@@ -97,13 +98,15 @@ def test_a_second_daemon_on_the_same_account_refuses_to_start(scenario: Callable
     scn.clock.advance(3600)
     first.orchestrator.run_iteration()
     assert scn.broker_orders()[0].status == "filled"  # closed, but placed after the second daemon's directory was created
-    with pytest.raises(ReconciliationError) as refused:
-        scn.boot(config=second_config)
-    message = str(refused.value)
-    assert "another trading-daemon trades this account" in message
-    assert order.client_order_id in message and first.store.instance_id in message
-    assert "ORDER_ID_PREFIX" in message and "SYMBOL_TIERS" in message  # how to share an account safely
-    assert len(scn.broker_orders()) == 1
+    # Closed orders only: the second starts, with new entries halted until the owner acknowledges the other.
+    second = scn.boot(config=second_config)
+    (halt,) = second.store.active_halts()
+    assert halt.kind == HALT_KIND
+    assert order.client_order_id in halt.reason and first.store.instance_id in halt.reason
+    assert "halts clear another_instance" in halt.reason
+    mark = scn.log_mark()
+    second.orchestrator.run_iteration()
+    assert scn.order_posts(mark) == [] and len(scn.broker_orders()) == 1
 
 
 def test_an_open_order_of_another_instance_refuses_the_start_through_the_command_line(
@@ -145,12 +148,14 @@ def test_a_running_daemon_halts_entries_when_another_ones_order_appears(scenario
     assert first.store.instance_id in halts[0].reason and "zmr-" in halts[0].reason
     assert any("entries halted" in r.reason for r in result.risk_rejections)
     assert len(scn.broker_orders()) == 1
-    # The halt stays (a human clears it); a restart of the halted daemon now refuses outright.
-    scn.clock.advance(3600)
+    # The halt stays (a human clears it); a restart while the other's order is open refuses outright.
     assert [h.kind for h in second.store.active_halts()] == [HALT_KIND]
     scn.kill(second)
     with pytest.raises(ReconciliationError):
         scn.boot(config=_second_config(scn, "second-state"))
+    scn.clock.advance(3600)   # once it is closed, the restart starts, still halted
+    restarted = scn.boot(config=_second_config(scn, "second-state"))
+    assert [h.kind for h in restarted.store.active_halts()] == [HALT_KIND]
     assert_no_duplicate_orders(scn, first.store)
 
 

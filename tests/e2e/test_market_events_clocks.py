@@ -60,9 +60,8 @@ def test_host_clock_ten_minutes_fast_near_the_close_decides_on_the_real_close(
     scn = scenario(ny(2025, 2, 11, 15, 30), loop_interval_seconds=120.0)
     _require_ma_entry(scn)
     host = SkewedClock(scn.clock, timedelta(minutes=10))
-    daemon = scn.boot(host_clock=host)
-
-    with capture_logs() as logs:
+    with capture_logs() as logs:   # the start-up reads the broker's clock first
+        daemon = scn.boot(host_clock=host)
         daemon.orchestrator.run(until=ny(2025, 2, 12, 10, 0))
 
     _assert_bought_at_the_open_on_the_close(scn)
@@ -84,9 +83,8 @@ def test_host_clock_five_seconds_fast_warns_once_and_the_broker_clock_still_cuts
     scn = scenario(ny(2025, 2, 11, 15, 0) + timedelta(seconds=56), loop_interval_seconds=60.0)
     _require_ma_entry(scn)
     host = SkewedClock(scn.clock, timedelta(seconds=5))
-    daemon = scn.boot(host_clock=host)
-
-    with capture_logs() as logs:
+    with capture_logs() as logs:   # the start-up reads the broker's clock first
+        daemon = scn.boot(host_clock=host)
         daemon.orchestrator.run(until=ny(2025, 2, 12, 10, 0))
 
     started = [it["started_at"] for it in scn.iterations()]
@@ -103,9 +101,8 @@ def test_host_clock_a_day_slow_excludes_nothing_and_exits_work(scenario: Callabl
     scn = scenario(ny(2025, 2, 12, 9, 0), loop_interval_seconds=300.0)
     _require_ma_entry(scn)
     host = SkewedClock(scn.clock, timedelta(days=-1))
-    daemon = scn.boot(host_clock=host)
-
-    with capture_logs() as logs:
+    with capture_logs() as logs:   # the start-up reads the broker's clock first
+        daemon = scn.boot(host_clock=host)
         daemon.orchestrator.run(until=ny(2025, 2, 13, 10, 0))
 
     assert events(logs, "symbol_excluded") == [], "bars were taken for a future session"
@@ -124,10 +121,10 @@ def test_host_clock_a_day_slow_excludes_nothing_and_exits_work(scenario: Callabl
 def test_a_host_clock_step_is_noticed_without_waiting_for_the_next_boundary(scenario: Callable[..., Scenario]) -> None:
     scn = scenario(ny(2025, 2, 10, 10, 0), loop_interval_seconds=300.0)
     host = SkewedClock(scn.clock, timedelta(minutes=-20))
-    daemon = scn.boot(host_clock=host)
     scn.clock.at(ny(2025, 2, 10, 11, 0), lambda: setattr(host, "offset", timedelta(0)))   # NTP steps it right
 
-    with capture_logs() as logs:
+    with capture_logs() as logs:   # the start-up reads the broker's clock first
+        daemon = scn.boot(host_clock=host)
         daemon.orchestrator.run(until=ny(2025, 2, 10, 12, 0))
 
     assert len(events(logs, "clock_skew_beyond_bound")) == 1

@@ -92,13 +92,13 @@ def test_a_daemon_running_across_a_10_for_1_split_rebases_and_is_not_fooled(
     mark = scn.log_mark()
     with capture_logs() as logs:
         daemon.orchestrator.run(until=ny(2025, 6, 10, 12, 0))
-    (readjusted,) = events(logs, "history_readjusted")
-    assert sorted(readjusted["symbols"]) == ["AVGO", "NVDA"]
+    # The ex-date's first iteration is a new session's first: the whole window afresh, in its one request.
+    assert events(logs, "history_readjusted") == []
+    assert events(logs, "bar_cache_refreshed")[0]["session"] == str(scn.calendar.previous_session(EX_DATE))
     bars = scn.requests(path_prefix=BARS_PATH, since=mark)
-    first_ex = [r for r in bars if r.sim_time == scn.calendar.session_open(EX_DATE)]
-    assert len(first_ex) == 2, "one incremental request, one refetch of the re-adjusted symbols"
-    assert "AVGO" in first_ex[1].query["symbols"] and "SPY" not in first_ex[1].query["symbols"]
-    assert len(bars) == len({r.sim_time for r in bars}) + 1, "the refetch happened once, on that event only"
+    (first_ex,) = [r for r in bars if r.sim_time == scn.calendar.session_open(EX_DATE)]
+    assert first_ex.query["start"][:10] < str(NVDA_DECISION), "the whole window, not from the last cached bar"
+    assert len(bars) == len({r.sim_time for r in bars}), "one bars request per iteration"
     actions = scn.requests(path_prefix=CORPORATE_ACTIONS_PATH, since=mark)
     assert len(actions) == 1 and actions[0].sim_time == scn.calendar.session_open(EX_DATE)
     (rebased,) = events(logs, "position_rebased")
@@ -213,12 +213,12 @@ def test_a_dividend_under_all_refetches_the_history_and_gives_no_false_signal(
     mark = scn.log_mark()
     with capture_logs() as logs:
         daemon.orchestrator.run(until=ny(2025, 9, 8, 12, 0))  # the ex-date, then the decision on its close
-    (readjusted,) = events(logs, "history_readjusted")
-    assert readjusted["symbols"] == ["NVDA"]
+    # The ex-date's first iteration is a new session's first: the whole window afresh, in its one request.
+    assert events(logs, "history_readjusted") == []
     bars = scn.requests(path_prefix=BARS_PATH, since=mark)
-    refetch = [r for r in bars if r.query["symbols"] == "NVDA"]
-    assert len(refetch) == 1 and refetch[0].sim_time == scn.calendar.session_open(DIVIDEND_EX_DATE)
-    assert len(bars) == len({r.sim_time for r in bars}) + 1, "one extra request, on the ex-date only"
+    (first_ex,) = [r for r in bars if r.sim_time == scn.calendar.session_open(DIVIDEND_EX_DATE)]
+    assert first_ex.query["start"][:10] < str(before), "the whole window, not from the last cached bar"
+    assert len(bars) == len({r.sim_time for r in bars}), "one bars request per iteration"
     assert scn.requests(path_prefix=CORPORATE_ACTIONS_PATH, since=mark) == [], "nothing held: no split suspected"
     assert _orders(scn, "NVDA") == [], "bought on a history the broker no longer serves"
     # The decision on 09-05's close used the adjusted history, as a fresh start does.

@@ -66,7 +66,7 @@ class Scenario:
     # ------------------------------------------------------------------ daemon processes
     def boot(self, *, startup: bool = True, wrap_gateway: Callable[[Any], Any] | None = None,
              notifier: Any = None, scheduled: list[Any] | None = None,
-             config: AppConfig | None = None, host_clock: Any = None) -> Daemon:
+             config: AppConfig | None = None, host_clock: Any = None, events: Any = None) -> Daemon:
         """Start a daemon process on the scenario's state directory (reconcile first unless told not to).
 
         `host_clock` is the daemon host's clock (e.g. a `SkewedClock`); by default the market's."""
@@ -75,7 +75,7 @@ class Scenario:
         if wrap_gateway is not None:
             gateway = wrap_gateway(gateway)
         daemon = build_daemon(self.sim, cfg, host_clock=host_clock, calendar=self.calendar, gateway=gateway,
-                              notifier=notifier, scheduled=scheduled)
+                              notifier=notifier, scheduled=scheduled, events=events)
         self._daemons.append(daemon)
         if startup:
             daemon.orchestrator.startup()

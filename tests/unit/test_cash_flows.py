@@ -46,7 +46,7 @@ def test_an_alpaca_activity_is_parsed_with_its_time_from_the_id() -> None:
     ({**ALPACA_CSD, "net_amount": "lots"}, "net_amount 'lots' is not a number"),
     ({**ALPACA_CSD, "net_amount": "NaN"}, "not a finite number"),
     ({**ALPACA_CSD, "date": "June 4th"}, "date 'June 4th' is not YYYY-MM-DD"),
-    ({**ALPACA_CSD, "id": None}, "activity id None"),
+    ({**ALPACA_CSD, "id": None}, "id None is not a non-empty string"),
     ("CSD", "must be an object"),
 ])
 def test_a_bad_activity_names_what_is_wrong(bad: object, message: str) -> None:

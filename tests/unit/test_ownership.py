@@ -19,6 +19,7 @@ from core.ownership import (
     snap_ratio,
     split_fits,
     split_ratio,
+    unexplained_change,
 )
 
 T = datetime(2025, 6, 9, 15, 0, tzinfo=UTC)
@@ -118,10 +119,43 @@ def test_snap_and_fit() -> None:
     assert not split_fits(25, 2.4, 0.1)  # cash in lieu leaves whole shares only
 
 
-def test_matching_split_needs_the_symbol_the_dates_and_the_quantity() -> None:
+def test_matching_split_needs_the_symbol_the_dates_and_an_applied_average() -> None:
     event = SplitEvent("NVDA", date(2024, 6, 10), 10.0, "forward_split", 10, 1)
-    assert matching_split([event], "NVDA", date(2024, 6, 7), date(2024, 6, 10), 10, 100) is event
-    assert matching_split([event], "AVGO", date(2024, 6, 7), date(2024, 6, 10), 10, 100) is None
-    assert matching_split([event], "NVDA", date(2024, 6, 11), date(2024, 6, 12), 10, 100) is None
-    assert matching_split([event], "NVDA", date(2024, 6, 7), date(2024, 6, 10), 10, 50) is None
+    assert matching_split([event], "NVDA", date(2024, 6, 7), date(2024, 6, 10), 1200.0, 120.0) is event
+    assert matching_split([event], "AVGO", date(2024, 6, 7), date(2024, 6, 10), 1200.0, 120.0) is None
+    assert matching_split([event], "NVDA", date(2024, 6, 11), date(2024, 6, 12), 1200.0, 120.0) is None
+    # Listed, but the broker's average has not moved: not applied yet (or already seen applied).
+    assert matching_split([event], "NVDA", date(2024, 6, 7), date(2024, 6, 10), 120.0, 120.0) is None
+    # The quantity need not follow the ratio: a user's trade may sit next to the split.
+    assert matching_split([event], "NVDA", date(2024, 6, 7), date(2024, 6, 10), 1200.0, 121.5) is event
+    # No usable average: an ex-date after the day of the last look is enough.
+    assert matching_split([event], "NVDA", date(2024, 6, 7), date(2024, 6, 10), 0.0, 0.0,
+                          seen_on=date(2024, 6, 7)) is event
+    assert matching_split([event], "NVDA", date(2024, 6, 10), date(2024, 6, 10), 0.0, 0.0,
+                          seen_on=date(2024, 6, 10)) is None
     assert "10-for-1" in event.describe() and "2024-06-10" in event.describe()
+
+
+def test_a_listed_split_rebases_first_and_the_rest_is_the_users_trade() -> None:
+    # Own 2 next to the user's 3; a 2-for-1 split (-> 10), then the user sells 1 (-> 9).
+    change = explain(2, seen(5, 270.0, 2), 9, 135.0, split=2.0)
+    assert change.cause is Cause.SPLIT and change.own_qty == 4 and change.outside_qty == 5
+    assert change.residual is Cause.OUTSIDE_SOLD and change.previous_outside_qty == 3
+    # ... or buys 1 (-> 11)
+    change = explain(2, seen(5, 270.0, 2), 11, 135.0, split=2.0)
+    assert change.own_qty == 4 and change.outside_qty == 7 and change.residual is Cause.OUTSIDE_BOUGHT
+    # ... or sells 7: more than their own 6, so the daemon's own falls to what is left.
+    change = explain(2, seen(5, 270.0, 2), 3, 135.0, split=2.0)
+    assert change.own_qty == 3 and change.outside_qty == 0 and change.residual is Cause.OWN_REDUCED
+    # ... or sells exactly 5, which brings the quantity back to the old one: still a split.
+    change = explain(2, seen(5, 270.0, 2), 5, 135.0, split=2.0)
+    assert change.cause is Cause.SPLIT and change.own_qty == 4 and change.outside_qty == 1
+    # An exact split has no residual.
+    assert explain(2, seen(5, 270.0, 2), 10, 135.0, split=2.0).residual is None
+
+
+def test_a_moved_average_alone_is_an_unexplained_change() -> None:
+    assert unexplained_change(2, seen(5, 270.0, 2), 5, 135.0, Cause.UNCHANGED)
+    assert not unexplained_change(2, seen(5, 270.0, 2), 5, 270.0, Cause.UNCHANGED)
+    assert unexplained_change(2, seen(5, 270.0, 2), 9, 135.0, Cause.OUTSIDE_BOUGHT)
+    assert not unexplained_change(0, seen(5, 270.0, 0), 9, 135.0, Cause.OUTSIDE_BOUGHT)

@@ -176,11 +176,25 @@ def test_a_stop_loss_from_a_bad_print_is_not_sent() -> None:
     assert "$395.60" in reason
 
 
-@pytest.mark.parametrize("current", [395.0, 415.0, 250.0])
-def test_a_real_stop_loss_goes_out_however_far_the_price_fell(current: float) -> None:
-    stop = _sell("QQQ", 2, 390.0, SignalReason.EXIT_STOP_LOSS)
+@pytest.mark.parametrize(("close", "current"), [(390.0, 395.0), (390.0, 405.0), (390.0, 250.0), (43.0, 395.0),
+                                                (43.0, 100.0)])
+def test_a_real_stop_loss_goes_out_however_far_the_price_fell(close: float, current: float) -> None:
+    # At or below the stop level $395.60 the broker's price confirms it whatever the bars say; in the
+    # band above it ($395.60 .. $415.38) the bars' close must agree with it within 5 %.
+    stop = _sell("QQQ", 2, close, SignalReason.EXIT_STOP_LOSS)
     result = _exits([stop], {"QQQ": _pos("QQQ", 2, 430.0, current)}, {"QQQ": 430.0})
     assert result.approved == [stop] and result.rejected == []
+
+
+@pytest.mark.parametrize(("close", "current"), [(215.0, 405.0), (390.0, 415.0)])
+def test_a_stop_loss_near_the_level_needs_the_bars_close_to_agree(close: float, current: float) -> None:
+    # The broker's $405 is 2.4 % above the stop level: within the band, but a close at $215 (a bad
+    # print at half the price) or $390 (6 % from $415) does not agree with it.
+    stop = _sell("QQQ", 2, close, SignalReason.EXIT_STOP_LOSS)
+    result = _exits([stop], {"QQQ": _pos("QQQ", 2, 430.0, current)}, {"QQQ": 430.0})
+    assert result.approved == []
+    reason = result.rejected[0].reason
+    assert "stop-loss not confirmed" in reason and f"${close:,.2f}" in reason and "disagrees" in reason
 
 
 def test_the_stop_level_comes_from_the_books_entry_price() -> None:
