@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -365,25 +365,22 @@ class MarketData:
     def api_latest_trades(self, params: Mapping[str, str]) -> dict[str, Any]:
         """GET /v2/stocks/trades/latest: {"trades": {symbol: trade}} at the true price (never a bad
         print); symbols without data are left out, as Alpaca does."""
-        self._check_latest(params)
-        now = self.clock.now()
-        out: dict[str, Any] = {}
-        for symbol in self._symbols(params):
-            trade = self._latest_trade(symbol, now) if self._has_data(symbol) else None
-            if trade is not None:
-                out[symbol] = trade
-        return {"trades": out}
+        return {"trades": self._latest(params, lambda trade: trade)}
 
     def api_latest_quotes(self, params: Mapping[str, str]) -> dict[str, Any]:
         """GET /v2/stocks/quotes/latest: {"quotes": {symbol: quote}} around the true price."""
+        return {"quotes": self._latest(params, _quote_for)}
+
+    def _latest(self, params: Mapping[str, str],
+                shape: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
         self._check_latest(params)
         now = self.clock.now()
         out: dict[str, Any] = {}
         for symbol in self._symbols(params):
             trade = self._latest_trade(symbol, now) if self._has_data(symbol) else None
             if trade is not None:
-                out[symbol] = _quote_for(trade)
-        return {"quotes": out}
+                out[symbol] = shape(trade)
+        return out
 
     def _latest_trade(self, symbol: str, now: datetime) -> dict[str, Any] | None:
         """The last trade at `now` at the exchange's price; None before the first session."""

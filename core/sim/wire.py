@@ -59,14 +59,19 @@ def fmt_time(when: datetime | None) -> str | None:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def parse_time(text: str, what: str) -> datetime:
-    """RFC-3339 (Z or offset, fractions allowed) or YYYY-MM-DD (midnight New York)."""
+def wire_time(text: str) -> datetime:
+    """RFC-3339 (Z or offset, fractions allowed) or YYYY-MM-DD (midnight New York); ValueError if neither."""
     value = text.strip().replace(" ", "+")  # an unencoded '+' arrives as a space
+    if len(value) == 10:
+        day = date.fromisoformat(value)
+        return datetime(day.year, day.month, day.day, tzinfo=NEW_YORK)
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def parse_time(text: str, what: str) -> datetime:
+    """`wire_time`, or Alpaca's 422 naming the parameter."""
     try:
-        if len(value) == 10:
-            day = date.fromisoformat(value)
-            return datetime(day.year, day.month, day.day, tzinfo=NEW_YORK)
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        return wire_time(text)
     except ValueError:
         raise api_error(422, CODE_UNPROCESSABLE, f"invalid {what}: {text!r}") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

@@ -60,18 +60,6 @@ def _require_signals(scn: Scenario, session: date, entries: Sequence[str], quiet
         assert z[symbol] > -entry_z, f"precondition: {symbol} z={z[symbol]:.2f} on {session} would be an entry"
 
 
-def _advance_to(scn: Scenario, when: datetime) -> None:
-    seconds = (when - scn.clock.now()).total_seconds()
-    assert seconds >= 0
-    scn.clock.advance(seconds)
-
-
-def _fill_and_settle(scn: Scenario, daemon: Any, minutes: float = 2.0) -> Any:
-    """Let the simulated market fill what is open, then run one iteration to learn about it."""
-    scn.clock.advance(minutes * 60)
-    return daemon.orchestrator.run_iteration()
-
-
 def _sleep_then(seconds: float) -> Callable[[Any], Any]:
     def slow(payload: Any) -> Any:
         time.sleep(seconds)  # wall time: the client's 0.5 s timeout fires while the order already exists
@@ -132,8 +120,8 @@ def test_01_submit_times_out_or_504_after_the_broker_accepted(scenario: Callable
     assert intent["broker_order_id"] == orders[0].id
 
     # the fill reaches the book once, however many times the order is looked at afterwards
-    _fill_and_settle(scn, daemon)
-    _fill_and_settle(scn, daemon)
+    scn.settle(daemon)
+    scn.settle(daemon)
     assert scn.sim.exchange.order_by_client_id(JNJ_BUY).status == "filled"  # type: ignore[union-attr]
     fills = [f for f in scn.fills() if f["client_order_id"] == JNJ_BUY]
     assert len(fills) == 1 and fills[0]["delta_qty"] == pytest.approx(orders[0].notional / fills[0]["price"], rel=1e-6)
@@ -177,7 +165,7 @@ def test_02_killed_between_intent_and_submit_answer(scenario: Callable[..., Scen
     assert scn.sim.exchange.orders_for_client_id(JNJ_BUY) == (1 if case == "order_reached_broker" else 0)
 
     if case == "stale_after_overnight":
-        _advance_to(scn, ny(2025, 3, 12, 10, 0))  # down overnight: the decision of 03-10 is stale now
+        scn.advance_to(ny(2025, 3, 12, 10, 0))  # down overnight: the decision of 03-10 is stale now
     else:
         scn.clock.advance(30)
     mark = scn.log_mark()
@@ -197,8 +185,8 @@ def test_02_killed_between_intent_and_submit_answer(scenario: Callable[..., Scen
         assert scn.sim.exchange.orders_for_client_id(JNJ_BUY) == 0
 
     # Later iterations never send the same decision again.
-    _fill_and_settle(scn, second)
-    _fill_and_settle(scn, second)
+    scn.settle(second)
+    scn.settle(second)
     jnj_orders = [o for o in scn.broker_orders() if o.symbol == "JNJ"]
     if case == "stale_after_overnight":
         # Only a fresh decision (session 03-11, a new id) may trade; the abandoned one never does.
@@ -224,9 +212,9 @@ def test_03_restart_with_open_positions_and_open_orders(scenario: Callable[..., 
     _require_signals(scn, PAIR_DECISION2, ["HD"])
     first = scn.boot()
     first.orchestrator.run_iteration()
-    _fill_and_settle(scn, first)
+    scn.settle(first)
     assert set(scn.broker_positions()) == {"AAPL"}
-    _advance_to(scn, PAIR_DAY2)
+    scn.advance_to(PAIR_DAY2)
     first.orchestrator.run_iteration()  # HD entry: accepted, not yet filled
     hd_buy = client_order_id("zmr", PAIR_DECISION2, "HD", Side.BUY, SCENARIO_INSTANCE)
     assert scn.sim.exchange.order_by_client_id(hd_buy).is_open  # type: ignore[union-attr]
@@ -240,8 +228,8 @@ def test_03_restart_with_open_positions_and_open_orders(scenario: Callable[..., 
 
     second.orchestrator.run_iteration()  # same minute: nothing new to do, nothing re-sent
     assert scn.order_posts(mark) == []
-    _fill_and_settle(scn, second)  # HD fills after the restart ...
-    _fill_and_settle(scn, second)  # ... and is applied exactly once
+    scn.settle(second)  # HD fills after the restart ...
+    scn.settle(second)  # ... and is applied exactly once
     assert scn.order_posts(mark) == []
 
     assert {o.client_order_id: o.status for o in scn.broker_orders()} == {
@@ -262,7 +250,7 @@ def test_04_position_closed_by_hand_while_the_daemon_was_down(scenario: Callable
     _require_signals(scn, JNJ_DECISION, ["JNJ"], ["SPY"])
     first = scn.boot()
     first.orchestrator.run_iteration()
-    _fill_and_settle(scn, first)
+    scn.settle(first)
     held = scn.broker_positions()["JNJ"]
     assert first.store.book()["JNJ"].qty == pytest.approx(held)
     scn.kill(first)
@@ -273,7 +261,7 @@ def test_04_position_closed_by_hand_while_the_daemon_was_down(scenario: Callable
     with capture_logs() as logs:
         second = scn.boot()
         second.orchestrator.run_iteration()
-        _fill_and_settle(scn, second)
+        scn.settle(second)
 
     assert scn.order_posts(mark) == [], "the daemon must not sell (or re-buy) what is already gone"
     assert any(e["event"] == "position_closed_externally" and e["symbol"] == "JNJ" for e in logs)
@@ -306,8 +294,8 @@ def test_05_partial_fill_then_expired_at_the_close(scenario: Callable[..., Scena
     daemon.orchestrator.run_iteration()
     intended = scn.sim.exchange.order_by_client_id(aapl_buy).notional  # type: ignore[union-attr]
     assert intended is not None
-    _fill_and_settle(scn, daemon)
-    _fill_and_settle(scn, daemon, minutes=30)  # still partially filled: the same cumulative qty adds nothing
+    scn.settle(daemon)
+    scn.settle(daemon, minutes=30)  # still partially filled: the same cumulative qty adds nothing
     order = scn.sim.exchange.order_by_client_id(aapl_buy)
     assert order is not None and order.status == "partially_filled"
     filled = order.filled_qty
@@ -380,10 +368,10 @@ def test_06_stale_or_missing_bars_exclude_only_that_symbol(scenario: Callable[..
 
     # Good data again: the excluded symbols are evaluated afresh (nothing sticky), META is not re-sent.
     scn.faults.clear()
-    result = _fill_and_settle(scn, daemon)
+    result = scn.settle(daemon)
     assert result.excluded == {}
     assert sorted(o.symbol for o in scn.broker_orders()) == ["AMZN", "JNJ", "META"]
-    _fill_and_settle(scn, daemon)
+    scn.settle(daemon)
     assert set(scn.broker_positions()) == {"AMZN", "JNJ", "META"}
     assert_book_matches_broker(scn, daemon.store)
     assert_no_duplicate_orders(scn, daemon.store)
@@ -507,7 +495,7 @@ def test_08_429_burst_backoff_follows_rate_limit_reset_and_is_bounded(scenario: 
     assert {it["status"] for it in scn.iterations()} == {"ok"}
     assert [o.client_order_id for o in scn.broker_orders()] == [JNJ_BUY]
     assert scn.intents()[JNJ_BUY]["state"] == "submitted"
-    _fill_and_settle(scn, daemon)
+    scn.settle(daemon)
     assert_book_matches_broker(scn, daemon.store)
     assert_no_duplicate_orders(scn, daemon.store)
 
@@ -589,7 +577,7 @@ def test_09_expensive_stock_below_one_share_fractionable_and_not(scenario: Calla
     intent = intents[cost.client_order_id]
     assert intent["state"] == "submitted" and intent["notional"] == cost.notional and intent["qty"] is None
 
-    _fill_and_settle(scn, daemon)
+    scn.settle(daemon)
     held = scn.broker_positions()
     assert list(held) == ["COST"] and 0 < held["COST"] < 1
     assert_book_matches_broker(scn, daemon.store)
@@ -625,7 +613,7 @@ def test_10_insufficient_buying_power_because_open_buys_reserve_cash(
     with capture_logs() as logs:
         result = daemon.orchestrator.run_iteration()
         for _ in range(2):
-            _fill_and_settle(scn, daemon)
+            scn.settle(daemon)
     assert account().cash == 10_000 and account().buying_power == pytest.approx(500.0)
     assert result.submitted == 0 and result.rejected == 1
     assert [o.client_order_id for o in scn.broker_orders()] == ["manual-reserve"]
@@ -644,7 +632,7 @@ def test_10_insufficient_buying_power_because_open_buys_reserve_cash(
         assert any(e["event"] == "order_rejected" and e["client_order_id"] == JNJ_BUY for e in logs)
         # Not even when the cash comes back: the decision was answered, REJECTED is final.
         scn.sim.exchange.cancel_order(scn.sim.exchange.order_by_client_id("manual-reserve").id)  # type: ignore[union-attr]
-        _fill_and_settle(scn, daemon)
+        scn.settle(daemon)
         assert len(scn.order_posts(mark)) == 1 and scn.sim.exchange.orders_for_client_id(JNJ_BUY) == 0
         assert scn.intents()[JNJ_BUY]["state"] == "rejected"
     assert {it["status"] for it in scn.iterations()} == {"ok"}
@@ -801,7 +789,7 @@ def test_12_server_hangs_client_times_out_loop_continues(scenario: Callable[...,
     (order,) = scn.broker_orders()
     assert order.client_order_id == JNJ_BUY
     assert scn.intents()[JNJ_BUY]["state"] == "submitted"
-    _fill_and_settle(scn, daemon)
+    scn.settle(daemon)
     assert scn.broker_positions().keys() == {"JNJ"}
     assert_book_matches_broker(scn, daemon.store)
     assert_no_duplicate_orders(scn, daemon.store)

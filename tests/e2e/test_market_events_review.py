@@ -67,22 +67,7 @@ def scenario(tmp_path: Path) -> Iterator[Callable[..., Scenario]]:
         scn.close()
 
 
-def _settle(scn: Scenario, daemon: Any, minutes: float = 2.0) -> Any:
-    scn.clock.advance(minutes * 60)
-    return daemon.orchestrator.run_iteration()
 
-
-def _advance_to(scn: Scenario, when: datetime) -> None:
-    scn.clock.advance((when - scn.clock.now()).total_seconds())
-
-
-def _daemon_holds_jnj(scn: Scenario) -> tuple[Any, float]:
-    daemon = scn.boot()
-    daemon.orchestrator.run_iteration()
-    _settle(scn, daemon)
-    own = daemon.store.book()["JNJ"].qty
-    assert scn.broker_positions() == {"JNJ": pytest.approx(own)} and own > 0
-    return daemon, own
 
 
 def _daemon_sells(scn: Scenario, symbol: str = "JNJ") -> list[Any]:
@@ -97,21 +82,21 @@ def test_a_listed_split_is_rebased_although_the_user_traded_before_the_daemons_n
         scenario: Callable[..., Scenario], mode: str, user_side: str) -> None:
     scn = scenario(stop_loss_pct=0.08, max_holding_sessions=10)
     scn.sim.exchange.add_split("JNJ", date(2025, 3, 13), 2.0)
-    daemon, own = _daemon_holds_jnj(scn)
+    daemon, own = scn.daemon_holding("JNJ")
     scn.sim.exchange.trade_externally("JNJ", "buy", 3)
-    _settle(scn, daemon)
+    scn.settle(daemon)
     if mode == "restart":
         scn.kill(daemon)
-    _advance_to(scn, ny(2025, 3, 12, 15, 0))
+    scn.advance_to(ny(2025, 3, 12, 15, 0))
     if mode == "running":
-        _settle(scn, daemon)
-    _advance_to(scn, ny(2025, 3, 13, 9, 31))
+        scn.settle(daemon)
+    scn.advance_to(ny(2025, 3, 13, 9, 31))
     scn.sim.exchange.trade_externally("JNJ", user_side, 1)   # the user's 6 shares become 5 (or 7)
-    _advance_to(scn, ny(2025, 3, 13, 9, 40))
+    scn.advance_to(ny(2025, 3, 13, 9, 40))
     with capture_logs() as logs:
         if mode == "restart":
             daemon = scn.boot()
-        results = [_settle(scn, daemon, 10) for _ in range(3)]
+        results = [scn.settle(daemon, 10) for _ in range(3)]
 
     user_now = 5.0 if user_side == "sell" else 7.0
     (rebased,) = events(logs, "position_rebased")
@@ -131,7 +116,7 @@ def test_a_listed_split_is_rebased_although_the_user_traded_before_the_daemons_n
 def test_one_empty_positions_answer_does_not_disown_a_held_position(
         scenario: Callable[..., Scenario], when: str) -> None:
     scn = scenario()
-    daemon, own = _daemon_holds_jnj(scn)
+    daemon, own = scn.daemon_holding("JNJ")
     if when == "start-up":
         scn.kill(daemon)
     scn.faults.inject("transform", method="GET", path_prefix="/v2/positions", count=1, fn=lambda payload: [])
@@ -139,8 +124,8 @@ def test_one_empty_positions_answer_does_not_disown_a_held_position(
     with capture_logs() as logs:
         if when == "start-up":
             daemon = scn.boot()
-        _settle(scn, daemon)
-        _settle(scn, daemon)
+        scn.settle(daemon)
+        scn.settle(daemon)
     (unconfirmed,) = events(logs, "position_change_unconfirmed")
     assert unconfirmed["symbol"] == "JNJ" and unconfirmed["first_read_qty"] == 0.0
     assert unconfirmed["second_read_qty"] == pytest.approx(own)
@@ -149,9 +134,9 @@ def test_one_empty_positions_answer_does_not_disown_a_held_position(
     # One extra read, on that event only.
     assert len(scn.requests(method="GET", path_prefix="/v2/positions", since=mark)) == 3 + (when == "start-up")
     # The max-holding exit still sells the daemon's own shares.
-    _advance_to(scn, EXIT_DAY)
+    scn.advance_to(EXIT_DAY)
     for _ in range(3):
-        _settle(scn, daemon, 30)
+        scn.settle(daemon, 30)
     (sell,) = _daemon_sells(scn)
     assert sell.qty == pytest.approx(own) and sell.status == "filled"
     assert scn.broker_positions() == {} and daemon.store.book() == {}
@@ -160,10 +145,10 @@ def test_one_empty_positions_answer_does_not_disown_a_held_position(
 
 def test_a_real_sale_by_the_user_is_confirmed_by_the_second_read(scenario: Callable[..., Scenario]) -> None:
     scn = scenario()
-    daemon, own = _daemon_holds_jnj(scn)
+    daemon, own = scn.daemon_holding("JNJ")
     scn.sim.exchange.trade_externally("JNJ", "sell", own)
     with capture_logs() as logs:
-        _settle(scn, daemon)
+        scn.settle(daemon)
     assert events(logs, "position_change_unconfirmed") == []
     assert len(events(logs, "position_closed_externally")) == 1
     assert daemon.store.book() == {} and scn.broker_positions() == {}
@@ -177,15 +162,15 @@ def test_a_bad_print_does_not_sell_a_healthy_position_with_default_settings(
     scn = scenario(ny(2025, 2, 28, 9, 30), universe="META")
     daemon = scn.boot()
     daemon.orchestrator.run_iteration()
-    _settle(scn, daemon)
+    scn.settle(daemon)
     entry = daemon.store.book()["META"].avg_entry_price
     true_close = float(scn.sim.bars.matrix(["META"], [date(2025, 2, 28)])["close"][0, 0])
     assert entry * 0.92 < true_close < entry * 0.95, "precondition: a loss, but no stop-loss"
     scn.sim.exchange.set_bad_print("META", date(2025, 2, 28), 0.5)
-    _advance_to(scn, ny(2025, 3, 3, 9, 45))
+    scn.advance_to(ny(2025, 3, 3, 9, 45))
     with capture_logs() as logs:
         for _ in range(3):
-            _settle(scn, daemon, 5)
+            scn.settle(daemon, 5)
     refusals = events(logs, "order_refused_by_price_check")
     assert refusals and "stop-loss not confirmed" in refusals[0]["reason"] and "disagrees" in refusals[0]["reason"]
     assert _daemon_sells(scn, "META") == [] and daemon.store.closed_positions("META") == []
@@ -195,14 +180,14 @@ def test_a_bad_print_does_not_sell_a_healthy_position_with_default_settings(
 def test_a_bad_print_with_the_true_price_above_the_entry_is_no_stop_loss(scenario: Callable[..., Scenario]) -> None:
     # STOP_LOSS_PCT 3 %: the broker's price (above the entry) is within 5 % of the stop level.
     scn = scenario(stop_loss_pct=0.03, max_holding_sessions=50)
-    daemon, own = _daemon_holds_jnj(scn)
+    daemon, own = scn.daemon_holding("JNJ")
     entry = daemon.store.book()["JNJ"].avg_entry_price
     scn.sim.exchange.set_bad_print("JNJ", date(2025, 3, 11), 0.5)
-    _advance_to(scn, ny(2025, 3, 12, 9, 45))
+    scn.advance_to(ny(2025, 3, 12, 9, 45))
     assert scn.sim.bars.price_at("JNJ", scn.clock.now()) > entry, "precondition: the true price is above the entry"
     with capture_logs() as logs:
         for _ in range(3):
-            _settle(scn, daemon, 5)
+            scn.settle(daemon, 5)
     assert events(logs, "order_refused_by_price_check")
     assert _daemon_sells(scn) == [] and daemon.store.book()["JNJ"].qty == pytest.approx(own)
 
@@ -218,13 +203,13 @@ class _Recorder:
 
 def test_the_users_open_sell_does_not_block_the_daemons_exit(scenario: Callable[..., Scenario]) -> None:
     scn = scenario()
-    daemon, own = _daemon_holds_jnj(scn)
+    daemon, own = scn.daemon_holding("JNJ")
     scn.sim.exchange.trade_externally("JNJ", "buy", 5)   # the user's own 5 shares, with a GTC take-profit
     scn.sim.exchange.submit_order({"symbol": "JNJ", "side": "sell", "type": "limit", "limit_price": "999.00",
                                    "time_in_force": "gtc", "qty": "5", "client_order_id": "manual-gtc"})
-    _advance_to(scn, EXIT_DAY)
+    scn.advance_to(EXIT_DAY)
     with capture_logs() as logs:
-        results = [_settle(scn, daemon, 30) for _ in range(3)]
+        results = [scn.settle(daemon, 30) for _ in range(3)]
     assert not any("already open" in r.reason for res in results for r in res.risk_rejections)
     (sell,) = _daemon_sells(scn)
     assert sell.qty == pytest.approx(own) and sell.status == "filled"
@@ -237,15 +222,15 @@ def test_the_users_gtc_take_profit_does_not_hold_back_a_stop_loss(scenario: Call
     scn = scenario(ny(2025, 2, 28, 9, 30), universe="META", stop_loss_pct=0.04)
     daemon = scn.boot()
     daemon.orchestrator.run_iteration()
-    _settle(scn, daemon)
+    scn.settle(daemon)
     own = daemon.store.book()["META"].qty
     scn.sim.exchange.trade_externally("META", "buy", 2)
     scn.sim.exchange.submit_order({"symbol": "META", "side": "sell", "type": "limit", "limit_price": "9999.00",
                                    "time_in_force": "gtc", "qty": "2", "client_order_id": "my-take-profit"})
-    _settle(scn, daemon)
-    _advance_to(scn, ny(2025, 3, 3, 10, 0))
-    _settle(scn, daemon, 5)
-    _settle(scn, daemon, 5)
+    scn.settle(daemon)
+    scn.advance_to(ny(2025, 3, 3, 10, 0))
+    scn.settle(daemon, 5)
+    scn.settle(daemon, 5)
     (sell,) = _daemon_sells(scn, "META")
     assert sell.qty == pytest.approx(own) and sell.status == "filled"
     assert daemon.store.last_stop_loss_exit("META") is not None
@@ -258,12 +243,12 @@ def test_the_users_open_buy_blocks_the_exit_with_one_warning_and_a_notification(
     recorder = _Recorder()
     daemon = scn.boot(events=recorder)
     daemon.orchestrator.run_iteration()
-    _settle(scn, daemon)
+    scn.settle(daemon)
     scn.sim.exchange.submit_order({"symbol": "JNJ", "side": "buy", "type": "limit", "limit_price": "1.00",
                                    "time_in_force": "gtc", "qty": "1", "client_order_id": "manual-gtc"})
-    _advance_to(scn, EXIT_DAY)
+    scn.advance_to(EXIT_DAY)
     with capture_logs() as logs:
-        results = [_settle(scn, daemon, 30) for _ in range(5)]
+        results = [scn.settle(daemon, 30) for _ in range(5)]
     assert all(r.submitted == 0 for r in results) and _daemon_sells(scn) == []
     assert "manual-gtc" in results[0].risk_rejections[0].reason
     (warning,) = events(logs, "exit_blocked_by_foreign_order")
@@ -274,7 +259,7 @@ def test_the_users_open_buy_blocks_the_exit_with_one_warning_and_a_notification(
     scn.sim.exchange.cancel_order(scn.sim.exchange.order_by_client_id("manual-gtc").id)
     scn.clock.advance(31 * 60)   # past the re-run interval of a refusal whose inputs did not change
     for _ in range(2):
-        _settle(scn, daemon, 2)
+        scn.settle(daemon, 2)
     (sell,) = _daemon_sells(scn)
     assert sell.status == "filled" and scn.broker_positions() == {}
 
@@ -291,7 +276,7 @@ def test_a_restart_with_the_host_clock_a_day_slow_abandons_yesterdays_stale_entr
     assert pending.signal_session == date(2025, 3, 10) and scn.broker_orders() == []
     scn.kill(daemon)
     scn.faults.clear()
-    _advance_to(scn, ny(2025, 3, 12, 10, 0))   # the 03-10 decision is stale; the host thinks it is 03-11
+    scn.advance_to(ny(2025, 3, 12, 10, 0))   # the 03-10 decision is stale; the host thinks it is 03-11
     mark = scn.log_mark()
     with capture_logs() as logs:
         daemon = scn.boot(host_clock=SkewedClock(scn.clock, timedelta(days=-1)))
@@ -328,7 +313,7 @@ def test_one_accidental_run_of_a_second_daemon_halts_entries_until_acknowledged(
         scenario: Callable[..., Scenario], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     scn = scenario(symbol_tiers={"JNJ": "TIER3", "SPY": "TIER1", "KO": "TIER3"})
-    first, own = _daemon_holds_jnj(scn)
+    first, own = scn.daemon_holding("JNJ")
     # By mistake, a second daemon (another state directory) runs once and buys KO; it never runs again.
     other = make_config(tmp_path / "other", **{**FAST_CONFIG, **CONFIG, "entry_z": 0.5,
                                                 "symbol_tiers": {"KO": "TIER3", "PG": "TIER3", "SPY": "TIER1"}})
@@ -343,7 +328,7 @@ def test_one_accidental_run_of_a_second_daemon_halts_entries_until_acknowledged(
     scn.kill(first)
 
     # The real daemon restarts the next day: it starts (was exit 3 for good), with entries halted.
-    _advance_to(scn, ny(2025, 3, 12, 9, 45))
+    scn.advance_to(ny(2025, 3, 12, 9, 45))
     with capture_logs() as logs:
         first = scn.boot()
     (warning,) = events(logs, "another_instance_traded")
@@ -352,9 +337,9 @@ def test_one_accidental_run_of_a_second_daemon_halts_entries_until_acknowledged(
     assert halt.kind == HALT_KIND and second.store.instance_id in halt.reason
     assert "halts clear another_instance" in halt.reason
     # Exits run while entries wait: the max-holding exit of JNJ goes out on 03-13.
-    _advance_to(scn, EXIT_DAY)
+    scn.advance_to(EXIT_DAY)
     for _ in range(2):
-        _settle(scn, first, 30)
+        scn.settle(first, 30)
     (sell,) = _daemon_sells(scn)
     assert sell.qty == pytest.approx(own) and sell.status == "filled"
     assert [o for o in scn.broker_orders() if o.side == "buy" and o.created_at > halt.started_at
@@ -367,7 +352,7 @@ def test_one_accidental_run_of_a_second_daemon_halts_entries_until_acknowledged(
     assert code == 0, err
     assert second.store.instance_id in out and "Acknowledged" in out
     for day in (14, 17):
-        _advance_to(scn, ny(2025, 3, day, 9, 45))
+        scn.advance_to(ny(2025, 3, day, 9, 45))
         restarted = scn.boot()
         assert restarted.store.active_halts() == []
         scn.kill(restarted)
@@ -408,8 +393,8 @@ def test_an_unreadable_cash_activity_is_named_and_acknowledging_it_sticks(
     assert code == 0, err
     assert BAD_ACTIVITY["id"] in out and "no cash flow" in out
     for day in (12, 13):
-        _advance_to(scn, ny(2025, 3, day, 10, 0))
-        result = _settle(scn, daemon, 1)
+        scn.advance_to(ny(2025, 3, day, 10, 0))
+        result = scn.settle(daemon, 1)
         assert daemon.store.active_halts() == [] and result.halts == []
     # Every other activity was read: the withdrawal is recorded once; the window moved on.
     assert [row["amount"] for row in scn.db_rows("SELECT amount FROM cash_flows")] == [-1000.0]
@@ -422,16 +407,16 @@ def test_a_running_daemon_drops_a_bad_print_the_feed_corrected_at_the_next_sessi
     scn = scenario(symbol_tiers={"JNJ": "TIER3", "SPY": "TIER1", "KO": "TIER3"})
     scn.sim.exchange.set_bad_print("JNJ", date(2025, 3, 12), 0.1)
     daemon = scn.boot()
-    _advance_to(scn, ny(2025, 3, 13, 10, 0))
+    scn.advance_to(ny(2025, 3, 13, 10, 0))
     daemon.orchestrator.run_iteration()
     limit = daemon.orchestrator.signal_agent.bars_to_fetch
     cached = daemon.orchestrator.data_agent.process(["JNJ"], limit=limit).bars["JNJ"]
     assert cached.values[-1, 3] < 20, "precondition: the bad print (x0.1) is cached"
     scn.sim.exchange.clear_bad_prints()   # the feed corrects it later that day
-    _advance_to(scn, ny(2025, 3, 14, 10, 0))
+    scn.advance_to(ny(2025, 3, 14, 10, 0))
     with capture_logs() as logs:
         first = daemon.orchestrator.run_iteration()
-        steady = _settle(scn, daemon, 1)
+        steady = scn.settle(daemon, 1)
     assert len(events(logs, "bar_cache_refreshed")) == 1
     fresh = DataAgent(scn.config, market=daemon.gateway, clock=scn.clock, calendar=scn.calendar).process(
         ["JNJ"], limit=limit)
@@ -446,8 +431,8 @@ def test_a_running_daemon_drops_a_bad_print_the_feed_corrected_at_the_next_sessi
 def test_a_dry_run_on_the_production_state_leaves_the_real_decisions_alone(
         scenario: Callable[..., Scenario]) -> None:
     scn = scenario()
-    daemon, own = _daemon_holds_jnj(scn)
-    _advance_to(scn, ny(2025, 3, 13, 9, 45))   # the max-holding exit (03-12's decision) is due
+    daemon, own = scn.daemon_holding("JNJ")
+    scn.advance_to(ny(2025, 3, 13, 9, 45))   # the max-holding exit (03-12's decision) is due
     scn.kill(daemon)
     # The owner runs `run --once --dry-run` on the same STATE_DIR to see what the daemon would do.
     store = StateStore(scn.config.state_dir, scn.clock)
@@ -469,8 +454,8 @@ def test_a_dry_run_on_the_production_state_leaves_the_real_decisions_alone(
     # The real daemon starts again: the exit goes out at once, as the decision it was.
     scn.clock.advance(300)
     daemon = scn.boot()
-    _settle(scn, daemon, 15)
-    _settle(scn, daemon, 15)
+    scn.settle(daemon, 15)
+    scn.settle(daemon, 15)
     (sell,) = _daemon_sells(scn)
     assert sell.client_order_id == real_id and sell.status == "filled"
     assert scn.broker_positions() == {} and daemon.store.book() == {}
@@ -480,16 +465,16 @@ def test_a_dry_run_on_the_production_state_leaves_the_real_decisions_alone(
 def test_an_older_releases_dry_run_row_under_the_real_id_no_longer_blocks_the_exit(
         scenario: Callable[..., Scenario]) -> None:
     scn = scenario()
-    daemon, own = _daemon_holds_jnj(scn)
+    daemon, own = scn.daemon_holding("JNJ")
     real_id = format_client_order_id("zmr", date(2025, 3, 12), "JNJ", Side.SELL, "i5ce7a710")
     with daemon.store.atomic() as conn:   # as an older release's dry run left it: the real id, state dry_run
         conn.execute("INSERT INTO order_intents (client_order_id, symbol, side, qty, notional, order_type, time_in_force, "
                      "signal_session, reason, state, message, created_at, updated_at) VALUES (?, 'JNJ', 'sell', ?, NULL, "
                      "'market', 'day', '2025-03-12', 'exit_max_holding', 'dry_run', 'dry run: not sent', ?, ?)",
                      (real_id, own, "2025-03-13T13:45:00+00:00", "2025-03-13T13:45:00+00:00"))
-    _advance_to(scn, EXIT_DAY)
+    scn.advance_to(EXIT_DAY)
     for _ in range(2):
-        _settle(scn, daemon, 15)
+        scn.settle(daemon, 15)
     (sell,) = _daemon_sells(scn)
     assert sell.client_order_id == real_id and sell.status == "filled"
     assert scn.intents()[real_id]["state"] == "submitted"
@@ -503,11 +488,11 @@ def test_a_reverse_splits_fractional_remnant_is_sold_with_fractional_entries_off
     # ENABLE_FRACTIONAL_SHARES=false governs entries: 43 whole JNJ, then 1-for-10: 4.3 shares.
     scn = scenario(enable_fractional_shares=False)
     scn.sim.exchange.add_split("JNJ", date(2025, 3, 13), 0.1)
-    daemon, own = _daemon_holds_jnj(scn)
+    daemon, own = scn.daemon_holding("JNJ")
     assert own == round(own), "precondition: whole shares"
-    _advance_to(scn, ny(2025, 3, 13, 10, 0))
+    scn.advance_to(ny(2025, 3, 13, 10, 0))
     for _ in range(3):
-        _settle(scn, daemon, 5)
+        scn.settle(daemon, 5)
     (sell,) = _daemon_sells(scn)
     assert sell.qty == pytest.approx(own / 10) and sell.qty != round(sell.qty) and sell.status == "filled"
     assert scn.broker_positions() == {} and daemon.store.book() == {}
@@ -518,19 +503,19 @@ def test_a_remnant_that_cannot_be_sold_says_why_and_gives_up_once_a_session(
         scenario: Callable[..., Scenario]) -> None:
     scn = scenario(enable_fractional_shares=False)
     scn.sim.exchange.add_split("JNJ", date(2025, 3, 13), 0.1)
-    daemon, own = _daemon_holds_jnj(scn)
+    daemon, own = scn.daemon_holding("JNJ")
     scn.sim.exchange.set_asset("JNJ", fractionable=False)
-    _advance_to(scn, ny(2025, 3, 13, 10, 0))
+    scn.advance_to(ny(2025, 3, 13, 10, 0))
     for _ in range(3):
-        _settle(scn, daemon, 5)
+        scn.settle(daemon, 5)
     (sell,) = _daemon_sells(scn)
     assert sell.qty == float(int(own / 10)) and sell.status == "filled"   # the whole shares
     assert daemon.store.book()["JNJ"].qty == pytest.approx(own / 10 - sell.qty)
     with capture_logs() as logs:
         requests = []
         for day in (14, 17):
-            _advance_to(scn, ny(2025, 3, day, 10, 0))
-            requests += [sum(_settle(scn, daemon, 5).requests.values()) for _ in range(40)]
+            scn.advance_to(ny(2025, 3, day, 10, 0))
+            requests += [sum(scn.settle(daemon, 5).requests.values()) for _ in range(40)]
     given_up = events(logs, "exit_given_up")
     assert len(given_up) == 2, "once per session, not once per iteration"
     assert all(e["cause"] == "asset_not_fractionable" and "not fractionable" in e["broker"] for e in given_up)
@@ -596,14 +581,14 @@ def test_a_daily_loss_halt_lapses_at_the_next_session_without_a_decision(scenari
     daemon = scn.boot()
     daemon.orchestrator.run_iteration()
     daemon.store.add_halt("daily_loss", "daily_loss: equity 9,500.00 is -5.00% vs last close", date(2025, 3, 11))
-    _settle(scn, daemon)
+    scn.settle(daemon)
     assert [h.kind for h in daemon.store.active_halts()] == ["daily_loss"], "precondition: that session it holds"
-    _advance_to(scn, ny(2025, 3, 12, 10, 0))
+    scn.advance_to(ny(2025, 3, 12, 10, 0))
     with capture_logs() as logs:
-        result = _settle(scn, daemon)
+        result = scn.settle(daemon)
     assert result.signals == 0 and result.halts == [], "no decision was taken"
     assert daemon.store.active_halts() == []
     cleared = events(logs, "halt_cleared")
     assert cleared and all(e["kind"] == "daily_loss" for e in cleared), cleared
     assert collect_status(scn.config)["halts"] == []
-    assert sum(_settle(scn, daemon).requests.values()) == 2, "a local change: a steady iteration asks nothing more"
+    assert sum(scn.settle(daemon).requests.values()) == 2, "a local change: a steady iteration asks nothing more"

@@ -48,10 +48,6 @@ def scenario_config() -> dict[str, Any]:
     return CONFIG
 
 
-def _settle(scn: Scenario, daemon: Any, minutes: float = 2.0) -> Any:
-    scn.clock.advance(minutes * 60)
-    return daemon.orchestrator.run_iteration()
-
 
 def _lose_the_answer_and_the_lookups(scn: Scenario) -> None:
     scn.faults.inject("accept_then_drop", method="POST", path_prefix=ORDERS_PATH, count=1)
@@ -84,7 +80,7 @@ def test_an_order_resolved_late_becomes_the_daemons_own_and_its_stop_loss_fires(
     with capture_logs() as logs:
         daemon.orchestrator.run_iteration()
         for _ in range(4):
-            _settle(scn, daemon, minutes=5)
+            scn.settle(daemon, minutes=5)
     # One POST, never repeated; a look-up on every iteration, each failing; the symbol stays busy.
     assert len(scn.order_posts(mark)) == 1
     lookups = scn.requests(method="GET", path_prefix=LOOKUP_PATH, since=mark)
@@ -98,7 +94,7 @@ def test_an_order_resolved_late_becomes_the_daemons_own_and_its_stop_loss_fires(
     # The broker answers again: the fill is the daemon's own, entered on 02-28 at the fill price.
     scn.faults.clear()
     with capture_logs() as logs:
-        _settle(scn, daemon)
+        scn.settle(daemon)
     assert any(e["event"] == "intent_resolved" and e["client_order_id"] == META_BUY for e in logs)
     order = scn.sim.exchange.order_by_client_id(META_BUY)
     assert order is not None and order.status == "filled"
@@ -113,7 +109,7 @@ def test_an_order_resolved_late_becomes_the_daemons_own_and_its_stop_loss_fires(
     # Next session: the stop-loss manages it (the 02-28 close is 4% below the entry).
     scn.clock.advance((STOP_DAY - scn.clock.now()).total_seconds())
     daemon.orchestrator.run_iteration()
-    _settle(scn, daemon)
+    scn.settle(daemon)
     sell = scn.sim.exchange.order_by_client_id(client_order_id("zmr", date(2025, 2, 28), "META", Side.SELL, SCENARIO_INSTANCE))
     assert sell is not None and sell.status == "filled" and sell.qty == pytest.approx(order.filled_qty)
     assert scn.broker_positions() == {} and daemon.store.book() == {}
@@ -131,7 +127,7 @@ def test_a_restart_while_the_order_is_unresolved_starts_and_counts_it_once(
     first = scn.boot()
     _lose_the_answer_and_the_lookups(scn)
     first.orchestrator.run_iteration()
-    _settle(scn, first)
+    scn.settle(first)
     _assert_unresolved(scn, first)
     scn.kill(first)
 
@@ -145,7 +141,7 @@ def test_a_restart_while_the_order_is_unresolved_starts_and_counts_it_once(
     assert reconciled["flagged"] == [] and reconciled["adopted"] == [] and reconciled["outside_shares"] == {}
     assert scn.order_posts(mark) == []
     _assert_unresolved(scn, second)
-    _settle(scn, second)
+    scn.settle(second)
     _assert_unresolved(scn, second)
 
     # A second restart once the broker answers: found at start-up, in the book once.
@@ -158,8 +154,8 @@ def test_a_restart_while_the_order_is_unresolved_starts_and_counts_it_once(
     assert order is not None
     assert third.store.book()["META"].qty == pytest.approx(order.filled_qty)
     assert len([f for f in scn.fills() if f["client_order_id"] == META_BUY]) == 1
-    _settle(scn, third)
-    _settle(scn, third)
+    scn.settle(third)
+    scn.settle(third)
     assert third.store.book()["META"].qty == pytest.approx(order.filled_qty)
     assert scn.order_posts(mark) == []
     assert_book_matches_broker(scn, third.store)
@@ -177,12 +173,12 @@ def test_an_intent_the_broker_surely_does_not_have_is_resent_once_with_the_same_
     assert scn.intents()[META_BUY]["state"] == "pending" and scn.broker_orders() == []
     assert daemon.orchestrator.reconciler.busy_symbols() == {"META"}
     mark = scn.log_mark()
-    _settle(scn, daemon)
+    scn.settle(daemon)
     (post,) = scn.order_posts(mark)
     assert post.status == 200 and scn.intents()[META_BUY]["state"] == "submitted"
     assert [o.client_order_id for o in scn.broker_orders()] == [META_BUY]
-    _settle(scn, daemon)
-    _settle(scn, daemon)
+    scn.settle(daemon)
+    scn.settle(daemon)
     assert len(scn.order_posts(mark)) == 1
     assert_book_matches_broker(scn, daemon.store)
     assert_no_duplicate_orders(scn, daemon.store)
@@ -233,7 +229,7 @@ def test_a_flagged_position_left_by_an_older_release_is_not_counted_twice(
     assert reconciled["intents_resolved"] == [old_id] and reconciled["outside_shares"] == {}
     position = daemon.store.book()["META"]
     assert position.origin == "daemon" and position.qty == pytest.approx(order.filled_qty)
-    _settle(scn, daemon)
+    scn.settle(daemon)
     assert daemon.store.book()["META"].qty == pytest.approx(order.filled_qty)
     assert_book_matches_broker(scn, daemon.store)
     assert_no_duplicate_orders(scn, daemon.store)

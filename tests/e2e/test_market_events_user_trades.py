@@ -11,7 +11,7 @@ no client_order_id became two orders.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 import pytest
@@ -42,13 +42,6 @@ def scenario_config() -> dict[str, Any]:
     return CONFIG
 
 
-def _settle(scn: Scenario, daemon: Any, minutes: float = 2.0) -> Any:
-    scn.clock.advance(minutes * 60)
-    return daemon.orchestrator.run_iteration()
-
-
-def _advance_to(scn: Scenario, when: datetime) -> None:
-    scn.clock.advance((when - scn.clock.now()).total_seconds())
 
 
 def _by_hand(scn: Scenario, side: str, qty: float, name: str) -> str:
@@ -59,23 +52,15 @@ def _by_hand(scn: Scenario, side: str, qty: float, name: str) -> str:
     return cid
 
 
-def _daemon_holds_jnj(scn: Scenario) -> tuple[Any, float]:
-    daemon = scn.boot()
-    daemon.orchestrator.run_iteration()
-    _settle(scn, daemon)
-    own = daemon.store.book()["JNJ"].qty
-    assert scn.broker_positions() == {"JNJ": pytest.approx(own)} and own > 0
-    return daemon, own
-
 
 def test_shares_bought_by_hand_are_reported_and_never_sold_by_the_daemons_exit(
         scenario: Callable[..., Scenario]) -> None:
     scn = scenario(JNJ_DAY)
-    daemon, own = _daemon_holds_jnj(scn)
+    daemon, own = scn.daemon_holding("JNJ")
     manual = _by_hand(scn, "buy", 5, "buy")
     with capture_logs() as logs:
-        _settle(scn, daemon)
-        _settle(scn, daemon)   # a second look at the same difference logs nothing new
+        scn.settle(daemon)
+        scn.settle(daemon)   # a second look at the same difference logs nothing new
     changed = [e for e in logs if e["event"] == "outside_shares_changed"]
     assert len(changed) == 1, changed
     assert changed[0]["outside_qty"] == pytest.approx(5) and changed[0]["cause"] == "outside_bought"
@@ -85,9 +70,9 @@ def test_shares_bought_by_hand_are_reported_and_never_sold_by_the_daemons_exit(
     assert "not the daemon's" in status and "JNJ" in status.split("not the daemon's", 1)[1]
 
     # The max-holding exit sells the daemon's own quantity, and only that.
-    _advance_to(scn, EXIT_DAY)
+    scn.advance_to(EXIT_DAY)
     daemon.orchestrator.run_iteration()
-    _settle(scn, daemon)
+    scn.settle(daemon)
     sells = [o for o in scn.broker_orders() if o.side == "sell"]
     assert len(sells) == 1 and sells[0].client_order_id.startswith("zmr-")
     assert sells[0].qty == pytest.approx(own) and sells[0].status == "filled"
@@ -101,7 +86,7 @@ def test_shares_bought_by_hand_are_reported_and_never_sold_by_the_daemons_exit(
     # Later iterations leave the user's 5 shares alone: no signal, no order.
     posts = len(scn.order_posts())
     for _ in range(3):
-        _settle(scn, daemon, minutes=30)
+        scn.settle(daemon, minutes=30)
     assert len(scn.order_posts()) == posts and scn.broker_positions() == {"JNJ": pytest.approx(5)}
     assert_no_duplicate_orders(scn, daemon.store)
 
@@ -109,7 +94,7 @@ def test_shares_bought_by_hand_are_reported_and_never_sold_by_the_daemons_exit(
 def test_a_restart_with_the_users_shares_present_starts_and_keeps_them_apart(
         scenario: Callable[..., Scenario]) -> None:
     scn = scenario(JNJ_DAY)
-    first, own = _daemon_holds_jnj(scn)
+    first, own = scn.daemon_holding("JNJ")
     _by_hand(scn, "buy", 5, "buy")
     scn.clock.advance(120)
     scn.kill(first)   # down before it ever saw the user's shares
@@ -132,25 +117,25 @@ def test_a_restart_with_the_users_shares_present_starts_and_keeps_them_apart(
 
 def test_a_partial_manual_sale_takes_the_users_shares_first(scenario: Callable[..., Scenario]) -> None:
     scn = scenario(JNJ_DAY)
-    daemon, own = _daemon_holds_jnj(scn)
+    daemon, own = scn.daemon_holding("JNJ")
     _by_hand(scn, "buy", 5, "buy")
-    _settle(scn, daemon)
+    scn.settle(daemon)
     _by_hand(scn, "sell", 3, "sell-3")          # 3 of the user's own 5
-    _settle(scn, daemon)
+    scn.settle(daemon)
     assert daemon.store.book()["JNJ"].qty == pytest.approx(own)
     assert_book_matches_broker(scn, daemon.store, outside={"JNJ": 2})
 
     with capture_logs() as logs:
         _by_hand(scn, "sell", 4, "sell-4")      # the user's last 2, then 2 of the daemon's
-        _settle(scn, daemon)
+        scn.settle(daemon)
     (reduced,) = [e for e in logs if e["event"] == "own_position_reduced"]
     assert reduced["own_qty"] == pytest.approx(own - 2)
     assert daemon.store.book()["JNJ"].qty == pytest.approx(own - 2)
     assert_book_matches_broker(scn, daemon.store)
 
-    _advance_to(scn, EXIT_DAY)
+    scn.advance_to(EXIT_DAY)
     daemon.orchestrator.run_iteration()
-    _settle(scn, daemon)
+    scn.settle(daemon)
     (sell,) = [o for o in scn.broker_orders() if o.side == "sell" and o.client_order_id.startswith("zmr-")]
     assert sell.qty == pytest.approx(own - 2) and sell.status == "filled"
     assert scn.broker_positions() == {} and daemon.store.book() == {}
@@ -161,19 +146,19 @@ def test_a_partial_manual_sale_takes_the_users_shares_first(scenario: Callable[.
 def test_the_user_selling_everything_closes_the_position_outside_the_daemon(
         scenario: Callable[..., Scenario]) -> None:
     scn = scenario(JNJ_DAY)
-    daemon, own = _daemon_holds_jnj(scn)
+    daemon, own = scn.daemon_holding("JNJ")
     _by_hand(scn, "buy", 5, "buy")
-    _settle(scn, daemon)
+    scn.settle(daemon)
     scn.sim.exchange.close_position_externally("JNJ")
     with capture_logs() as logs:
-        _settle(scn, daemon)
+        scn.settle(daemon)
     assert any(e["event"] == "position_closed_externally" and e["symbol"] == "JNJ" for e in logs)
     assert daemon.store.book() == {} and daemon.store.seen_positions() == {}
     (closed,) = daemon.store.closed_positions("JNJ")
     assert closed.qty == pytest.approx(own) and closed.reason == "closed outside the daemon"
-    _advance_to(scn, EXIT_DAY)
+    scn.advance_to(EXIT_DAY)
     daemon.orchestrator.run_iteration()
-    _settle(scn, daemon)
+    scn.settle(daemon)
     assert [o.client_order_id for o in scn.broker_orders() if o.client_order_id.startswith("zmr-")] == [JNJ_BUY]
     assert_book_matches_broker(scn, daemon.store)
     assert_no_duplicate_orders(scn, daemon.store)
@@ -197,10 +182,10 @@ def test_a_position_the_daemon_never_traded_follows_unknown_position_policy(
         assert_book_matches_broker(scn, daemon.store)
     # The adopted position is the daemon's own: its max-holding exit sells it; a flagged one is never sold.
     daemon.orchestrator.run_iteration()
-    _settle(scn, daemon)
-    _advance_to(scn, EXIT_DAY)
+    scn.settle(daemon)
+    scn.advance_to(EXIT_DAY)
     daemon.orchestrator.run_iteration()
-    _settle(scn, daemon)
+    scn.settle(daemon)
     spy_sells = [o for o in scn.broker_orders() if o.symbol == "SPY" and o.side == "sell"]
     if policy == "flag":
         assert spy_sells == [] and scn.broker_positions()["SPY"] == 2
@@ -214,7 +199,7 @@ def test_a_position_the_daemon_never_traded_follows_unknown_position_policy(
 def test_accept_broker_state_makes_the_users_shares_the_daemons_own_at_that_start(
         scenario: Callable[..., Scenario]) -> None:
     scn = scenario(JNJ_DAY)
-    first, own = _daemon_holds_jnj(scn)
+    first, own = scn.daemon_holding("JNJ")
     _by_hand(scn, "buy", 5, "buy")
     scn.clock.advance(120)
     scn.kill(first)
@@ -226,9 +211,9 @@ def test_accept_broker_state_makes_the_users_shares_the_daemons_own_at_that_star
     assert second.store.book()["JNJ"].qty == pytest.approx(own + 5) and second.store.book()["JNJ"].origin == "daemon"
     assert_book_matches_broker(scn, second.store)
     # Its exit now sells all of them.
-    _advance_to(scn, EXIT_DAY)
+    scn.advance_to(EXIT_DAY)
     second.orchestrator.run_iteration()
-    _settle(scn, second)
+    scn.settle(second)
     (sell,) = [o for o in scn.broker_orders() if o.side == "sell"]
     assert sell.qty == pytest.approx(own + 5) and scn.broker_positions() == {}
     assert_no_duplicate_orders(scn, second.store)

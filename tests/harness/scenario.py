@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from config.settings import AppConfig
 from core.indicators import rolling_zscore
@@ -80,6 +81,26 @@ class Scenario:
         if startup:
             daemon.orchestrator.startup()
         return daemon
+
+    def settle(self, daemon: Daemon, minutes: float = 2.0) -> Any:
+        """Let `minutes` pass on the market's clock (the market fills what is open), then run one
+        iteration of `daemon` (it learns about it)."""
+        self.clock.advance(minutes * 60)
+        return daemon.orchestrator.run_iteration()
+
+    def advance_to(self, when: datetime) -> None:
+        seconds = (when - self.clock.now()).total_seconds()
+        assert seconds >= 0, f"{when} is in the scenario's past"
+        self.clock.advance(seconds)
+
+    def daemon_holding(self, symbol: str) -> tuple[Daemon, float]:
+        """A daemon booted, whose first iteration bought `symbol` (filled): it and its own quantity."""
+        daemon = self.boot()
+        daemon.orchestrator.run_iteration()
+        self.settle(daemon)
+        own = daemon.store.book()[symbol].qty
+        assert self.broker_positions() == {symbol: pytest.approx(own)} and own > 0
+        return daemon, own
 
     def kill(self, daemon: Daemon) -> None:
         """The process is gone: nothing else of it runs. (Committed SQLite writes survive.)"""
