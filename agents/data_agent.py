@@ -6,7 +6,9 @@
   Windows are set by start/end, never by the global
   `limit` (which counts all symbols together and would starve the later ones).
 - An incremental cache: a later call for the same symbols asks only for bars from the last cached
-  one on. That overlapping bar is compared with the cached one: when the broker re-adjusted history
+  one on. Once per session (the first fetch after a session completed) the whole window is asked
+  afresh in the same single batched request, replacing the cache, so a feed's correction of any
+  older bar (a bad print fixed later) reaches a running daemon. That overlapping bar is compared with the cached one: when the broker re-adjusted history
   (a split, or a cash dividend under `Adjustment.ALL`, which the adapter requests, re-bases every
   earlier bar as of the request's time), the symbols whose overlap differs are refetched over their
   whole window in ONE extra request, only on that event. The steady state stays at one request, and
@@ -138,6 +140,7 @@ class DataAgent:
         self.clock: Clock = clock
         self.calendar = calendar or get_market_calendar()
         self._cache: dict[str, SymbolBars] = {}
+        self._cache_session: date | None = None   # the last completed session when the cache was refreshed cold
 
     # ------------------------------------------------------------------ public
     def process(self, symbols: list[str], timeframe: str = "1Day", limit: int = 252) -> BarData:
@@ -160,6 +163,7 @@ class DataAgent:
 
         cold_start = bar_timestamp(self.calendar.sessions_back(expected, limit - 1))
         cold_ns = _ns(cold_start)
+        self._refresh_once_per_session(expected)
         groups: dict[datetime, list[str]] = {}
         for symbol in wanted:
             cached = self._cache.get(symbol)
@@ -190,7 +194,18 @@ class DataAgent:
             self._merge(readjusted, raw, result, expected, limit, cold_ns)
         result.readjusted = readjusted
         result.cpu_seconds = time.process_time() - cpu_start - fetch_cpu
+        self._cache_session = expected
         return result
+
+    def _refresh_once_per_session(self, expected: date) -> None:
+        """The first fetch after a session completes asks for the whole window (the same one batched
+        request), replacing the cache: a correction of ANY older bar by the feed (a bad print fixed
+        after the fact) reaches a running daemon within a session. Within the session the incremental
+        fetch and its overlap check go on."""
+        if self._cache_session is not None and self._cache_session != expected and self._cache:
+            log.info("bar_cache_refreshed", session=str(expected), symbols=len(self._cache),
+                     reason="first fetch of a new session: the whole window afresh")
+            self._cache.clear()
 
     def close(self) -> None:
         if self._connection is not None:

@@ -15,7 +15,8 @@
 - Whole shares go as `qty` orders. Fractional buys go as `notional` market DAY orders, only when
   the account allows fractional trading and the asset is fractionable (flags cached per session);
   otherwise whole shares, or a reasoned skip when that gives zero. Sells go by `qty`, never more
-  than held.
+  than held; a fractional holding is sold fractional whenever the asset and the account allow it, even
+  with ENABLE_FRACTIONAL_SHARES=false (that setting governs entries).
 - Dry-run logs the exact request and sends nothing.
 - Once a stop is requested (SIGTERM), no new order leaves: `stop_requested` is checked before every
   POST, including start-up resubmissions. A target not yet journalled is simply not sent (it is
@@ -132,6 +133,7 @@ class ExecutionAgent:
                 report.rejected.append(Rejection(target.symbol, target.side, "execution", str(skip),
                                                  {"refusal": skip.refusal.kind.value, "cause": skip.refusal.cause}))
                 log.info("order_skipped", symbol=target.symbol, side=target.side.value, reason=str(skip))
+                self._journal_skipped_sale(target, skip)
                 continue
             except BrokerError as exc:
                 refusal = classify_refusal(exc)  # a 5xx passes; an asset the broker does not know does not
@@ -158,19 +160,7 @@ class ExecutionAgent:
             raise _Skip(f"{target.symbol} is not tradable at the broker", NOT_TRADABLE_NOW)
         fractional_ok = (self.enable_fractional and asset.fractionable and self.account_fractional(session))
         if target.side is Side.SELL:
-            qty = target.qty
-            if abs(qty - round(qty)) > 1e-9:
-                if not fractional_ok:
-                    whole = float(math.floor(qty))
-                    if whole < 1:
-                        raise _Skip(f"cannot sell fractional {qty} of {target.symbol}: asset or account "
-                                    "does not allow fractional orders and it is under one share")
-                    qty = whole
-                else:
-                    qty = floor_to(qty, FRACTIONAL_DECIMALS)
-            else:
-                qty = float(round(qty))
-            return OrderSpec(cid, target.symbol, Side.SELL, qty=qty)
+            return OrderSpec(cid, target.symbol, Side.SELL, qty=self._sell_qty(target, asset, session))
         if target.fractional and fractional_ok:
             notional = floor_to(target.notional, 2)
             if notional < self.min_notional:
@@ -183,16 +173,52 @@ class ExecutionAgent:
                         f"${target.price:,.2f}")
         return OrderSpec(cid, target.symbol, Side.BUY, qty=float(whole))
 
+    def _journal_skipped_sale(self, target: OrderTarget, skip: _Skip) -> None:
+        """A sale that can never go out as it is (a remnant under one share the broker cannot sell) is
+        journalled SKIPPED under its id, so that decision counts as handled: it is tried, and given up,
+        once per decision session instead of on every iteration. Never in a dry run."""
+        if self.dry_run or target.side is not Side.SELL or skip.refusal.kind is not RefusalKind.PERMANENT:
+            return
+        cid = self.client_order_id_for(target.signal.session, target.symbol, Side.SELL, self.attempt_of(target))
+        if self.journal.get_intent(cid) is not None:
+            return
+        self.journal.record_intent(OrderSpec(cid, target.symbol, Side.SELL, qty=target.qty), target.signal.session,
+                                   target.signal.reason.value)
+        self.journal.mark_intent(cid, IntentState.SKIPPED, message=str(skip))
+
+    def _sell_qty(self, target: OrderTarget, asset: AssetInfo, session: date) -> float:
+        """The quantity a sale goes out with. ENABLE_FRACTIONAL_SHARES governs entries: a fractional position
+        the daemon holds (a reverse split's remnant, say) is sold as a fractional qty whenever the asset and
+        the account allow it; otherwise its whole shares, and a remnant under one share is skipped with the
+        true cause (permanent: it cannot be sold until the broker allows it)."""
+        qty = target.qty
+        if abs(qty - round(qty)) <= 1e-9:
+            return float(round(qty))
+        if not asset.fractionable:
+            why, cause = "the asset is not fractionable at the broker", "asset_not_fractionable"
+        elif not self.account_fractional(session):
+            why, cause = "the account does not allow fractional trading", "account_not_fractional"
+        else:
+            return floor_to(qty, FRACTIONAL_DECIMALS)
+        whole = float(math.floor(qty))
+        if whole < 1:
+            raise _Skip(f"cannot sell {qty:g} shares of {target.symbol}: under one share, and {why}",
+                        Refusal(RefusalKind.PERMANENT, cause))
+        return whole
+
     # ------------------------------------------------------------------ placing it exactly once
     def _place(self, spec: OrderSpec, target: OrderTarget, report: ExecutionReport) -> None:
         intent = self.journal.get_intent(spec.client_order_id)
+        if intent is not None and intent.state == IntentState.DRY_RUN:
+            intent = None   # an older release's dry run under this id: never a real decision (set aside below)
         if intent is not None and intent.state in IntentState.FINAL_STATES:
             report.rejected.append(Rejection(spec.symbol, spec.side, "execution",
                                              f"already handled ({intent.state}) as {spec.client_order_id}"))
             return
         if self.dry_run:
-            self.journal.record_intent(spec, target.signal.session, target.signal.reason.value)
-            self.journal.mark_intent(spec.client_order_id, IntentState.DRY_RUN, message="dry run: not sent")
+            # Under its own key (core.order_ids.dry_run_key), never the real id: a dry run on the production
+            # state directory leaves every real decision as it was. The log shows the exact request.
+            self.journal.record_dry_run_intent(spec, target.signal.session, target.signal.reason.value)
             log.info("dry_run_order", request=spec.describe())
             report.dry_run.append(spec)
             return

@@ -8,7 +8,9 @@ Order of work in one pass:
    (moved by cash flows, see core/cash_flows.py) halts NEW ENTRIES with a reason; so do equity at
    or below zero and unreadable cash flows. Exits still run.
 2. Exits first: a sell never exceeds the held quantity nor the daemon's own quantity (shares the
-   user holds next to it are never sold), and never duplicates an open sell.
+   user holds next to it are never sold), and never duplicates the daemon's own open sell. The user's
+   open sell does not hold it back; an open buy does (a wash trade), the user's with a reason that
+   says what to do (`meta["foreign_open_buy"]`).
 3. Entries, most oversold first, each through: halt, already held or pending, stop-loss cooldown,
    max open positions, sizing (TieredPositionSizer when tiers are on and the symbol has a tier,
    else equal weight = equity / max_open_positions), tier exposure (TierExposureTracker), and the
@@ -30,6 +32,7 @@ import structlog
 from core.cash_flows import day_change
 from core.market_calendar import MarketCalendar
 from core.models import (
+    BrokerOrder,
     OrderTarget,
     PortfolioSnapshot,
     Rejection,
@@ -178,13 +181,8 @@ class RiskAgent:
         if position is None or position.qty <= 0:
             raise RiskCheckError(f"{signal.symbol} is not held; nothing to sell (no shorts)")
         for order in snapshot.open_orders:
-            if order.symbol == signal.symbol and order.side is Side.SELL:
-                raise RiskCheckError(f"an exit order for {signal.symbol} is already open ({order.client_order_id})")
-            if order.symbol == signal.symbol and order.side is Side.BUY:
-                raise RiskCheckError(
-                    f"an entry order for {signal.symbol} is still open ({order.client_order_id}); "
-                    "the exit waits until it finishes (a sell against an open buy is a wash trade)"
-                )
+            if order.symbol == signal.symbol:
+                _check_open_order(order, snapshot.own_order_ids)
         own = position.qty if snapshot.own_qty is None else min(position.qty, snapshot.own_qty.get(signal.symbol, 0.0))
         if own <= 0:
             raise RiskCheckError(f"{signal.symbol}: none of the {position.qty:g} shares held is the daemon's own")
@@ -290,6 +288,27 @@ class RiskAgent:
             raise RiskCheckError(f"{symbol}: position ${notional:,.2f} is below the minimum notional "
                                  f"${p.min_order_notional:,.2f}", meta)
         return qty, notional, fractional, None, meta
+
+
+def _check_open_order(order: BrokerOrder, own_order_ids: frozenset[str] | None) -> None:
+    """Whether an open order in the symbol holds the exit back. The daemon's own open sell is the exit
+    already; its own open buy must finish first. Another's (the user's) open sell does not block: the
+    broker takes a second sale while shares are available, and the daemon sells only its own. Another's
+    open buy does: the broker refuses a sell against it (a potential wash trade), so the owner is told."""
+    mine = own_order_ids is None or order.client_order_id in own_order_ids
+    if order.side is Side.SELL:
+        if mine:
+            raise RiskCheckError(f"an exit order for {order.symbol} is already open ({order.client_order_id})")
+        return
+    if mine:
+        raise RiskCheckError(
+            f"an entry order for {order.symbol} is still open ({order.client_order_id}); "
+            "the exit waits until it finishes (a sell against an open buy is a wash trade)"
+        )
+    raise RiskCheckError(
+        f"an open buy order for {order.symbol} that is not the daemon's ({order.client_order_id}) blocks its exit: "
+        "the broker refuses a sell against an open buy (a potential wash trade); cancel that order or let it "
+        "fill, and the exit goes out at the next iteration", {"foreign_open_buy": order.client_order_id})
 
 
 class _EntryState:

@@ -6,8 +6,8 @@ they set is not the one in force. So:
 - every key of the `.env` file must be a setting; an unknown key is an error that names the nearest
   setting (or the new name of an old alpaca-trade-api variable, `APCA_API_KEY_ID` and friends);
 - in the process environment, which other programs share, only a NEAR MISS is an error: a name
-  within `MAX_NEAR_MISS_EDITS` edits of a setting's name (case-insensitive), such as
-  `MAX_OPEN_POSTIONS`. `PATH`, `HOME`, another tool's `ALPACA_BASE_URL` and the like are never
+  within `MAX_NEAR_MISS_EDITS` edits of a setting's name (one edit for names shorter than
+  `SHORT_NAME`; case-insensitive), such as `MAX_OPEN_POSTIONS`. `PATH`, `HOME`, another tool's `ALPACA_BASE_URL` and the like are never
   close enough. The old SDK's key variables are an error only while trading-daemon's own key
   variables are unset, i.e. when the user evidently expected them to be read;
 - a `.env` that is not UTF-8 text (UTF-16 from a Windows editor, a stray Latin-1 byte) is one line
@@ -27,6 +27,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 MAX_NEAR_MISS_EDITS = 2
+SHORT_NAME = 10  # settings shorter than this allow one edit only
 
 # The deprecated alpaca-trade-api SDK read these; alpaca-py reads none, and trading-daemon reads
 # its own names. See /work/shared/reference/alpaca-api-notes.md section 2.2.
@@ -121,12 +122,19 @@ def nearest_within(name: str, settings: tuple[str, ...], max_edits: int) -> str 
     names repeat on every call, and this runs for every command)."""
     best: tuple[int, str] | None = None
     for setting in settings:
-        if abs(len(setting) - len(name)) > max_edits:
+        bound = edits_allowed(setting, max_edits)
+        if abs(len(setting) - len(name)) > bound:
             continue
-        distance = edit_distance(name, setting, max_edits)
-        if distance <= max_edits and (best is None or distance < best[0]):
+        distance = edit_distance(name, setting, bound)
+        if distance <= bound and (best is None or distance < best[0]):
             best = (distance, setting)
     return best[1] if best else None
+
+
+def edits_allowed(setting: str, max_edits: int) -> int:
+    """Fewer edits for short names: two edits turn HTTP_PORT into the web server's HTTP_HOST, which is
+    no misspelling, while MAX_OPEN_POSTIONS is one."""
+    return min(max_edits, 1 if len(setting) < SHORT_NAME else max_edits)
 
 
 def edit_distance(a: str, b: str, bound: int) -> int:

@@ -14,7 +14,7 @@ import re
 
 NOTIFY_EVENT_NAMES: tuple[str, ...] = (
     "order_filled", "position_exited", "halt_tripped", "halt_cleared", "startup_refused",
-    "started", "stopped", "fatal", "daily_summary",
+    "started", "stopped", "fatal", "daily_summary", "exit_blocked",
 )
 ALL_EVENTS = "all"
 EXAMPLE_URLS = "e.g. json://127.0.0.1:8080/, ntfy://my-topic, tgram://BOT_TOKEN/CHAT_ID, mailto://user:pass@host"

@@ -8,21 +8,26 @@ broker id goes into the `cash_flows` table in the same transaction that moves th
 
 When the activities cannot be read, nothing is guessed: the peak stays as stored (a deposit must
 not raise it), and the RiskAgent halts entries for that pass instead of judging the loss figures.
+The same holds for one activity the parser cannot read (every other one is still read): it is named
+(id, field, value) in the `cash_flows_unknown` halt and the log, and the check window does not move
+past it. `trading-daemon halts clear cash_flows_unknown` acknowledges the activities named: each then
+counts as no cash flow, so the clear sticks and the window moves on.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import structlog
 
-from core.cash_flows import adjust_peak, net_amount, since_close
+from core.cash_flows import CashFlows, UnreadableActivity, adjust_peak, net_amount, since_close
 from core.decision_ports import FlowFigures
 from core.errors import BrokerError, TradingDaemonError
 from core.market_calendar import NEW_YORK, MarketCalendar
-from core.models import AccountView
+from core.models import AccountView, CashFlow
 
 if TYPE_CHECKING:
     from core.ports import TradingGateway
@@ -32,6 +37,10 @@ log = structlog.get_logger("cash_flows")
 
 PEAK_KEY = "peak_equity"
 CHECKED_KEY = "cash_flows_checked_on"
+# Activities that could not be read: the ones the current halt names, and those the owner acknowledged
+# (`halts clear cash_flows_unknown`), which count as no cash flow from then on.
+UNREADABLE_KEY = "cash_flows_unreadable"
+ACKNOWLEDGED_KEY = "cash_flows_acknowledged"
 OVERLAP = timedelta(days=1)
 
 
@@ -62,6 +71,16 @@ class CashFlowTracker:
         except TradingDaemonError as exc:
             log.warning("cash_flows_unavailable", reason=str(exc))
             return FlowFigures(peak=peak, flows_today=0.0, unknown=f"account activities unavailable ({_summary(exc)})")
+        pending = self._unacknowledged(fetched)
+        if pending:
+            # Nothing applied, the window kept: the unknown amount could be a deposit or a withdrawal.
+            named = "; ".join(item.describe() for item in pending[:3]) + (
+                f"; and {len(pending) - 3} more" if len(pending) > 3 else "")
+            log.warning("cash_flows_unreadable", activities=[item.describe() for item in pending],
+                        effect="entries halted (cash_flows_unknown) until it is readable or acknowledged with "
+                               "`trading-daemon halts clear cash_flows_unknown`")
+            return FlowFigures(peak=peak, flows_today=0.0, unknown=f"unreadable {named}; if it moved no money, "
+                               "acknowledge it with `trading-daemon halts clear cash_flows_unknown`")
         known = self.store.known_cash_flow_ids(flow.id for flow in fetched)
         new = [flow for flow in fetched if flow.id not in known]
         adjusted = adjust_peak(peak, account.equity, net_amount(new)) if new else peak
@@ -77,6 +96,18 @@ class CashFlowTracker:
         flows_today = net_amount(flow for flow in self.store.cash_flows_since(previous_session)
                                  if since_close(flow, previous_session, previous_close))
         return FlowFigures(peak=raised, flows_today=flows_today)
+
+    def _unacknowledged(self, fetched: list[CashFlow]) -> list[UnreadableActivity]:
+        """The unreadable activities the owner has not acknowledged; remembers them for `halts clear`."""
+        found = list(fetched.unreadable) if isinstance(fetched, CashFlows) else []
+        if not found:
+            return []
+        acknowledged = set(_json_list(self.store.get_value(ACKNOWLEDGED_KEY)))
+        pending = [item for item in found if item.key not in acknowledged]
+        keys = sorted({item.key for item in pending})
+        if keys != sorted(_json_list(self.store.get_value(UNREADABLE_KEY))):
+            self.store.set_value(UNREADABLE_KEY, json.dumps(keys))
+        return pending
 
     def _after(self, previous_session: date) -> date:
         """Ask from the last check (a day of overlap; ids de-duplicate), or from the previous session."""
@@ -95,3 +126,23 @@ def _summary(exc: TradingDaemonError) -> str:
     if not isinstance(exc, BrokerError):
         return f"request: {type(exc).__name__}"
     return f"{exc.endpoint or 'request'}: " + (f"HTTP {exc.status}" if exc.status else type(exc).__name__)
+
+
+def acknowledge_unreadable(store: StateStore) -> list[str]:
+    """`halts clear cash_flows_unknown`: the unreadable activities last named become acknowledged (each is
+    then treated as no cash flow, and the check window moves on). Returns their keys."""
+    seen = _json_list(store.get_value(UNREADABLE_KEY))
+    if not seen:
+        return []
+    acknowledged = sorted(set(_json_list(store.get_value(ACKNOWLEDGED_KEY))) | set(seen))
+    store.set_value(ACKNOWLEDGED_KEY, json.dumps(acknowledged))
+    store.set_value(UNREADABLE_KEY, "[]")
+    return seen
+
+
+def _json_list(text: str | None) -> list[str]:
+    try:
+        value = json.loads(text or "[]")
+    except ValueError:
+        return []
+    return [str(item) for item in value] if isinstance(value, list) else []

@@ -27,9 +27,12 @@ from the peak instead ($6,000) would show 16.7 % and trip a 15 % kill switch wit
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -64,26 +67,74 @@ def time_from_activity_id(activity_id: str) -> datetime | None:
         return None
 
 
+class ActivityError(ValueError):
+    """An activity that cannot be read: which one (`key`: its id, or a digest of it without one), which
+    field, the value found and what was expected of it."""
+
+    def __init__(self, key: str, field: str, value: Any, problem: str, kind: Any = None) -> None:
+        super().__init__(f"activity {key}: {field} {value!r} {problem}")
+        self.key = key
+        self.field = field
+        self.value = value
+        self.problem = problem
+        self.kind = kind
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableActivity:
+    """One account activity the daemon could not read: named in the `cash_flows_unknown` halt."""
+
+    key: str            # the activity id (or "sha256:..." of the object without a usable id)
+    field: str
+    value: str          # repr of what was found, shortened
+    problem: str        # what is wrong with it, e.g. "is not a number"
+
+    def describe(self) -> str:
+        return f"account activity {self.key}: {self.field} {self.value} {self.problem}"
+
+
+class CashFlows(list[CashFlow]):
+    """The readable flows, plus the activities that could not be read (`unreadable`)."""
+
+    def __init__(self, flows: Iterable[CashFlow] = (), unreadable: Iterable[UnreadableActivity] = ()) -> None:
+        super().__init__(flows)
+        self.unreadable: list[UnreadableActivity] = list(unreadable)
+
+
+def activity_key(raw: Any) -> str:
+    """An activity's id, or a stable digest of the whole object when it has no usable id."""
+    if isinstance(raw, dict) and isinstance(raw.get("id"), str) and raw["id"]:
+        return str(raw["id"])
+    text = json.dumps(raw, sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def unreadable(exc: ActivityError) -> UnreadableActivity:
+    return UnreadableActivity(exc.key, exc.field, repr(exc.value)[:60], exc.problem)
+
+
 def parse_activity(raw: Any) -> CashFlow:
-    """One activity object from `GET /v2/account/activities` as a CashFlow; ValueError names what is wrong."""
+    """One activity object from `GET /v2/account/activities` as a CashFlow; ActivityError (a ValueError)
+    names the activity, the field and the value that is wrong."""
+    key = activity_key(raw)
     if not isinstance(raw, dict):
-        raise ValueError(f"an activity must be an object, got {type(raw).__name__}")
+        raise ActivityError(key, "activity", raw, f"must be an object, got {type(raw).__name__}")
     activity_id, kind = raw.get("id"), raw.get("activity_type")
     if not isinstance(activity_id, str) or not activity_id:
-        raise ValueError(f"activity id {activity_id!r} is not a non-empty string")
+        raise ActivityError(key, "id", activity_id, "is not a non-empty string", kind)
     if not isinstance(kind, str) or not kind:
-        raise ValueError(f"activity {activity_id}: activity_type {kind!r} is not a string")
+        raise ActivityError(key, "activity_type", kind, "is not a string", kind)
     try:
         amount = float(raw.get("net_amount"))  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise ValueError(f"activity {activity_id}: net_amount {raw.get('net_amount')!r} is not a number") from None
+        raise ActivityError(key, "net_amount", raw.get("net_amount"), "is not a number", kind) from None
     if not math.isfinite(amount):
-        raise ValueError(f"activity {activity_id}: net_amount {raw.get('net_amount')!r} is not a finite number")
+        raise ActivityError(key, "net_amount", raw.get("net_amount"), "is not a finite number", kind)
     when = raw.get("date")
     try:
         on = date.fromisoformat(str(when)[:10])
     except ValueError:
-        raise ValueError(f"activity {activity_id}: date {when!r} is not YYYY-MM-DD") from None
+        raise ActivityError(key, "date", when, "is not YYYY-MM-DD", kind) from None
     return CashFlow(id=activity_id, kind=kind, amount=signed_amount(kind, amount), on=on,
                     occurred_at=time_from_activity_id(activity_id))
 

@@ -1,12 +1,15 @@
 """`trading-daemon` command line. Every subcommand validates the configuration first.
 
-Exit codes: 0 ok; 1 runtime failure (one message); 2 bad configuration or arguments; 3 refused to
-trade (reconciliation failed, live trading without both opt-ins, another instance running).
+Exit codes: 0 ok; 1 runtime failure (one message), including a passing failure of the state's storage
+(disk full, I/O error, database locked or busy: systemd starts it again); 2 bad configuration or
+arguments (a STATE_DIR that cannot be created); 3 refused to trade (a damaged database, one from a
+newer release, reconciliation failed, live trading without both opt-ins, another instance running).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -16,7 +19,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.ops_commands import add_status_arguments
+from core.ops_commands import add_state_dir_arguments, add_status_arguments
 
 # The parser imports only the standard library and argument modules, so `--help` and a bad argument
 # answer at once; the configuration (pydantic), the agents and the backtest load after parsing.
@@ -49,7 +52,8 @@ class _VersionAction(argparse.Action):
                  option_string: str | None = None) -> None:
         from core.version import version
 
-        parser.exit(message=f"{parser.prog} {version()}\n")
+        print(f"{parser.prog} {version()}")   # on stdout, as argparse's own version action prints it
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,8 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     strategies = sub.add_parser("strategies", help="list the built-in strategies with their parameters and defaults")
     _add_strategy_arguments(strategies)
     halts = sub.add_parser("halts", help="list active and recent risk halts (who cleared them, and why)")
+    add_state_dir_arguments(halts)
     halts_sub = halts.add_subparsers(dest="halts_action")
     clear = halts_sub.add_parser("clear", help="clear one active halt, with an audit record")
+    add_state_dir_arguments(clear, suppress=True)
     clear.add_argument("name", help="the halt's kind, e.g. max_drawdown (as `trading-daemon halts` lists it)")
     clear.add_argument("--reason", default="", help="why it is cleared (kept in the state database and the log)")
 
@@ -176,11 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         code = handlers[args.command](args, config)
+        sys.stdout.flush()   # here, not at exit: a reader that went away is handled below
         if argv is None and args.command in QUICK_EXIT_COMMANDS:
             _exit_now(code)
         return code
     except KeyboardInterrupt:
         return EXIT_OK
+    except BrokenPipeError:
+        return _stdout_closed()
     except ConfigError as exc:  # a strategy that breaks its contract at run time is a configuration error
         print(f"trading-daemon: {_redact(str(exc), config)}", file=sys.stderr)
         return EXIT_CONFIG
@@ -188,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         from core.errors import ReconciliationError, StateError, TradingDaemonError
 
         message = _redact(str(exc), config)  # stderr is a log too: no key, even inside a message
+        state_code = _state_exit_code(exc)
+        if state_code is not None:
+            print(f"trading-daemon: {message}", file=sys.stderr)
+            return state_code
         if isinstance(exc, ReconciliationError | StateError):
             print(f"trading-daemon: {message}", file=sys.stderr)
             return EXIT_REFUSED
@@ -208,6 +221,27 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
+def _stdout_closed() -> int:
+    """The reader of stdout went away (`trading-daemon status | head`): stop quietly, as other Unix tools do
+    (they die of SIGPIPE: 128 + 13), with no message and no crash report."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())   # the interpreter's last flush must not fail again
+    return 128 + signal.SIGPIPE
+
+
+def _state_exit_code(exc: BaseException) -> int | None:
+    """A passing failure of the state's storage (disk full, I/O error, locked) is a runtime failure that
+    systemd retries (1); a STATE_DIR that cannot be used is a bad setting (2). Other StateErrors refuse (3)."""
+    from core.errors import StateDirUnusableError, StateUnavailableError
+
+    if isinstance(exc, StateUnavailableError):
+        return EXIT_FAILURE
+    if isinstance(exc, StateDirUnusableError):
+        return EXIT_CONFIG
+    return None
+
+
 def _redact(text: str, config: AppConfig) -> str:
     for secret in config.secret_values():
         if secret:
@@ -217,10 +251,10 @@ def _redact(text: str, config: AppConfig) -> str:
 
 def _write_crash_report(config: AppConfig, exc: BaseException) -> Path:
     from core.atomic_file import write_atomic
-    from core.logging_setup import _scrub, configure_logging
+    from core.logging_setup import configure_logging, redact_nested
 
     configure_logging(secrets=config.secret_values())
-    text = _scrub("".join(traceback.format_exception(exc)))
+    text = redact_nested("".join(traceback.format_exception(exc)))
     path = Path(config.state_dir) / "crash.log"
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # like StateDirLock: a new state dir is private
@@ -250,6 +284,12 @@ def _cmd_run(args: argparse.Namespace, config: AppConfig) -> int:
         print(f"trading-daemon: --iterations {args.iterations}: expected a whole number >= 1", file=sys.stderr)
         return EXIT_CONFIG
     if simulated:
+        from core.sim_run import sim_window_error
+
+        problem = sim_window_error(args.sim_start, args.sessions, args.once)
+        if problem is not None:
+            print(f"trading-daemon: {problem}", file=sys.stderr)
+            return EXIT_CONFIG
         from core.broker.factory import sim_banner
 
         print(sim_banner(config), flush=True)
@@ -266,23 +306,28 @@ def _cmd_run(args: argparse.Namespace, config: AppConfig) -> int:
 
 def _run_daemon(config: AppConfig, args: argparse.Namespace) -> int:
     from core.broker.factory import connect
+    from core.broker_time import BrokerTimeClock
     from core.market_calendar import get_market_calendar
     from core.operations import Operations
     from core.orchestrator import Orchestrator
     from core.process_lock import StateDirLock
     from core.state.store import StateStore
+    from core.stop_signals import install_stop_handlers
     from core.systemd_notify import SystemdNotifier
 
     mode = "live" if config.is_live else "paper"
     print(f"Trading {mode} account via Alpaca{' (dry run: no orders are sent)' if args.dry_run else ''}.", flush=True)
     connection = connect(config)
-    with StateDirLock(Path(config.state_dir)), StateStore(Path(config.state_dir), connection.clock) as store, \
-            Operations(config, store=store, gateway=connection.gateway, clock=connection.clock,
+    # One time base for the daemon's rows, its figures and its decisions: the host's clock as the broker's
+    # clock corrects it (core/broker_time.py), so an iteration's age is never host time minus broker time.
+    clock = BrokerTimeClock(connection.clock, config.max_clock_skew_seconds)
+    with StateDirLock(Path(config.state_dir)), StateStore(Path(config.state_dir), clock) as store, \
+            Operations(config, store=store, gateway=connection.gateway, clock=clock,
                        calendar=get_market_calendar(), mode=mode, dry_run=args.dry_run) as ops:
-        orchestrator = Orchestrator(config, connection.gateway, store, connection.clock, dry_run=args.dry_run,
+        orchestrator = Orchestrator(config, connection.gateway, store, clock, dry_run=args.dry_run,
                                     notifier=SystemdNotifier(), events=ops.events,
                                     scheduled=[] if args.once else ops.scheduled_tasks())
-        _install_signal_handlers(orchestrator.request_stop)
+        install_stop_handlers(orchestrator.request_stop)
         orchestrator.startup(accept_broker_quantities=args.accept_broker_state)
         ops.started(orchestrator)
         orchestrator.run(max_iterations=args.iterations, once=args.once)
@@ -290,18 +335,10 @@ def _run_daemon(config: AppConfig, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _install_signal_handlers(stop: Callable[[str], None]) -> None:
-    def handler(signum: int, _frame: Any) -> None:
-        stop(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
 # ---------------------------------------------------------------------- scan, status, demo, backtest
 def _cmd_scan(args: argparse.Namespace, config: AppConfig) -> int:
+    from core.daily_scan import describe, scan_with_config
     from core.logging_setup import configure_logging
-    from scripts.scan_opportunities import describe, scan_with_config
 
     configure_logging(config.log_level, secrets=config.secret_values())
     if not config.has_credentials:
@@ -328,7 +365,9 @@ def _cmd_notify_test(args: argparse.Namespace, config: AppConfig) -> int:
 def _cmd_halts(args: argparse.Namespace, config: AppConfig) -> int:
     from core.halts_command import clear_halt, render_halts
     from core.logging_setup import configure_logging
+    from core.ops_commands import state_target
 
+    config = state_target(args, config)
     if args.halts_action != "clear":
         print(render_halts(config))
         return EXIT_OK
@@ -342,9 +381,9 @@ def _cmd_halts(args: argparse.Namespace, config: AppConfig) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, config: AppConfig) -> int:
-    from core.tiered_position_sizer import _demo
+    from core.tiered_position_sizer import print_demo
 
-    _demo()
+    print_demo()
     return EXIT_OK
 
 

@@ -11,9 +11,10 @@ call this module; neither has a copy of any step. Per decision:
       2. the entries' asset flags and the account's fractional flag (ExecutionAgent, once per session)
       3. the equity peak and the day's net cash flows (`EquityPeak`)
       4. the risk inputs: a RiskContext (prices, flags, peak, stop-loss cooldowns and carried halts from
-         the `RiskLedger`, cash flows) and a PortfolioSnapshot (account, positions, open orders, and the
-         daemon's own book: it never sells a share that is not its own)
-      5. RiskAgent.evaluate; the halts it found are recorded, re-detected ones that are gone cleared
+         the `RiskLedger`, cash flows) and a PortfolioSnapshot (account, positions, open orders and which
+         of them are its own, and the daemon's own book: it never sells a share that is not its own)
+      5. RiskAgent.evaluate; its refusals go to the `BrokerWatch` (an exit blocked by another's open buy
+         is told), the halts it found are recorded, re-detected ones that are gone cleared
       6. unless orders may not go out now (market closed, stop requested): exits committed earlier are
          kept apart (`ExitPursuit`), the rest pass the `SendGate`, approved exits are committed, the
          ExecutionAgent places the orders, and the commitments learn how it went
@@ -146,8 +147,10 @@ class DecisionPipeline:
         snapshot = PortfolioSnapshot(account=account, positions=positions, open_orders=tuple(open_orders),
                                      entry_sessions={s: p.entry_session for s, p in book.items() if p.entry_session},
                                      entry_prices={s: p.avg_entry_price for s, p in book.items()},
-                                     own_qty={s: p.qty for s, p in book.items()})
+                                     own_qty={s: p.qty for s, p in book.items()},
+                                     own_order_ids=self.watch.own_order_ids(open_orders))
         decision = self.risk.evaluate(list(accepted), snapshot, context)
+        self.watch.risk_refused(decision.rejected, trading_session)
         self._record_halts(decision, len(context.active_halts), trading_session)
         outcome = Decision(account, open_orders, decision,
                            settled=list(decision.rejected) if context.cash_flows_unknown is None else [])

@@ -11,7 +11,9 @@ or a null one (a concern the backtest does not have):
 | `EquityPeak`  | `CashFlowTracker`: the peak net of deposits  | `RunningPeak`: the highest equity seen   |
 |               | and withdrawals (one activities request)     | (a backtest has no cash flows)           |
 | `BrokerWatch` | `LiveBrokerWatch`: the account event, another| `NO_WATCH`                               |
-|               | daemon's open orders halt entries            |                                          |
+|               | daemon's open orders halt entries, which open| (every open order is the backtest's own) |
+|               | orders are the daemon's own, an exit blocked |                                          |
+|               | by another's open buy is told once a session |                                          |
 | `SendGate`    | `BrokerPriceGate`: the broker's latest price | `OPEN_GATE`: the bars are the broker's   |
 |               | confirms each order (core/price_guard.py)    | prices, there is no second source        |
 | `ExitPursuit` | `ExitCommitments`: an approved exit is       | `NO_PURSUIT`: the backtest broker's      |
@@ -92,11 +94,16 @@ class EquityPeak(Protocol):
 
 
 class BrokerWatch(Protocol):
-    """Observers of what a decision read from the broker (events, another daemon's orders)."""
+    """Observers of what a decision read from the broker (events, another daemon's orders), and which
+    open orders are the daemon's own (None: all of them)."""
 
     def account_read(self, account: AccountView, session: date) -> None: ...
 
     def open_orders_read(self, open_orders: Sequence[BrokerOrder], session: date) -> None: ...
+
+    def own_order_ids(self, open_orders: Sequence[BrokerOrder]) -> frozenset[str] | None: ...
+
+    def risk_refused(self, rejections: Sequence[Rejection], session: date) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +194,12 @@ class _NoWatch:
         return None
 
     def open_orders_read(self, open_orders: Sequence[BrokerOrder], session: date) -> None:
+        return None
+
+    def own_order_ids(self, open_orders: Sequence[BrokerOrder]) -> frozenset[str] | None:
+        return None
+
+    def risk_refused(self, rejections: Sequence[Rejection], session: date) -> None:
         return None
 
 

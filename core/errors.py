@@ -84,5 +84,15 @@ class ReconciliationError(StateError):
     pass
 
 
+class StateUnavailableError(StateError):
+    """The state's storage failed for a passing reason (disk full, I/O error, database locked or busy).
+    Nothing about the state is wrong: the command fails with exit 1, so systemd starts it again."""
+
+
+class StateDirUnusableError(StateError):
+    """STATE_DIR cannot be created or used at all (a path under /proc, a file, no permission): a bad
+    setting, exit 2."""
+
+
 class CandidatesError(TradingDaemonError):
     """candidates.json is missing, corrupt or stale."""

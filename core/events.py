@@ -82,6 +82,18 @@ class HaltCleared:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class ExitBlocked:
+    """An exit of the daemon's cannot go out until the owner acts (e.g. their own open buy order in the
+    symbol: the broker refuses a sell against it as a potential wash trade). Once per symbol and session."""
+
+    KIND: ClassVar[str] = "exit_blocked"
+    at: datetime
+    symbol: str
+    reason: str
+    session: date
+
+
 # ---------------------------------------------------------------------- lifecycle
 @dataclass(frozen=True, slots=True)
 class StartupRefused:
@@ -207,10 +219,11 @@ class MarketStateChanged:
 
 
 Event = (OrderFilled | PositionExited | HaltTripped | HaltCleared | StartupRefused | DaemonStarted | DaemonStopped
-         | DaemonFatal | DailySummary | AccountObserved | IterationCompleted | IterationFailed | MarketStateChanged)
+         | DaemonFatal | DailySummary | AccountObserved | IterationCompleted | IterationFailed | MarketStateChanged
+         | ExitBlocked)
 NOTIFIABLE_KINDS: tuple[str, ...] = tuple(cls.KIND for cls in (
     OrderFilled, PositionExited, HaltTripped, HaltCleared, StartupRefused, DaemonStarted, DaemonStopped, DaemonFatal,
-    DailySummary))
+    DailySummary, ExitBlocked))
 
 
 # ---------------------------------------------------------------------- the port

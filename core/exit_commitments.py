@@ -55,7 +55,7 @@ class ExitCommitments:
     def __init__(self, store: StateStore, clock: Clock, client_order_id_for: Callable[[date, str, Side, int], str], *,
                  enabled: bool = True) -> None:
         self.store = store
-        self.table = PendingExitTable(store, clock)
+        self.table = PendingExitTable(store.database, clock)
         self.client_order_id_for = client_order_id_for   # (signal session, symbol, side, attempt) -> id
         self.enabled = enabled   # off in dry run: nothing is sent, so nothing can be pursued
         self._active: dict[str, PendingExit] = {}
@@ -149,7 +149,7 @@ class ExitCommitments:
         while True:
             cid = self.client_order_id_for(pending.decision_session, pending.symbol, Side.SELL, attempt)
             intent = intents.get(cid)
-            if intent is None or intent.state == IntentState.PENDING:
+            if intent is None or intent.state in (IntentState.PENDING, IntentState.DRY_RUN):  # a dry run sent none
                 return attempt, False, False
             if intent.state == IntentState.SUBMITTED:
                 order = self.store.order_by_client_id(cid)

@@ -20,6 +20,7 @@ import structlog
 from config.settings import AppConfig
 from core.cash_flow_tracker import PEAK_KEY
 from core.clock import SystemClock
+from core.halt_acknowledgements import acknowledge_cleared, describe_acknowledged
 
 log = structlog.get_logger("halts")
 
@@ -79,15 +80,19 @@ def clear_halt(config: AppConfig, name: str, reason: str, who: str | None = None
             listed = ", ".join(sorted(active)) or "none"
             return CommandOutcome(2, f"no active halt named {name!r}: active halts are: {listed} "
                                      "(see `trading-daemon halts`)")
+        acknowledged: list[str] = []
         with store.atomic():
             store.clear_halt(name, by=who, reason=reason)
             if name == "max_drawdown":
                 store.set_value(PEAK_KEY, "0")
+            acknowledged = acknowledge_cleared(store, name)
         cleared = next(h for h in store.halts(recent=RECENT_HALTS) if h.kind == name and h.cleared_at is not None)
     assert cleared.cleared_at is not None
     log.warning("halt_cleared", kind=name, by=who, reason=reason or None, at=cleared.cleared_at.isoformat(),
-                halt_reason=halt.reason, peak_reset=name == "max_drawdown")
+                halt_reason=halt.reason, peak_reset=name == "max_drawdown", acknowledged=acknowledged or None)
     text = f"Cleared halt {name} (since {halt.started_at.isoformat()}) by {who}" + (f": {reason}" if reason else "")
     if name == "max_drawdown":
         text += "\nThe equity peak was reset: the next decision takes the account's equity as the new peak."
+    if acknowledged:
+        text += "\n" + describe_acknowledged(name, acknowledged)
     return CommandOutcome(0, text)

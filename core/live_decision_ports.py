@@ -4,7 +4,9 @@
   price (core/price_guard.py). Exits against the positions' `current_price` (already fetched); entries
   cost one batched latest-trade request, and only then: an iteration that sends no entry asks nothing.
 - `LiveBrokerWatch` (`BrokerWatch`): the account a decision read becomes an `account_observed` event
-  (the status page's equity), and another daemon's open order halts entries (core/instance_guard.py).
+  (the status page's equity), another daemon's open order halts entries and only the daemon's own open
+  orders count as its own (core/instance_guard.py), and an exit held back by an open buy that is not the
+  daemon's is told once per symbol and session (core/exit_blockers.py).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from core.clock import Clock
 from core.decision_ports import BrokerView, GateResult
 from core.errors import TradingDaemonError
 from core.events import EventSink
+from core.exit_blockers import ExitBlockerWatch
 from core.instance_guard import HaltStore, InstanceGuard
 from core.loop_observers import account_observed
-from core.models import AccountView, BrokerOrder, LatestPrice, OrderTarget, Side
+from core.models import AccountView, BrokerOrder, LatestPrice, OrderTarget, Rejection, Side
 from core.ports import TradingGateway
 from core.price_guard import PriceGuard
 
@@ -63,9 +66,16 @@ class LiveBrokerWatch:
         self.clock = clock
         self.instance_guard = instance_guard
         self.halts = halts
+        self.exit_blockers = ExitBlockerWatch(events)
 
     def account_read(self, account: AccountView, session: date) -> None:
         self.events.emit(account_observed(account, session, self.clock.now(), "decision"))
 
     def open_orders_read(self, open_orders: Sequence[BrokerOrder], session: date) -> None:
         self.instance_guard.halt_if_present(open_orders, self.halts, session)
+
+    def own_order_ids(self, open_orders: Sequence[BrokerOrder]) -> frozenset[str] | None:
+        return self.instance_guard.own_ids(open_orders)
+
+    def risk_refused(self, rejections: Sequence[Rejection], session: date) -> None:
+        self.exit_blockers.observe(rejections, session, self.clock.now())

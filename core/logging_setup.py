@@ -2,7 +2,7 @@
 
 Every event passes through `redact_secrets`, which replaces any configured secret value wherever
 it appears in an event, as a last line of defence (nothing should log a key in the first place).
-The same `redact` guards the state database (core/state/store.py): secrets are the keys given to
+The same `redact` guards the state database (core/state/database.py): secrets are the keys given to
 `configure_logging` plus every key an `AlpacaGateway` was built with (`register_secrets`), so a
 process that holds a key redacts it even before, or without, configuring its logs.
 
@@ -54,20 +54,21 @@ def redact(text: str) -> str:
     return text
 
 
-def _scrub(value: Any) -> Any:
+def redact_nested(value: Any) -> Any:
+    """`redact` every string in `value`, inside dicts, lists and tuples too."""
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {k: _scrub(v) for k, v in value.items()}
+        return {k: redact_nested(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(_scrub(v) for v in value)
+        return type(value)(redact_nested(v) for v in value)
     return value
 
 
 def redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     if not _SECRETS and not _REGISTERED:
         return event_dict
-    return {key: _scrub(value) for key, value in event_dict.items()}
+    return {key: redact_nested(value) for key, value in event_dict.items()}
 
 
 # syslog(3) priorities of structlog's method names.

@@ -33,7 +33,7 @@ from core.market_calendar import new_york_time
 from core.models import AccountView, BrokerOrder, PositionView
 
 if TYPE_CHECKING:
-    from core.orchestrator import IterationResult
+    from core.iteration_result import IterationResult
     from core.state.store import Halt, StateStore
 
 log = structlog.get_logger("orchestrator")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import date
 
 from core.models import BrokerOrder, OrderSpec
+from core.order_ids import dry_run_key
 from core.ports import IntentRecord, IntentState
 
 
@@ -60,6 +61,16 @@ class MemoryJournal:
     def pending_intents(self) -> list[IntentRecord]:
         return [r for r in self.intents.values() if r.state == IntentState.PENDING]
 
-    def handled_signals(self, session: date) -> set[tuple[str, str]]:
+    def record_dry_run_intent(self, spec: OrderSpec, signal_session: date, reason: str) -> bool:
+        key = dry_run_key(spec.client_order_id)
+        if key in self._records:
+            return False
+        self._records[key] = IntentRecord(key, spec.symbol, spec.side.value, spec.qty, spec.notional, spec.order_type,
+                                         spec.time_in_force, signal_session, reason, IntentState.DRY_RUN,
+                                         message="dry run: not sent")
+        return True
+
+    def handled_signals(self, session: date, *, dry_run: bool = False) -> set[tuple[str, str]]:
+        ignored = {IntentState.ABANDONED, IntentState.PENDING} | (set() if dry_run else {IntentState.DRY_RUN})
         return {(r.symbol, r.side) for r in self.intents.values()
-                if r.signal_session == session and r.state not in (IntentState.ABANDONED, IntentState.PENDING)}
+                if r.signal_session == session and r.state not in ignored}

@@ -181,6 +181,9 @@ class PortfolioSnapshot:
     # The daemon's own quantity per symbol (its book). None: every share at the broker is its own
     # (the backtest). Otherwise exits sell at most this, never the user's shares next to it.
     own_qty: dict[str, float] | None = None
+    # client_order_ids of the open orders that are the daemon's own (its prefix and instance). None: every
+    # open order is its own (the backtest). Another's open sell never blocks the daemon's exit.
+    own_order_ids: frozenset[str] | None = None
 
     def open_order_symbols(self) -> set[str]:
         return {order.symbol for order in self.open_orders}

@@ -31,6 +31,7 @@ from core.events import (
     DaemonStopped,
     DailySummary,
     Event,
+    ExitBlocked,
     HaltCleared,
     HaltTripped,
     OrderFilled,
@@ -111,6 +112,9 @@ def format_message(event: Event, mode: str) -> Message | None:
         return Message(event.KIND, f"{tag} exiting on an error",
                        f"{event.error_type}: {event.error}\nUnder systemd it is restarted unless the exit code is "
                        "2 (configuration) or 3 (refused to trade).", "failure")
+    if isinstance(event, ExitBlocked):
+        return Message(event.KIND, f"{tag} exit of {event.symbol} blocked: action needed",
+                       f"{event.reason}\nsession {event.session}. The daemon retries at every iteration.", "warning")
     if isinstance(event, DailySummary):
         positions = "\n".join(f"  {p.symbol} {p.qty:g}  value {_money(p.market_value)}  P&L {_signed(p.unrealised_pnl)}"
                               for p in event.positions) or "  none"

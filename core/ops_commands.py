@@ -28,11 +28,22 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
                       help="serve the read-only status page and /metrics on 127.0.0.1 (--port or HTTP_PORT) "
                            "until interrupted")
     parser.add_argument("--port", type=int, default=None, metavar="N", help="port for --serve (default: HTTP_PORT)")
+    add_state_dir_arguments(parser)
+
+
+def add_state_dir_arguments(parser: argparse.ArgumentParser, *, suppress: bool = False) -> None:
+    """--sim / --state-dir: which state directory a command reads (`status`, `halts`). `suppress` for a
+    subcommand's copy, so that its absence does not overwrite the value given to the parent command."""
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--sim", action="store_true",
+    where.add_argument("--sim", action="store_true", default=argparse.SUPPRESS if suppress else False,
                        help="the last simulated run (STATE_DIR/sim, what `make run` writes)")
-    where.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
+    where.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS if suppress else None, metavar="DIR",
                        help="read this state directory instead of STATE_DIR (e.g. a backup, or STATE_DIR/sim-dry-run)")
+
+
+def state_target(args: argparse.Namespace, config: AppConfig) -> AppConfig:
+    """The configuration with STATE_DIR as --sim / --state-dir chose it."""
+    return _target(args, config)
 
 
 def _target(args: argparse.Namespace, config: AppConfig) -> AppConfig:

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Protocol
 
 import structlog
 
 from agents.data_agent import DataAgent
-from agents.execution_agent import ExecutionAgent, ExecutionReport
+from agents.execution_agent import ExecutionAgent
 from agents.risk_agent import RiskAgent, RiskParams
 from agents.signal_agent import SignalAgent
 from config.settings import AppConfig
@@ -50,6 +49,7 @@ from core.errors import BrokerError, CandidatesError, ReconciliationError, Tradi
 from core.events import EventSink, IterationFailed, NullEventSink
 from core.exit_commitments import ExitCommitments
 from core.instance_guard import InstanceGuard
+from core.iteration_result import IterationResult
 from core.live_decision_ports import BrokerPriceGate, LiveBrokerWatch
 from core.loop_backoff import loop_backoff_seconds
 from core.loop_observers import (
@@ -60,7 +60,7 @@ from core.loop_observers import (
 )
 from core.market_calendar import MarketCalendar, get_market_calendar
 from core.market_clock import MarketClock
-from core.models import Rejection, Signal
+from core.models import Signal
 from core.ports import TradingGateway
 from core.price_guard import PriceGuard
 from core.reconcile import Reconciler
@@ -71,24 +71,6 @@ log = structlog.get_logger("orchestrator")
 
 MAX_SLEEP_STEP_SECONDS = 300.0
 RERUN_REJECTED_AFTER = timedelta(minutes=30)
-
-
-@dataclass
-class IterationResult:
-    number: int
-    focus: list[str]
-    market_open: bool
-    requests: dict[str, int]
-    signals: int = 0
-    submitted: int = 0
-    rejected: int = 0
-    dry_run: int = 0
-    duration_s: float = 0.0
-    cpu_s: float = 0.0
-    excluded: dict[str, str] = field(default_factory=dict)
-    halts: list[str] = field(default_factory=list)
-    risk_rejections: list[Rejection] = field(default_factory=list)
-    execution: ExecutionReport | None = None
 
 
 class Notifier(Protocol):
@@ -116,7 +98,8 @@ class Orchestrator:
         self.store = store
         # The host's clock, measured against the broker's on every clock request (core/broker_time.py),
         # and a calendar the broker corrects and whose clock decides the session (core/broker_calendar.py).
-        clock = self.clock = BrokerTimeClock(clock, config.max_clock_skew_seconds)
+        clock = self.clock = clock if isinstance(clock, BrokerTimeClock) else BrokerTimeClock(
+            clock, config.max_clock_skew_seconds)   # shared with the store and the metrics: one time base
         self.calendar = BrokerCalendar(calendar or get_market_calendar(), self.clock.to_broker)
         self.dry_run = dry_run
         self.notifier = notifier
@@ -162,9 +145,13 @@ class Orchestrator:
 
     def startup(self, *, accept_broker_quantities: bool = False) -> None:
         """Reconcile with the broker before anything else; raises ReconciliationError to refuse."""
+        # The broker's clock first (cached for the loop's first step): a skewed host clock is corrected
+        # before the reconciliation judges which decision is stale.
+        self.market_clock.view(self.clock.now())
         recent_orders = self.gateway.get_orders("all")
         try:
-            self.instance_guard.check_at_startup(recent_orders)
+            self.instance_guard.check_at_startup(recent_orders, self.store,
+                                                 self.calendar.current_or_next_session(self.clock.now()))
             report = self.reconciler.reconcile(accept_broker_quantities=accept_broker_quantities)
         except ReconciliationError as exc:
             self.events.emit(startup_refused(exc, self.clock.now()))
@@ -234,13 +221,15 @@ class Orchestrator:
         if market_open is None:
             market_open = self.market_clock.is_open(started)
         trading_session = self.calendar.current_or_next_session(started)
+        # A daily-loss halt lapses when its session ends, decision or not (HaltWatcher reports it). No request.
+        self.store.clear_expired_halts(trading_session)
 
         self._refresh_open_orders(trading_session)
         self.reconciler.resolve_pending_intents(trading_session, may_submit=market_open)  # none: no request
         focus = self.load_focus_symbols()
         data = self.data_agent.process(focus, limit=self.signal_agent.bars_to_fetch)
         positions = self.gateway.get_positions()
-        self.reconciler.sync_positions(positions, trading_session)
+        positions = self.reconciler.sync_positions(positions, trading_session).positions  # reductions re-read
         self._known_positions = set(positions)
         result = IterationResult(number=number, focus=focus, market_open=market_open, requests={},
                                  excluded=dict(data.excluded))
@@ -251,7 +240,7 @@ class Orchestrator:
         signals = [signal for signal in signals if signal.symbol not in unresolved]
         result.signals = len(signals)
         signal_session = data.as_of or self.calendar.last_completed_session(started)
-        handled = self.store.handled_signals(signal_session)
+        handled = self.store.handled_signals(signal_session, dry_run=self.dry_run)
         accepted, rejected = self.validator.validate(signals, started, data.current_prices, handled)
         accepted = self.exits.pursue(accepted, positions)
         result.rejected += len(rejected)

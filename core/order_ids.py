@@ -50,6 +50,15 @@ class OrderId:
         return (self.prefix, self.session, self.symbol, self.side)
 
 
+# A dry run's decisions are journalled under their own key, never under the client_order_id a real run
+# would send: a dry run on the production state directory must not make a real decision look handled.
+DRY_RUN_KEY_PREFIX = "dry-run:"
+
+
+def dry_run_key(client_order_id: str) -> str:
+    return DRY_RUN_KEY_PREFIX + client_order_id
+
+
 def new_instance_id() -> str:
     return "i" + secrets.token_hex(4)
 

@@ -17,6 +17,11 @@ next start-up:
   by 1/r (the cost is kept). The daemon's own quantity is multiplied by r and every stored price an
   exit rule uses is divided by r. A reverse split may pay a fractional remainder in cash: the own
   quantity is then capped at what the broker holds.
+- a split the broker's corporate-actions data LISTS (ex-date since the last observation, and the
+  broker's avg_entry_price shows it applied) is authoritative even when the quantity does not follow
+  the ratio exactly: the daemon's own quantity is re-based first (x r), and whatever is left of the
+  difference is explained as above, as the user's trade (`Explanation.residual`). A user who sold or
+  bought between the split and the daemon's next look no longer hides the split.
 - the user bought: the outside quantity grows; the own quantity stays.
 - the user sold: the user's own shares are taken first; only when the broker holds less than the
   daemon's own quantity does the own quantity fall, to what the broker holds (the daemon can never
@@ -78,6 +83,9 @@ class Explanation:
     previous_outside_qty: float
     ratio: float | None = None     # for a split: new shares per old share
     confirmed_by_prices: bool = False  # a split read from quantity AND avg_entry_price (else quantity only)
+    # For a split: what explains the rest of the change once the split is applied (a user's trade), or
+    # None when the split explains it all.
+    residual: Cause | None = None
 
     @property
     def outside_changed(self) -> bool:
@@ -158,7 +166,7 @@ def explain(own_now: float, seen: SeenPosition | None, broker_qty: float, broker
     """
     expected, last_avg, previous_outside = baseline(own_now, seen, book_avg)
     broker_qty = max(broker_qty, 0.0)
-    if abs(broker_qty - expected) <= QTY_TOLERANCE:
+    if split is None and abs(broker_qty - expected) <= QTY_TOLERANCE:
         return Explanation(Cause.UNCHANGED, min(own_now, broker_qty), max(0.0, broker_qty - own_now),
                            previous_outside)
     own_fills_since = seen is not None and abs(own_now - seen.own_qty) > QTY_TOLERANCE
@@ -168,8 +176,7 @@ def explain(own_now: float, seen: SeenPosition | None, broker_qty: float, broker
         ratio = split_ratio(expected, last_avg, broker_qty, broker_avg)
         by_prices = ratio is not None
     if ratio is not None and own_now > QTY_TOLERANCE:
-        own = min(own_now * ratio, broker_qty)
-        return Explanation(Cause.SPLIT, own, max(0.0, broker_qty - own), previous_outside, ratio, by_prices)
+        return _split_then_residual(own_now, expected, previous_outside, broker_qty, ratio, by_prices)
     own = min(own_now, broker_qty)
     outside = max(0.0, broker_qty - own)
     if own_now > QTY_TOLERANCE and own <= QTY_TOLERANCE:
@@ -185,11 +192,62 @@ def explain(own_now: float, seen: SeenPosition | None, broker_qty: float, broker
     return Explanation(cause, own, outside, previous_outside)
 
 
-def matching_split(events: list[SplitEvent], symbol: str, since: date, until: date, before_qty: float,
-                   after_qty: float) -> SplitEvent | None:
-    """The corporate action (ex-date in [since, until]) that turns `before_qty` into `after_qty`."""
+def _split_then_residual(own_now: float, expected: float, previous_outside: float, broker_qty: float, ratio: float,
+                         by_prices: bool) -> Explanation:
+    """A split of `ratio` re-bases the daemon's own quantity and the last observation first; what the
+    split does not explain (the user sold or bought in the meantime) is then explained as usual."""
+    own_split = own_now * ratio
+    outside_before = previous_outside * ratio
+    own = min(own_split, broker_qty)
+    outside = max(0.0, broker_qty - own)
+    residual: Cause | None = None
+    if not split_fits(expected, broker_qty, ratio):
+        if own < own_split - QTY_TOLERANCE:
+            residual = Cause.GONE if own <= QTY_TOLERANCE else Cause.OWN_REDUCED
+        elif outside > outside_before + QTY_TOLERANCE:
+            residual = Cause.OUTSIDE_BOUGHT
+        elif outside < outside_before - QTY_TOLERANCE:
+            residual = Cause.OUTSIDE_SOLD
+    return Explanation(Cause.SPLIT, own, outside, previous_outside, ratio, by_prices, residual)
+
+
+def split_applied(ratio: float, before_avg: float, after_avg: float) -> bool:
+    """Whether the broker's avg_entry_price moved from `before_avg` to `after_avg` by the split rather than
+    not at all: after_avg is nearer (as a ratio) to before_avg / ratio than to before_avg.
+
+    A user's sale leaves the average as it was, and a user's purchase at the post-split price pulls it
+    towards the post-split level, so a trade next to the split never hides it nor fakes it.
+    """
+    if min(before_avg, after_avg, ratio) <= 0 or not all(map(math.isfinite, (before_avg, after_avg, ratio))):
+        return False
+    moved = abs(math.log(before_avg / after_avg))
+    return abs(math.log(before_avg / after_avg) - math.log(ratio)) < moved
+
+
+def matching_split(events: list[SplitEvent], symbol: str, since: date, until: date, before_avg: float,
+                   after_avg: float, *, seen_on: date | None = None) -> SplitEvent | None:
+    """The listed split of `symbol` (ex-date in [since, until]) that the broker applied since the last
+    observation: its avg_entry_price shows it (`split_applied`). Without a usable average, an ex-date
+    after the day of the last observation (`seen_on`) is enough: the observation came before it."""
     for event in events:
-        if event.symbol == symbol and since <= event.ex_date <= until and split_fits(before_qty, after_qty,
-                                                                                      event.ratio):
+        if event.symbol != symbol or not since <= event.ex_date <= until:
+            continue
+        prices_usable = min(before_avg, after_avg) > 0
+        if split_applied(event.ratio, before_avg, after_avg) or (
+                not prices_usable and seen_on is not None and event.ex_date > seen_on):
             return event
     return None
+
+
+def unexplained_change(own_now: float, seen: SeenPosition | None, broker_qty: float, broker_avg: float,
+                       cause: Cause) -> bool:
+    """Whether a held symbol's broker position changed in a way the daemon's own fills do not explain:
+    its quantity (any cause but UNCHANGED), or, with no own fill since the last look, its average price
+    (a split whose new quantity a user's trade happened to bring back to the old one)."""
+    if own_now <= QTY_TOLERANCE or broker_qty <= QTY_TOLERANCE:
+        return False
+    if cause is not Cause.UNCHANGED:
+        return True
+    if seen is None or abs(own_now - seen.own_qty) > QTY_TOLERANCE or min(seen.avg_entry_price, broker_avg) <= 0:
+        return False
+    return abs(broker_avg / seen.avg_entry_price - 1.0) >= MIN_SPLIT_CHANGE

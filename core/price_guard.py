@@ -20,9 +20,10 @@ was sized from), so anything computed from it later (the whole-share fallback) u
 
 Exits (`check_exits`): a sell is the held quantity, never sized from a price, so only its reason
 can be fooled:
-- stop-loss: sent only when the position's `current_price` (the broker's) confirms it, i.e. it is
-  at most stop level x (1 + MAX_PRICE_DISAGREEMENT_PCT), stop level = entry x (1 - STOP_LOSS_PCT).
-  A real fall stays below it however far it goes; a bar at a tenth of the price does not.
+- stop-loss: sent only when the position's `current_price` (the broker's) confirms it, stop level =
+  entry x (1 - STOP_LOSS_PCT): `current_price` at or below the stop level (a real fall, however far),
+  or at most MAX_PRICE_DISAGREEMENT_PCT above it while the bars' close agrees with `current_price`
+  within that bound. A bar at half the price, with the broker's price just above the stop, does not.
 - mean-reverted: sent when the bar's close and `current_price` agree within the bound.
 - max holding: not about price; always sent.
 - no usable `current_price`: sent (missing data never blocks an exit).
@@ -207,16 +208,32 @@ class PriceGuard:
         why = target.signal.reason
         if why is SignalReason.EXIT_STOP_LOSS and _usable(entry):
             assert entry is not None
-            stop_level = entry * (1.0 - self.stop_loss_pct)
-            if current > stop_level * (1.0 + self.max_disagreement_pct):
-                return (f"{symbol}: stop-loss not confirmed: the bars' close ${close:,.2f} is below the stop level "
-                        f"${stop_level:,.2f} (entry ${entry:,.2f}), but the broker's current price "
-                        f"${current:,.2f} is above it by more than MAX_PRICE_DISAGREEMENT_PCT "
-                        f"{self.max_disagreement_pct:.1%}: a bad print; the position is kept")
+            return self._stop_loss_refusal(symbol, close, current, entry)
         if why is SignalReason.EXIT_MEAN_REVERTED and _usable(close):
             gap = disagreement(close, current)
             if gap > self.max_disagreement_pct:
                 return (f"{symbol}: mean-reversion exit not confirmed: the bars' close ${close:,.2f} disagrees with "
                         f"the broker's current price ${current:,.2f} by {gap:.1%}, beyond "
                         f"MAX_PRICE_DISAGREEMENT_PCT {self.max_disagreement_pct:.1%}; the position is kept")
+        return None
+
+    def _stop_loss_refusal(self, symbol: str, close: float, current: float, entry: float) -> str | None:
+        """A stop-loss is confirmed by the broker's own price: at or below the stop level (a real fall,
+        however far), or within MAX_PRICE_DISAGREEMENT_PCT above it while the bars' close agrees with
+        it within the same bound. A close far from the broker's price near the stop is a bad print."""
+        stop_level = entry * (1.0 - self.stop_loss_pct)
+        if current <= stop_level:
+            return None
+        band_top = stop_level * (1.0 + self.max_disagreement_pct)
+        if current > band_top:
+            return (f"{symbol}: stop-loss not confirmed: the bars' close ${close:,.2f} is below the stop level "
+                    f"${stop_level:,.2f} (entry ${entry:,.2f}), but the broker's current price "
+                    f"${current:,.2f} is above it by more than MAX_PRICE_DISAGREEMENT_PCT "
+                    f"{self.max_disagreement_pct:.1%}: a bad print; the position is kept")
+        gap = disagreement(close, current) if _usable(close) else math.inf
+        if gap > self.max_disagreement_pct:
+            return (f"{symbol}: stop-loss not confirmed: the broker's current price ${current:,.2f} is above the "
+                    f"stop level ${stop_level:,.2f} (entry ${entry:,.2f}) and the bars' close ${close:,.2f} "
+                    f"disagrees with it by {gap:.1%}, beyond MAX_PRICE_DISAGREEMENT_PCT "
+                    f"{self.max_disagreement_pct:.1%}: a bad print; the position is kept")
         return None

@@ -29,6 +29,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from core.errors import StateError
+from core.state.failures import state_dir_failure, state_failure
 
 LOCK_FILE_NAME = "trading-daemon.lock"
 PID_FILE_NAME = "trading-daemon.pid"
@@ -76,7 +77,10 @@ class StateDirLock:
         if self.is_held:
             return self
         # 0700: the state directory holds the order book; nobody else needs to list it.
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise state_dir_failure(_dir_display(self.state_dir), exc) from None
         lock = FileLock(str(self.lock_path), **_filelock_options())
         try:
             lock.acquire(timeout=0)
@@ -88,8 +92,8 @@ class StateDirLock:
                 f"(lock file {self.lock_path}{held_by}); stop it first, or give this one its own STATE_DIR"
             ) from None
         except OSError as exc:
-            raise StateError(f"cannot lock STATE_DIR={_dir_display(self.state_dir)} "
-                             f"(lock file {self.lock_path}): {exc}") from None
+            raise state_failure(f"cannot lock STATE_DIR={_dir_display(self.state_dir)} "
+                                f"(lock file {self.lock_path}): {exc}", exc) from None
         self._lock = lock
         try:
             # filelock applies `mode` only when it creates the file; an older file keeps its bits.
@@ -98,7 +102,7 @@ class StateDirLock:
             self._write_pid_file()
         except OSError as exc:
             self.release()
-            raise StateError(f"cannot write {self.pid_path}: {exc}") from None
+            raise state_failure(f"cannot write {self.pid_path}: {exc}", exc) from None
         return self
 
     def release(self) -> None:

@@ -36,7 +36,16 @@ from core.events import EventSink, NullEventSink
 from core.loop_observers import announce_fill
 from core.market_calendar import MarketCalendar, new_york_time
 from core.models import BrokerOrder, PositionView
-from core.ownership import Cause, Explanation, SeenPosition, SplitEvent, baseline, explain, matching_split
+from core.ownership import (
+    Cause,
+    Explanation,
+    SeenPosition,
+    SplitEvent,
+    baseline,
+    explain,
+    matching_split,
+    unexplained_change,
+)
 from core.ports import IntentRecord, IntentState, TradingGateway
 
 if TYPE_CHECKING:
@@ -59,6 +68,7 @@ class ReconcileReport:
     flagged: list[str] = field(default_factory=list)
     adjusted: list[str] = field(default_factory=list)
     unresolved: list[str] = field(default_factory=list)     # client_order_ids the broker could not answer for
+    rejected: list[str] = field(default_factory=list)       # resubmissions the broker refused for good
     rebased: dict[str, float] = field(default_factory=dict)  # symbol -> split ratio applied to the book
     outside: dict[str, float] = field(default_factory=dict)  # symbol -> shares at the broker that are not ours
 
@@ -66,7 +76,7 @@ class ReconcileReport:
         return {
             "positions": sorted(self.positions), "intents_resolved": self.resolved,
             "intents_resubmitted": self.resubmitted, "intents_abandoned": self.abandoned,
-            "intents_unresolved": self.unresolved,
+            "intents_unresolved": self.unresolved, "intents_rejected": self.rejected,
             "closed_externally": self.closed_externally, "adopted": self.adopted, "flagged": self.flagged,
             "adjusted": self.adjusted, "rebased": self.rebased, "outside_shares": self.outside,
         }
@@ -134,8 +144,11 @@ class Reconciler:
             )
         # Read after the intents and orders above: a fill they applied is in this answer too.
         positions = self._startup_read(self.gateway.get_positions)
+        busy = self.busy_symbols()
+        positions, unconfirmed = self.confirm_reductions(
+            positions, busy, lambda: self._startup_read(self.gateway.get_positions))
         report.positions = positions
-        self._reconcile_holdings(positions, session, report, busy=self.busy_symbols(),
+        self._reconcile_holdings(positions, session, report, busy=busy | unconfirmed,
                                  adopt_outside=accept_broker_quantities)
         self.store.record_position_snapshot(positions)
         return report
@@ -191,9 +204,7 @@ class Reconciler:
         elif intent.signal_session == decision_session and not self.execution.dry_run:
             placed = self.execution.resume_intent(intent)
             if placed is None:
-                report.unresolved.append(cid)
-                log.warning("intent_unresolved", client_order_id=cid, symbol=intent.symbol,
-                            reason="resubmission did not reach a known state", effect="looked up again next time")
+                self._resubmission_not_placed(intent, report)
             else:
                 self.apply_order_update(placed, session)
                 report.resubmitted.append(cid)
@@ -204,6 +215,21 @@ class Reconciler:
             self.store.mark_intent(cid, IntentState.ABANDONED,
                                    message=f"absent at the broker; decision of {intent.signal_session} is stale")
             report.abandoned.append(cid)
+
+    def _resubmission_not_placed(self, intent: IntentRecord, report: ReconcileReport) -> None:
+        """What became of a resubmission that placed no order: the broker refused it for good (the intent is
+        final, with the broker's reason), or its outcome is still unknown (looked up again next time)."""
+        cid = intent.client_order_id
+        after = self.store.get_intent(cid)
+        if after is not None and after.state != IntentState.PENDING:
+            report.rejected.append(cid)
+            log.warning("intent_resubmission_refused", client_order_id=cid, symbol=intent.symbol, side=intent.side,
+                        state=after.state, reason=after.message or "refused by the broker",
+                        effect="not sent; the decision is settled (no retry)")
+            return
+        report.unresolved.append(cid)
+        log.warning("intent_unresolved", client_order_id=cid, symbol=intent.symbol,
+                    reason="resubmission did not reach a known state", effect="looked up again next time")
 
     def busy_symbols(self) -> set[str]:
         """Symbols a fill of the daemon's may still change: an order open in the store or an unresolved intent.
@@ -217,9 +243,53 @@ class Reconciler:
     def sync_positions(self, positions: dict[str, PositionView], session: date) -> ReconcileReport:
         """Per-iteration sync: symbols with an open order or an unresolved intent of ours are left alone
         (a fill of ours may be in flight); the others are explained against the book."""
+        busy = self.busy_symbols()
+        positions, unconfirmed = self.confirm_reductions(positions, busy, self.gateway.get_positions)
         report = ReconcileReport(positions=positions)
-        self._reconcile_holdings(positions, session, report, busy=self.busy_symbols())
+        self._reconcile_holdings(positions, session, report, busy=busy | unconfirmed)
         return report
+
+    def confirm_reductions(self, positions: dict[str, PositionView], busy: set[str],
+                           read_again: Callable[[], dict[str, PositionView]]
+                           ) -> tuple[dict[str, PositionView], set[str]]:
+        """A held position that disappeared, or fell below the daemon's own quantity, is read once more
+        before the book changes: one glitchy answer (an empty `GET /v2/positions`) must not disown it.
+
+        One extra request, only on that event. Returns the positions to work with (a symbol whose two
+        reads disagree takes the second read's position) and the symbols whose change is unconfirmed:
+        their book and last observation are kept, and the next iteration looks again.
+        """
+        book = self.store.book()
+        seen = self.store.seen_positions()
+        suspects = []
+        for symbol, mine in book.items():
+            if symbol in busy or mine.qty <= QTY_TOLERANCE:
+                continue
+            theirs = positions.get(symbol)
+            change = explain(mine.qty, seen.get(symbol), theirs.qty if theirs else 0.0,
+                             theirs.avg_entry_price if theirs else 0.0, book_avg=mine.avg_entry_price)
+            if change.cause in (Cause.GONE, Cause.OWN_REDUCED):
+                suspects.append(symbol)
+        if not suspects:
+            return positions, set()
+        second = read_again()
+        merged = dict(positions)
+        unconfirmed: set[str] = set()
+        for symbol in suspects:
+            first_qty = positions[symbol].qty if symbol in positions else 0.0
+            again = second.get(symbol)
+            second_qty = again.qty if again is not None else 0.0
+            if abs(first_qty - second_qty) <= QTY_TOLERANCE:
+                continue
+            unconfirmed.add(symbol)
+            if again is not None:
+                merged[symbol] = again
+            else:
+                merged.pop(symbol, None)
+            log.warning("position_change_unconfirmed", symbol=symbol, book_qty=book[symbol].qty,
+                        first_read_qty=first_qty, second_read_qty=second_qty,
+                        effect="the book is kept; the broker's positions are checked again at the next iteration")
+        return merged, unconfirmed
 
     def apply_order_update(self, order: BrokerOrder, session: date | None = None) -> float:
         """Record the broker's view of an order; apply any new fill to the book. Returns the fill delta."""
@@ -277,13 +347,13 @@ class Reconciler:
             confirmed_by: list[str] = []
             if change.cause is Cause.SPLIT:
                 confirmed_by.append(f"broker position: qty x{change.ratio:g}, avg_entry_price /{change.ratio:g}")
-            if own > QTY_TOLERANCE and broker_qty > QTY_TOLERANCE and change.cause is not Cause.UNCHANGED:
+            if unexplained_change(own, last, broker_qty, broker_avg, change.cause):
                 # Something the daemon's own fills do not explain, in a symbol it holds: a split is suspected.
-                expected = baseline(own, last, book_avg)[0]
-                event, note = self._split_listed(symbol, last, mine.entry_session if mine else None, expected,
-                                                 broker_qty)
+                last_avg = baseline(own, last, book_avg)[1]
+                event, note = self._split_listed(symbol, last, mine.entry_session if mine else None, last_avg,
+                                                 broker_avg)
                 confirmed_by.append(note)
-                if event is not None:  # its exact terms, rather than the ratio read from rounded prices
+                if event is not None:  # listed and applied: authoritative, whatever else moved the quantity
                     change = explain(own, last, broker_qty, broker_avg, book_avg=book_avg, split=event.ratio)
             own_after = self._apply_change(symbol, own, change, theirs, session, report, confirmed_by)
             current = self.store.book().get(symbol) if adopt_outside else None  # after a re-base, if any
@@ -310,6 +380,7 @@ class Reconciler:
             report.rebased[symbol] = change.ratio
             log.warning("position_rebased", symbol=symbol, ratio=change.ratio, own_qty_before=own,
                         own_qty=change.own_qty, broker_qty=broker_qty, confirmed_by=confirmed_by,
+                        residual=change.residual.value if change.residual else None,
                         effect="quantity x ratio, entry prices / ratio: exits use split-adjusted prices")
         elif change.cause is Cause.GONE:
             self.store.close_externally(symbol, session)
@@ -324,7 +395,8 @@ class Reconciler:
         if change.outside_changed:
             log.warning("outside_shares_changed", symbol=symbol, broker_qty=broker_qty, own_qty=change.own_qty,
                         outside_qty=change.outside_qty, previous_outside_qty=change.previous_outside_qty,
-                        cause=change.cause.value, effect="not the daemon's: reported, never traded by it")
+                        cause=(change.residual or change.cause).value,
+                        effect="not the daemon's: reported, never traded by it")
         return change.own_qty
 
     def _adopt(self, symbol: str, theirs: PositionView, origin: str, report: ReconcileReport) -> None:
@@ -334,8 +406,8 @@ class Reconciler:
         log.warning("unknown_position", symbol=symbol, qty=theirs.qty, policy=self.config.unknown_position_policy,
                     effect="adopted: managed by the daemon as its own")
 
-    def _split_listed(self, symbol: str, last: SeenPosition | None, entry_session: date | None, before_qty: float,
-                      after_qty: float) -> tuple[SplitEvent | None, str]:
+    def _split_listed(self, symbol: str, last: SeenPosition | None, entry_session: date | None, before_avg: float,
+                      after_avg: float) -> tuple[SplitEvent | None, str]:
         """Ask the broker's corporate-actions data (one request, only when a split is suspected)."""
         today = new_york_time(self.clock.now()).date()
         if last is not None:
@@ -346,9 +418,11 @@ class Reconciler:
             events = self.gateway.get_splits([symbol], since, today)
         except BrokerError as exc:
             return None, f"corporate actions: unavailable ({exc})"
-        event = matching_split(events, symbol, since, today, before_qty, after_qty)
+        event = matching_split(events, symbol, since, today, before_avg, after_avg,
+                               seen_on=new_york_time(last.seen_at).date() if last is not None else None)
         if event is None:
-            return None, f"corporate actions: no split of {symbol} listed between {since} and {today} fits"
+            return None, (f"corporate actions: no split of {symbol} listed between {since} and {today} that the "
+                          "broker's avg_entry_price shows applied")
         return event, f"corporate actions: {event.describe()}"
 
     def _remember(self, symbol: str, last: SeenPosition | None, broker_qty: float, broker_avg: float,

@@ -9,7 +9,7 @@ scanner ranks by the measure the entry rule uses. `score_name` and `no_score_rea
 exclusion reasons.
 
 The universe is always the configured one, never the previous candidates, so the scanner cannot
-feed on its own output. The daily scan (scripts/scan_opportunities.py) and the backtest both call
+feed on its own output. The daily scan (core/daily_scan.py) and the backtest both call
 `rank_candidates()`.
 """
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from config.settings import AppConfig
 from core.clock import SimClock
-from core.market_calendar import NEW_YORK, get_market_calendar
+from core.market_calendar import NEW_YORK, MarketCalendar, get_market_calendar
 
 if TYPE_CHECKING:
     from core.broker.factory import MarketConnection
@@ -29,6 +29,39 @@ if TYPE_CHECKING:
 
 DEFAULT_SIM_START = date(2025, 6, 2)
 DEFAULT_SIM_SESSIONS = 20
+
+
+# Sessions of history the simulated market must have before the first simulated session (the bars the
+# strategies look back over, with room to spare).
+SIM_HISTORY_SESSIONS = 260
+
+
+def sim_window_error(sim_start: date | None, sessions: int | None, once: bool) -> str | None:
+    """Why `--sim-start` / `--sessions` cannot be simulated (one message naming the value), or None."""
+    calendar = get_market_calendar()
+    if sessions is not None and sessions < 1:
+        return f"--sessions {sessions}: expected a whole number of simulated sessions >= 1"
+    earliest = _earliest_start(calendar)
+    latest = calendar.previous_session(calendar.last_session)   # a next open must exist after the last one
+    first = sim_start or DEFAULT_SIM_START
+    if not earliest <= first <= latest:
+        return (f"--sim-start {first}: expected a date from {earliest} to {latest} (the simulated market's "
+                f"calendar, with {SIM_HISTORY_SESSIONS} sessions of history before the start)")
+    if not calendar.is_session(first):
+        first = calendar.next_session(first)
+    count = 1 if once else (sessions or DEFAULT_SIM_SESSIONS)
+    last_possible = calendar.session_distance(first, latest) + 1
+    if count > last_possible:
+        return (f"--sessions {count}: from {first} the simulated market's calendar has {last_possible} sessions "
+                f"left (it ends {calendar.last_session}); expected at most {last_possible}")
+    return None
+
+
+def _earliest_start(calendar: MarketCalendar) -> date:
+    day = calendar.first_session
+    for _ in range(SIM_HISTORY_SESSIONS):
+        day = calendar.next_session(day)
+    return day
 
 
 def sim_config(config: AppConfig, *, dry_run: bool = False) -> AppConfig:
@@ -48,12 +81,14 @@ def run_simulated(config: AppConfig, args: argparse.Namespace) -> int:
 
 def _run_simulated(config: AppConfig, args: argparse.Namespace) -> int:
     from core.broker.factory import connect
+    from core.broker_time import BrokerTimeClock
+    from core.daily_scan import scan
     from core.logging_setup import configure_logging
     from core.operations import Operations
     from core.orchestrator import Orchestrator, ScheduledTask
     from core.process_lock import StateDirLock
     from core.state.store import StateStore
-    from scripts.scan_opportunities import scan
+    from core.stop_signals import install_stop_handlers
 
     calendar = get_market_calendar()
     config = sim_config(config, dry_run=args.dry_run)
@@ -78,6 +113,8 @@ def _run_simulated(config: AppConfig, args: argparse.Namespace) -> int:
     start = datetime.combine(first, time(9, 45) if args.once else time(9, 0), tzinfo=NEW_YORK)
     clock = SimClock(start)
     connection = connect(config, clock=clock, force_sim=True)
+    # The daemon's one time base (its rows, its figures, its decisions), as in `run` on a real account.
+    daemon_clock = BrokerTimeClock(clock, config.max_clock_skew_seconds)
     print(f"Simulating {len(sessions)} session(s) {sessions[0]} .. {sessions[-1]} with "
           f"${config.sim_initial_cash:,.0f}; loop every {config.loop_interval_seconds:g}s of simulated time; "
           f"event log {state_dir / 'daemon.log'}", flush=True)
@@ -85,17 +122,15 @@ def _run_simulated(config: AppConfig, args: argparse.Namespace) -> int:
         print(f"Dry run: nothing is sent; its state is in {state_dir}, and an earlier simulated run in "
               f"{state_dir.parent / 'sim'} is kept.", flush=True)
     try:
-        with StateDirLock(state_dir), StateStore(state_dir, clock) as store, \
-                Operations(config, store=store, gateway=connection.gateway, clock=clock, calendar=calendar,
+        with StateDirLock(state_dir), StateStore(state_dir, daemon_clock) as store, \
+                Operations(config, store=store, gateway=connection.gateway, clock=daemon_clock, calendar=calendar,
                            mode="simulated", dry_run=args.dry_run, announce=lambda text: print(text, flush=True)) as ops:
             scanner = ScheduledTask("scanner", 16, 5, lambda now: scan(config, connection.gateway, clock, calendar),
                                     calendar, clock.now())
-            orchestrator = Orchestrator(config, connection.gateway, store, clock, calendar=calendar,
+            orchestrator = Orchestrator(config, connection.gateway, store, daemon_clock, calendar=calendar,
                                         dry_run=args.dry_run, scheduled=[] if args.once else [scanner, *ops.scheduled_tasks()],
                                         events=ops.events)
-            from core.cli import _install_signal_handlers
-
-            _install_signal_handlers(orchestrator.request_stop)
+            install_stop_handlers(orchestrator.request_stop)
             scan(config, connection.gateway, clock, calendar)  # as if yesterday's 16:05 scan had run
             orchestrator.startup()
             ops.started(orchestrator)

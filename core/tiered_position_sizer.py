@@ -240,7 +240,7 @@ class TieredPositionSizer:
         return shares, meta
 
 
-def _demo() -> None:
+def print_demo() -> None:
     """Print the seed's expensive-stock demo plus a small sizing table."""
     account = 10_000.0
     frac = TieredPositionSizer(account, use_fractional=True)
@@ -269,4 +269,4 @@ def _demo() -> None:
 
 
 if __name__ == "__main__":
-    _demo()
+    print_demo()

@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main() -> None:
     import structlog
 
-    from tests.scenario_helpers import Scenario, ny
+    from tests.harness.clocks import ny
+    from tests.harness.scenario import Scenario
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # errors only
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,76 +1,12 @@
-"""Daily scanner (4:05 PM New York): rank the WHOLE configured universe by the selected strategy's
-score (the z-score strategy's z by default) and write candidates.json atomically. Also available as
-`trading-daemon scan`.
+"""Daily scanner (4:05 PM New York): rank the whole configured universe by the selected strategy's
+score and write candidates.json atomically; the same as `trading-daemon scan` (its options too).
 
-One batched bars fetch for the universe; symbols whose data fails validation are listed in
-`excluded` with the reason. On a day that is not a session it does nothing and says so.
+A thin entry point: the scan is core/daily_scan.py, the ranking core/scanner.py.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-import structlog
-
-from config.settings import AppConfig
-from core.candidates import CandidatesFile, write_candidates
-from core.clock import Clock
-from core.market_calendar import MarketCalendar, get_market_calendar, new_york_time
-from core.ports import MarketDataPort
-from core.scanner import rank_candidates
-
-log = structlog.get_logger("scanner")
-
-
-def scan(config: AppConfig, market: MarketDataPort, clock: Clock, calendar: MarketCalendar | None = None,
-         output: Path | None = None) -> CandidatesFile | None:
-    """Run one scan. Returns the written file, or None on a non-session day."""
-    from agents.data_agent import DataAgent
-    from agents.signal_agent import SignalAgent
-
-    calendar = calendar or get_market_calendar()
-    now = clock.now()
-    today = new_york_time(now).date()
-    if not calendar.is_session(today):
-        log.info("scan_skipped", reason=f"{today} is not an NYSE session; candidates.json left unchanged")
-        return None
-    agent = DataAgent(config, market=market, clock=clock, calendar=calendar)
-    signals = SignalAgent.from_config(config, calendar)
-    universe = config.symbols
-    bars = agent.process(universe, limit=signals.bars_to_fetch)
-    # The scanner ranks by the score the entry rule uses, computed the way the SignalAgent computes it.
-    scores = signals.scores_at(signals.prepare(bars.panel()), -1)
-    selection = rank_candidates(scores, top_n=config.scanner_top_n, oversold_z=signals.scan_threshold,
-                                data_exclusions=bars.excluded, score_name=signals.strategy.score_name,
-                                no_score_reason=signals.strategy.no_score_reason())
-    as_of = bars.as_of or calendar.last_completed_session(now)
-    result = CandidatesFile(
-        as_of=as_of, generated_at=now, universe_size=len(universe), symbols=selection.symbols,
-        scores=selection.scores, excluded=selection.excluded,
-    )
-    path = output or config.candidates_path
-    write_candidates(path, result)
-    log.info("scan_complete", as_of=as_of.isoformat(), path=str(path), symbols=selection.symbols,
-             universe_size=len(universe), excluded=len(selection.excluded), data_requests=bars.requests)
-    return result
-
-
-def scan_with_config(config: AppConfig, clock: Clock | None = None) -> CandidatesFile | None:
-    from core.broker.factory import connect
-
-    connection = connect(config, clock=clock)
-    try:
-        return scan(config, connection.gateway, connection.clock)
-    finally:
-        connection.close()
-
-
-def describe(result: CandidatesFile | None) -> str:
-    if result is None:
-        return "scan skipped: not a trading session"
-    shown = ", ".join(f"{s} ({result.scores.get(s, float('nan')):+.2f})" for s in result.symbols)
-    return f"candidates for {result.as_of}: {shown}"
 
 
 def main(argv: list[str] | None = None) -> int:

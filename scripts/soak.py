@@ -26,7 +26,7 @@ broker, if a peak reaches the rate limit, if the sim server hit an internal erro
 tried to leave loopback, or if an unhandled exception escaped the loop.
 
     .venv/bin/python scripts/soak.py                 # 30 minutes
-    .venv/bin/python scripts/soak.py --seconds 60    # what `make test` runs (tests/test_soak.py)
+    .venv/bin/python scripts/soak.py --seconds 60    # what `make test` runs (tests/e2e/test_soak.py)
 """
 
 from __future__ import annotations
@@ -193,6 +193,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     from config.settings import get_config
     from core.broker.alpaca_gateway import AlpacaGateway
     from core.clock import SimClock
+    from core.daily_scan import scan
     from core.errors import TradingDaemonError
     from core.logging_setup import configure_logging
     from core.market_calendar import NEW_YORK, get_market_calendar
@@ -200,7 +201,6 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     from core.process_lock import StateDirLock
     from core.sim import start_sim_market
     from core.state.store import StateStore
-    from scripts.scan_opportunities import scan
 
     guard = LoopbackGuard()
     sys.addaudithook(guard)

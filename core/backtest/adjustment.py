@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.backtest.data import History, _format_of, _symbol_from_name
+from core.backtest.data import History, bars_file_format, symbol_of_bars_file
 
 SPLIT_RATIOS: tuple[int, ...] = (2, 3, 4, 5, 10, 20)
 SPLIT_TOLERANCE = 0.05
@@ -65,7 +65,7 @@ def file_of(data: str | Path, symbol: str) -> Path:
     root = Path(data)
     if root.is_dir():
         for path in sorted(root.iterdir()):
-            if path.is_file() and _format_of(path) is not None and _symbol_from_name(path) == symbol:
+            if path.is_file() and bars_file_format(path) is not None and symbol_of_bars_file(path) == symbol:
                 return path
     return root
 

@@ -17,17 +17,15 @@ from typing import Any
 from config.settings import AppConfig
 from config.universe import is_valid_ticker
 from core.backtest.cli_args import DEFAULT_OUT, add_backtest_arguments
-from core.backtest.data import History, load_history, synthetic_history
+from core.backtest.data import History
 from core.backtest.engine import (
-    BENCHMARK_SYMBOL,
     BacktestOptions,
     BacktestResult,
     resolve,
     run_backtest,
-    warmup_sessions,
 )
 from core.backtest.errors import BacktestError, BacktestOptionsError
-from core.market_calendar import MarketCalendar, get_market_calendar
+from core.backtest.inputs import load_data
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -95,34 +93,6 @@ def options_from_args(args: argparse.Namespace) -> BacktestOptions:
     )
 
 
-def load_data(options: BacktestOptions, config: AppConfig, data: str | Path | None,
-              calendar: MarketCalendar | None = None) -> tuple[History, BacktestOptions]:
-    """The bars to run on, and the options with the symbols settled (a file's own symbols by default)."""
-    calendar = calendar or get_market_calendar()
-    if data is not None:
-        allowed = set(config.symbols) | set(options.symbols or ())
-        history = load_history(data, allowed, calendar=calendar)
-        if options.symbols is None:
-            ordered = [s for s in config.symbols if s in history.symbols]
-            options = _with_symbols(options, tuple(ordered + [s for s in history.symbols if s not in ordered]))
-        missing = [s for s in options.symbols or () if s not in history.symbols]
-        if missing:
-            raise BacktestOptionsError(f"{data}: no bars for {', '.join(missing)} (asked for by --symbols)")
-        return history, options
-    spec = resolve(options, config, None, calendar)
-    warmup = warmup_sessions(config)
-    earliest = calendar.sessions_between(calendar.first_session, calendar.last_session)[warmup]
-    if spec.start < earliest:
-        raise BacktestOptionsError(
-            f"--start {spec.start}: the synthetic market needs {warmup} warm-up sessions before the start and its "
-            f"calendar begins on {calendar.first_session}, so the earliest start is {earliest}")
-    first = calendar.sessions_back(spec.start, warmup)
-    # The benchmark's bars come along for the report; each symbol's bars are independent of the others.
-    generated = list(dict.fromkeys([*spec.symbols, BENCHMARK_SYMBOL]))
-    history = synthetic_history(generated, first, spec.end, spec.seed, calendar=calendar)
-    return history, options
-
-
 def period_line(options: BacktestOptions, config: AppConfig, history: History) -> str:
     """The period a run on file data covers, saying which ends are defaults and what the file holds."""
     spec = resolve(options, config, history)
@@ -143,12 +113,6 @@ def period_line(options: BacktestOptions, config: AppConfig, history: History) -
     if start > first:
         held += f"; bars before {start} serve as warm-up only, --start {first} uses them all"
     return f"Period {start} .. {end}{said}; {held}."
-
-
-def _with_symbols(options: BacktestOptions, symbols: tuple[str, ...]) -> BacktestOptions:
-    from dataclasses import replace
-
-    return replace(options, symbols=symbols)
 
 
 def command_line(args: argparse.Namespace) -> str:

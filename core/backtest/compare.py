@@ -20,9 +20,9 @@ from pathlib import Path
 
 from config.settings import AppConfig
 from config.universe import DEFAULT_NON_FRACTIONABLE
-from core.backtest.cli import load_data
 from core.backtest.data import History
 from core.backtest.engine import BacktestOptions, run_backtest
+from core.backtest.inputs import load_data
 from core.backtest.report import Metrics, compute_metrics
 
 SEED_FIVE: tuple[str, ...] = ("SPY", "QQQ", "AAPL", "GOOGL", "MSFT")

@@ -124,7 +124,7 @@ def load_history(path: str | Path, allowed_symbols: Collection[str], *,
     root = Path(path)
     allowed = {s.upper() for s in allowed_symbols}
     if root.is_dir():
-        files = sorted(p for p in root.iterdir() if p.is_file() and _format_of(p) is not None)
+        files = sorted(p for p in root.iterdir() if p.is_file() and bars_file_format(p) is not None)
         if not files:
             raise BacktestDataError(
                 f"{root}: the directory holds no bars files (expected SYMBOL.csv or SYMBOL.parquet files)",
@@ -132,7 +132,7 @@ def load_history(path: str | Path, allowed_symbols: Collection[str], *,
         parts = []
         seen: dict[str, Path] = {}
         for file in files:
-            symbol = _symbol_from_name(file)
+            symbol = symbol_of_bars_file(file)
             if symbol in seen:
                 raise BacktestDataError(f"{file}: symbol {symbol} is also given by {seen[symbol]}",
                                         path=str(file), problem="symbol given twice")
@@ -149,7 +149,7 @@ def load_history(path: str | Path, allowed_symbols: Collection[str], *,
             parts.append(_read_file(file, calendar, allowed, fixed_symbol=symbol))
         source = str(root)
     elif root.is_file():
-        if _format_of(root) is None:
+        if bars_file_format(root) is None:
             raise BacktestDataError(
                 f"{root}: unsupported file type (expected .csv, .csv.gz, .parquet or .pq)",
                 path=str(root), problem="unsupported file type")
@@ -160,7 +160,7 @@ def load_history(path: str | Path, allowed_symbols: Collection[str], *,
     return _assemble(parts, calendar, source)
 
 
-def _format_of(path: Path) -> str | None:
+def bars_file_format(path: Path) -> str | None:
     name = path.name.lower()
     for suffix, kind in FILE_SUFFIXES.items():
         if name.endswith(suffix) and len(name) > len(suffix):
@@ -168,7 +168,7 @@ def _format_of(path: Path) -> str | None:
     return None
 
 
-def _symbol_from_name(path: Path) -> str:
+def symbol_of_bars_file(path: Path) -> str:
     name = path.name
     for suffix in sorted(FILE_SUFFIXES, key=len, reverse=True):
         if name.lower().endswith(suffix):
@@ -194,7 +194,7 @@ def _fail(path: Path, row: int | None, problem: str) -> BacktestDataError:
 def _read_table(path: Path) -> pd.DataFrame:
     import pandas as pd
 
-    kind = _format_of(path)
+    kind = bars_file_format(path)
     try:
         if kind == "csv":
             # Only empty cells are missing: "NA" or "NAN" may be tickers. Blank lines are kept as

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from core.atomic_file import write_atomic
-from core.backtest.engine import DEFAULT_YEARS, _years_before
+from core.backtest.engine import DEFAULT_YEARS, years_before
 from core.backtest.progress import progress_reporter
 from core.market_calendar import MarketCalendar, bar_timestamp, get_market_calendar, session_of_bar
 from core.ports import RawBars
@@ -99,7 +99,7 @@ def default_window(calendar: MarketCalendar, last_completed: date, start: date |
     years before the end, as the backtest's default period)."""
     last = min(end or last_completed, last_completed)
     last = last if calendar.is_session(last) else calendar.previous_session(last)
-    first = start or (_years_before(last, DEFAULT_YEARS) + timedelta(days=1))
+    first = start or (years_before(last, DEFAULT_YEARS) + timedelta(days=1))
     if not calendar.is_session(first):
         first = calendar.next_session(first)
     return first, last

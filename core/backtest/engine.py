@@ -205,11 +205,11 @@ def default_period(calendar: MarketCalendar, end: date | None = None, start: dat
     if end is None:
         end = calendar.previous_session(DEFAULT_END_CUTOFF)
     if start is None:
-        start = _years_before(end, DEFAULT_YEARS) + timedelta(days=1)
+        start = years_before(end, DEFAULT_YEARS) + timedelta(days=1)
     return start, end
 
 
-def _years_before(day: date, years: int) -> date:
+def years_before(day: date, years: int) -> date:
     try:
         return day.replace(year=day.year - years)
     except ValueError:  # 29 February

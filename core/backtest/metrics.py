@@ -1,5 +1,5 @@
 """Trade and equity figures a trader reads first. Pure functions over plain values (no I/O, no plots),
-so each figure can be checked on trades worked out by hand (tests/test_backtest_metrics.py).
+so each figure can be checked on trades worked out by hand (tests/unit/test_backtest_metrics.py).
 
 Definitions (also in docs/backtest.md):
 - closed trades only for the trade figures; a win has P&L > 0, a loss P&L < 0 (a trade at exactly 0

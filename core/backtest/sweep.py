@@ -111,7 +111,7 @@ def worker_history(source: DataSource) -> History:
 
 def history_for_run(history: History, source: DataSource, options: BacktestOptions, config: AppConfig) -> History:
     """The bars `trading-daemon backtest` would run on for these options: for the synthetic market,
-    its warm-up before the start through the end (core.backtest.cli.load_data); for a file, all of it."""
+    its warm-up before the start through the end (core.backtest.inputs.load_data); for a file, all of it."""
     if source.kind != "synthetic":
         return history
     assert options.start is not None and options.end is not None

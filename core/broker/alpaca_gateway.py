@@ -50,7 +50,14 @@ from core.broker.http_session import GuardedSession
 from core.broker.rate_limiter import RateLimiter
 from core.broker.request_stats import RequestStats
 from core.broker.url_batches import PAGE_TOKEN_RESERVE_BYTES, pack_symbols
-from core.cash_flows import FLOW_ACTIVITY_TYPES, is_counted, parse_activity
+from core.cash_flows import (
+    FLOW_ACTIVITY_TYPES,
+    ActivityError,
+    CashFlows,
+    is_counted,
+    parse_activity,
+    unreadable,
+)
 from core.clock import Clock, SystemClock
 from core.errors import (
     AuthenticationError,
@@ -70,7 +77,6 @@ from core.models import (
     AccountView,
     AssetInfo,
     BrokerOrder,
-    CashFlow,
     ClockView,
     LatestPrice,
     MarketDay,
@@ -452,8 +458,9 @@ class AlpacaGateway:
                     prices[symbol] = found
         return prices
 
-    def get_cash_flows(self, after: date) -> list[CashFlow]:
-        """Deposits, withdrawals and cash journals (CSD, CSW, JNLC) dated after `after`, oldest first.
+    def get_cash_flows(self, after: date) -> CashFlows:
+        """Deposits, withdrawals and cash journals (CSD, CSW, JNLC) dated after `after`, oldest first;
+        `.unreadable` names each activity that could not be read (its id, the field, the value).
 
         alpaca-py has no method for account activities; the trading client's public `get()` sends
         the request through this adapter's session (timeout, limiter, counting) and `_call` (retries,
@@ -462,7 +469,7 @@ class AlpacaGateway:
         ep = "GET /v2/account/activities"
         params: dict[str, Any] = {"activity_types": ",".join(FLOW_ACTIVITY_TYPES), "after": after.isoformat(),
                                   "direction": "asc", "page_size": ACTIVITIES_PAGE_SIZE}
-        flows: list[CashFlow] = []
+        flows = CashFlows()
         for _ in range(MAX_ACTIVITY_PAGES):
             page: Any = self._call(ep, lambda: self._trading.get("/account/activities", dict(params)),
                                    idempotent=True)
@@ -474,8 +481,12 @@ class AlpacaGateway:
                     continue
                 try:
                     flow = parse_activity(raw)
-                except ValueError as exc:
-                    raise BadBrokerResponseError(f"{ep}: {exc}", endpoint=ep) from None
+                except ActivityError as exc:
+                    # Named, not fatal: every other activity is still read (core/cash_flow_tracker.py halts
+                    # entries until the owner acknowledges this one).
+                    if not (isinstance(exc.kind, str) and exc.kind and exc.kind not in FLOW_ACTIVITY_TYPES):
+                        flows.unreadable.append(unreadable(exc))
+                    continue
                 if flow.kind in FLOW_ACTIVITY_TYPES:
                     flows.append(flow)
             if len(page) < ACTIVITIES_PAGE_SIZE:

@@ -26,10 +26,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from core.market_calendar import NEW_YORK
+from core.sim.wire import wire_time
 
 # alpaca.trading.enums.ActivityType of alpaca-py 0.44: the types Alpaca may report.
 ACTIVITY_TYPES = frozenset(
@@ -172,15 +173,10 @@ class ActivityLog:
         """RFC-3339 (Z or offset) or YYYY-MM-DD (midnight New York)."""
         if not raw:
             return None
-        value = raw.strip().replace(" ", "+")  # an unencoded '+' arrives as a space
         try:
-            if len(value) == 10:
-                day = date.fromisoformat(value)
-                return datetime(day.year, day.month, day.day, tzinfo=NEW_YORK)
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+            return wire_time(raw)
         except ValueError:
             raise ActivityQueryError(f"invalid {name}: {raw!r}") from None
-        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
     @staticmethod
     def _page_size(raw: str | None, *, dated: bool) -> int | None:

@@ -224,7 +224,7 @@ _FIELDS = ("open", "high", "low", "close", "volume", "trade_count", "vwap")
 
 
 @dataclass(frozen=True)
-class _Block:
+class BarBlock:
     """Bars for a run of consecutive sessions (calendar indexes start..start+len-1)."""
 
     start: int
@@ -239,10 +239,10 @@ class _Block:
     def __len__(self) -> int:
         return int(self.close.shape[0])
 
-    def slice(self, lo: int, hi: int) -> _Block:
+    def slice(self, lo: int, hi: int) -> BarBlock:
         """Sessions lo..hi-1 (absolute calendar indexes)."""
         a, b = lo - self.start, hi - self.start
-        return _Block(
+        return BarBlock(
             lo,
             self.open[a:b],
             self.high[a:b],
@@ -283,7 +283,7 @@ class SyntheticBars:
         longest = max(regular)
         self._day_fraction = np.array([r / longest for r in regular], dtype=np.float64)
         self._lock = threading.Lock()
-        self._cache: OrderedDict[tuple[str, int], _Block] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int], BarBlock] = OrderedDict()
         self._market: dict[int, FloatArray] = {}
         self._params_cache: dict[str, _Params] = {}
         self._market_key = _mix_int(_mix_int(seed * _GOLDEN + 0x3A7E7) ^ 0xFFFF_FFFF_0000)
@@ -324,6 +324,20 @@ class SyntheticBars:
         unscheduled closure never started."""
         i = bisect.bisect_right(self._opens, when.timestamp()) - 1
         return self.trading_index_before(i + 1) if self._closed else i
+
+    def next_open_index(self, ts: float) -> int:
+        """Index of the first trading session whose open is after `ts` (len(self) if none)."""
+        return self.next_trading_index(bisect.bisect_right(self._opens, ts))
+
+    def next_close_index(self, ts: float) -> int:
+        """Index of the first trading session whose close is after `ts` (len(self) if none)."""
+        return self.next_trading_index(bisect.bisect_right(self._closes, ts))
+
+    def closes_between(self, after_ts: float, upto_ts: float) -> list[int]:
+        """Indexes of the trading sessions (no unscheduled closure) that closed in (after_ts, upto_ts]."""
+        lo = bisect.bisect_right(self._closes, after_ts)
+        hi = bisect.bisect_right(self._closes, upto_ts)
+        return [i for i in range(lo, hi) if not self.is_closed(i)]
 
     def first_stamp_at_or_after(self, ts: float) -> int:
         return bisect.bisect_left(self._stamps, ts)
@@ -390,7 +404,7 @@ class SyntheticBars:
             )[0]
         return noise
 
-    def _compute_blocks(self, symbols: Sequence[str], chunk: int) -> list[_Block]:
+    def _compute_blocks(self, symbols: Sequence[str], chunk: int) -> list[BarBlock]:
         """One block per symbol, computed together: every step is elementwise per symbol."""
         params = [self._symbol_params(s) for s in symbols]
 
@@ -436,13 +450,13 @@ class SyntheticBars:
         vwap = np.clip(np.round(typical + (vw_u - 0.5) * 0.2 * (high - low), 4), low, high)
         volume_i, trades_i = volume.astype(np.int64), trades.astype(np.int64)
         return [
-            _Block(i0, open_[k], high[k], low[k], close[k], volume_i[k], trades_i[k], vwap[k])
+            BarBlock(i0, open_[k], high[k], low[k], close[k], volume_i[k], trades_i[k], vwap[k])
             for k in range(len(params))
         ]
 
-    def _blocks(self, symbols: Sequence[str], chunk: int) -> list[_Block]:
+    def _blocks(self, symbols: Sequence[str], chunk: int) -> list[BarBlock]:
         with self._lock:
-            found: dict[str, _Block] = {}
+            found: dict[str, BarBlock] = {}
             missing: list[str] = []
             for symbol in symbols:
                 block = self._cache.get((symbol, chunk))
@@ -460,7 +474,7 @@ class SyntheticBars:
                 self._cache.popitem(last=False)
             return [found[s] for s in symbols]
 
-    def windows(self, symbols: Sequence[str], lo: int, hi: int) -> list[_Block]:
+    def windows(self, symbols: Sequence[str], lo: int, hi: int) -> list[BarBlock]:
         """Complete bars for calendar indexes lo..hi-1, one block per symbol (computed in batches)."""
         lo = max(lo, 0)
         hi = min(hi, len(self.sessions))
@@ -468,16 +482,16 @@ class SyntheticBars:
             empty_f = np.empty(0, dtype=np.float64)
             empty_i = np.empty(0, dtype=np.int64)
             return [
-                _Block(lo, empty_f, empty_f, empty_f, empty_f, empty_i, empty_i, empty_f) for _ in symbols
+                BarBlock(lo, empty_f, empty_f, empty_f, empty_f, empty_i, empty_i, empty_f) for _ in symbols
             ]
         per_chunk = [self._blocks(symbols, c) for c in range(lo // CHUNK, (hi - 1) // CHUNK + 1)]
-        out: list[_Block] = []
+        out: list[BarBlock] = []
         for k in range(len(symbols)):
             parts = [blocks[k] for blocks in per_chunk]
             if len(parts) == 1:
                 out.append(parts[0].slice(lo, hi))
                 continue
-            joined = _Block(
+            joined = BarBlock(
                 parts[0].start, *(np.concatenate([getattr(b, name) for b in parts]) for name in _FIELDS)
             )
             out.append(joined.slice(lo, hi))
@@ -485,7 +499,7 @@ class SyntheticBars:
             out = [self._raw_tape(symbol, block) for symbol, block in zip(symbols, out, strict=True)]
         return out
 
-    def _raw_tape(self, symbol: str, block: _Block) -> _Block:
+    def _raw_tape(self, symbol: str, block: BarBlock) -> BarBlock:
         """The model block as traded: x the ratio of every split still to come (volume / ratio)."""
         factor = raw_factors(self, self.actions.splits(symbol), block.start, len(block))
         if factor is None:
@@ -493,13 +507,13 @@ class SyntheticBars:
         open_, high, low, close = (round_price(getattr(block, n) * factor) for n in ("open", "high", "low", "close"))
         vwap = np.clip(np.round(block.vwap * factor, 4), low, high)
         volume = np.maximum(np.rint(block.volume / factor), 1.0).astype(np.int64)
-        return _Block(block.start, open_, high, low, close, volume, block.trade_count, vwap)
+        return BarBlock(block.start, open_, high, low, close, volume, block.trade_count, vwap)
 
     def splits_changed(self) -> None:
         """Forget what was derived from the raw tape (the intraday path shapes) after a new split."""
         SyntheticBars._intraday.cache_clear()
 
-    def window(self, symbol: str, lo: int, hi: int) -> _Block:
+    def window(self, symbol: str, lo: int, hi: int) -> BarBlock:
         return self.windows([symbol], lo, hi)[0]
 
     # ------------------------------------------------------------------ public API
@@ -575,7 +589,8 @@ class SyntheticBars:
             (0.0, first, second, 1.0), u[0] < p_low_first, 0.25 * u[3], 2.0 + 6.0 * u[4], 2.0 * math.pi * u[5]
         )
 
-    def _path(self, symbol: str, i: int, fractions: FloatArray) -> FloatArray:
+    def intraday_path(self, symbol: str, i: int, fractions: FloatArray) -> FloatArray:
+        """Trade prices of session `i` at `fractions` of its regular hours (0 = open, 1 = close)."""
         bar = self.bar_by_index(symbol, i)
         shape = self._intraday(symbol, i)
         e1, e2 = (bar.low, bar.high) if shape.low_first else (bar.high, bar.low)
@@ -607,7 +622,7 @@ class SyntheticBars:
         ts = when.timestamp()
         if ts >= self._closes[i]:
             return self.bar_by_index(symbol, i).close
-        return float(self._path(symbol, i, np.array([self._fraction(i, ts)]))[0])
+        return float(self.intraday_path(symbol, i, np.array([self._fraction(i, ts)]))[0])
 
     def partial_bar(self, symbol: str, session: date, now: datetime) -> DailyBar:
         """The daily bar as it stands at `now` (the full bar once the session has closed)."""
@@ -622,7 +637,7 @@ class SyntheticBars:
     def _partial(self, symbol: str, i: int, fraction: float) -> DailyBar:
         full = self.bar_by_index(symbol, i)
         grid = np.append(np.linspace(0.0, fraction, max(2, int(fraction * 390) + 1)), fraction)
-        path = self._path(symbol, i, grid)
+        path = self.intraday_path(symbol, i, grid)
         high, low = float(path.max()), float(path.min())
         vwap = float(min(max(round(float(path.mean()), 4), low), high))
         volume = max(int(full.volume * fraction), 1)
@@ -650,7 +665,7 @@ class SyntheticBars:
         start = max(start, self._opens[i])
         end = min(start + 60.0, ts if ts < close_ts else close_ts)
         grid = np.linspace(self._fraction(i, start), self._fraction(i, end), 7)
-        path = self._path(symbol, i, grid)
+        path = self.intraday_path(symbol, i, grid)
         full = self.bar_by_index(symbol, i)
         share = max((end - start) / max(close_ts - self._opens[i], 1.0), 1e-4)
         volume = max(int(full.volume * share), 1)

@@ -1,6 +1,6 @@
 """HTTP controls for the simulated market's real-market events: `POST /_sim/<name>` with a JSON body
 calls `SimExchange.<name>(...)`, so a test whose market runs in another process (the kill -9 tests'
-`tests/daemon_child.py`) drives the same events as an in-process test.
+`tests/harness/daemon_child.py`) drives the same events as an in-process test.
 
     POST /_sim/set_trading_blocked {"blocked": true}
     POST /_sim/set_bad_print {"symbol": "SPY", "session": "2025-03-10", "factor": 0.1}

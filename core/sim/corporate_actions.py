@@ -23,15 +23,34 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from fractions import Fraction
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-if TYPE_CHECKING:
-    from core.sim.bars import SyntheticBars
-
 FloatArray = npt.NDArray[np.float64]
+
+
+class _Bar(Protocol):
+    @property
+    def close(self) -> float: ...
+
+
+class SessionTape(Protocol):
+    """What the actions read of the tape (core.sim.bars.SyntheticBars, which holds the registry):
+    the session calendar's indexes and a session's daily bar."""
+
+    def session_at(self, i: int) -> date: ...
+
+    def first_session_on_or_after(self, day: date) -> int: ...
+
+    def trading_index_before(self, i: int) -> int: ...
+
+    def next_trading_index(self, i: int) -> int: ...
+
+    def bar_by_index(self, symbol: str, i: int) -> _Bar: ...
+
+
 ACTION_NAMESPACE = uuid.UUID("0c6a3c55-1f0e-4d3a-8f55-7a1c2b3d4e5f")
 
 
@@ -130,7 +149,7 @@ def round_price(values: FloatArray) -> FloatArray:
     return np.where(values >= 1.0, np.round(values, 2), np.round(values, 4))
 
 
-def raw_factors(bars: SyntheticBars, splits: Sequence[Split], start: int, count: int) -> FloatArray | None:
+def raw_factors(bars: SessionTape, splits: Sequence[Split], start: int, count: int) -> FloatArray | None:
     """Raw-tape price multipliers for sessions start..start+count-1 (None when all are 1): the
     product of the ratios of the splits whose ex-date comes after the session."""
     factor: FloatArray | None = None
@@ -144,7 +163,7 @@ def raw_factors(bars: SyntheticBars, splits: Sequence[Split], start: int, count:
 
 
 def adjustment_factors(
-    bars: SyntheticBars,
+    bars: SessionTape,
     actions: CorporateActions,
     symbol: str,
     start: int,
@@ -182,7 +201,7 @@ def adjustment_factors(
     return price, np.ones(count) if volume is None else volume
 
 
-def dividend_factor(bars: SyntheticBars, actions: CorporateActions, dividend: CashDividend) -> float | None:
+def dividend_factor(bars: SessionTape, actions: CorporateActions, dividend: CashDividend) -> float | None:
     """1 - amount / previous close (in the ex-date's share basis); None when there is no session
     before the ex-date or the dividend is not below that close."""
     close = previous_close(bars, actions, dividend.symbol, dividend.ex_date)
@@ -191,7 +210,7 @@ def dividend_factor(bars: SyntheticBars, actions: CorporateActions, dividend: Ca
     return 1.0 - dividend.amount / close
 
 
-def previous_close(bars: SyntheticBars, actions: CorporateActions, symbol: str, ex_date: date) -> float | None:
+def previous_close(bars: SessionTape, actions: CorporateActions, symbol: str, ex_date: date) -> float | None:
     """The raw close of the last session before `ex_date`, re-based by the splits that take effect
     between that close and the ex-date (inclusive); None before the first session."""
     ex_index = bars.next_trading_index(bars.first_session_on_or_after(ex_date))
@@ -236,7 +255,7 @@ def cusip(key: str) -> str:
     return body + str((10 - total % 10) % 10)
 
 
-def action_json(bars: SyntheticBars, action: Action) -> dict[str, object]:
+def action_json(bars: SessionTape, action: Action) -> dict[str, object]:
     """One action in the shape alpaca-py 0.44's CorporateActionsSet parses. process_date is the
     ex-date; a forward split is recorded two sessions and paid one session before it (as NVDA's
     2024 split was); a reverse split and a dividend are recorded and paid on the ex-date (the sim

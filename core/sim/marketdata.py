@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -21,9 +21,10 @@ import numpy as np
 from config.universe import is_valid_ticker
 from core.clock import Clock
 from core.market_calendar import NEW_YORK
-from core.sim.bars import DailyBar, SyntheticBars, _Block
+from core.sim.bars import BarBlock, DailyBar, SyntheticBars
 from core.sim.corporate_actions import ACTION_TYPES, action_json, action_type, adjustment_factors, group_name
-from core.sim.exchange import SimAPIError, SimExchange
+from core.sim.exchange import SimExchange
+from core.sim.wire import SimAPIError
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
@@ -186,7 +187,7 @@ class MarketData:
             blocks = self._adjusted(page_symbols, blocks, adjustment, now)
         if served is not None:  # a closed session has no bar: keep the sessions the market opened
             keep = np.array(served, dtype=np.int64) - lo
-            blocks = [_Block(lo, *(getattr(b, name)[keep] for name in _BAR_FIELDS)) for b in blocks]
+            blocks = [BarBlock(lo, *(getattr(b, name)[keep] for name in _BAR_FIELDS)) for b in blocks]
         stamps = [self._stamp(i) for i in (range(lo, hi) if served is None else served)]
         bad = self._bad_prints()
         for (symbol, a, b), block in zip(page_symbols, blocks, strict=True):
@@ -219,8 +220,8 @@ class MarketData:
         return {"bars": out, "next_page_token": next_token, "currency": "USD"}
 
     def _adjusted(
-        self, page_symbols: list[tuple[str, int, int]], blocks: list[_Block], adjustment: str | None, now: datetime
-    ) -> list[_Block]:
+        self, page_symbols: list[tuple[str, int, int]], blocks: list[BarBlock], adjustment: str | None, now: datetime
+    ) -> list[BarBlock]:
         """Raw blocks adjusted as Alpaca adjusts them on `now`'s New York date: `split` and `all` for
         splits, `dividend` and `all` for cash dividends (core/sim/corporate_actions.py)."""
         modes = set((adjustment or "raw").split(","))
@@ -239,7 +240,7 @@ class MarketData:
             price, volume = factors
             o, h, lo_, c, vw = (np.round(getattr(block, n) * price, 4) for n in ("open", "high", "low", "close", "vwap"))
             v = np.rint(block.volume * volume).astype(np.int64)
-            out.append(_Block(block.start, o, h, lo_, c, v, block.trade_count, vw))
+            out.append(BarBlock(block.start, o, h, lo_, c, v, block.trade_count, vw))
         return out
 
     # ------------------------------------------------------------------ /v1/corporate-actions
@@ -364,25 +365,22 @@ class MarketData:
     def api_latest_trades(self, params: Mapping[str, str]) -> dict[str, Any]:
         """GET /v2/stocks/trades/latest: {"trades": {symbol: trade}} at the true price (never a bad
         print); symbols without data are left out, as Alpaca does."""
-        self._check_latest(params)
-        now = self.clock.now()
-        out: dict[str, Any] = {}
-        for symbol in self._symbols(params):
-            trade = self._latest_trade(symbol, now) if self._has_data(symbol) else None
-            if trade is not None:
-                out[symbol] = trade
-        return {"trades": out}
+        return {"trades": self._latest(params, lambda trade: trade)}
 
     def api_latest_quotes(self, params: Mapping[str, str]) -> dict[str, Any]:
         """GET /v2/stocks/quotes/latest: {"quotes": {symbol: quote}} around the true price."""
+        return {"quotes": self._latest(params, _quote_for)}
+
+    def _latest(self, params: Mapping[str, str],
+                shape: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
         self._check_latest(params)
         now = self.clock.now()
         out: dict[str, Any] = {}
         for symbol in self._symbols(params):
             trade = self._latest_trade(symbol, now) if self._has_data(symbol) else None
             if trade is not None:
-                out[symbol] = _quote_for(trade)
-        return {"quotes": out}
+                out[symbol] = shape(trade)
+        return out
 
     def _latest_trade(self, symbol: str, now: datetime) -> dict[str, Any] | None:
         """The last trade at `now` at the exchange's price; None before the first session."""

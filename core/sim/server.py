@@ -37,8 +37,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from core.sim.bars import SyntheticBars
 from core.sim.controls import ControlError, run_control
-from core.sim.exchange import SimAPIError, SimExchange
+from core.sim.exchange import SimExchange
 from core.sim.marketdata import MarketData
+from core.sim.wire import SimAPIError
 
 WINDOW_SECONDS = 60.0
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})

@@ -20,6 +20,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from core.errors import StateError
+from core.state.failures import state_failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,8 +299,8 @@ def migrate(conn: sqlite3.Connection, target: int | None = None, *, name: str = 
                     for statement in split_statements(migration.script):
                         conn.execute(statement)
                 except sqlite3.Error as exc:
-                    raise StateError(f"{name}: migration {migration.version} ({migration.description}) "
-                                     f"failed: {exc}; the database was left at version {current}") from exc
+                    raise state_failure(f"{name}: migration {migration.version} ({migration.description}) "
+                                        f"failed: {exc}; the database was left at version {current}", exc) from exc
                 conn.execute(f"PRAGMA user_version = {int(migration.version)}")
         conn.execute("COMMIT")
     except BaseException:

@@ -15,13 +15,10 @@ from __future__ import annotations
 import math
 import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, date
-from typing import TYPE_CHECKING
+from datetime import date
 
 from core.clock import Clock
-
-if TYPE_CHECKING:
-    from core.state.store import StateStore
+from core.state.database import Database, iso_utc
 
 ACTIVE = "active"
 DONE = "done"
@@ -45,23 +42,24 @@ class PendingExit:
 
 
 class PendingExitTable:
-    """Reads and writes of `pending_exits` through the StateStore's connection and lock."""
+    """Reads and writes of `pending_exits` through the state database's connection and lock. Its times
+    come from `clock`, the caller's (the orchestrator's clock, measured against the broker's)."""
 
-    def __init__(self, store: StateStore, clock: Clock) -> None:
-        self._store = store
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
         self._clock = clock
 
     def _now(self) -> str:
-        return self._clock.now().astimezone(UTC).isoformat()
+        return iso_utc(self._clock.now())
 
     def active(self) -> dict[str, PendingExit]:
-        with self._store.atomic() as conn:
+        with self._db.transaction() as conn:
             rows = conn.execute(f"SELECT {_COLUMNS} FROM pending_exits WHERE state = ? ORDER BY id",
                                 (ACTIVE,)).fetchall()
         return {row["symbol"]: _row(row) for row in rows}
 
     def all(self) -> list[PendingExit]:
-        with self._store.atomic() as conn:
+        with self._db.transaction() as conn:
             rows = conn.execute(f"SELECT {_COLUMNS} FROM pending_exits ORDER BY id").fetchall()
         return [_row(row) for row in rows]
 
@@ -70,7 +68,7 @@ class PendingExitTable:
         """Record an active exit for `symbol` unless one is already active. True if a row was added."""
         now = self._now()
         z = zscore if math.isfinite(zscore) else None
-        with self._store.atomic() as conn:
+        with self._db.transaction() as conn:
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO pending_exits (symbol, decision_session, reason, signal_price, zscore, state, "
                 "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -79,14 +77,14 @@ class PendingExitTable:
             return cursor.rowcount > 0
 
     def refused(self, exit_id: int, cause: str) -> None:
-        with self._store.atomic() as conn:
+        with self._db.transaction() as conn:
             conn.execute("UPDATE pending_exits SET attempts = attempts + 1, last_refusal = ?, updated_at = ? "
                          "WHERE id = ? AND state = ?", (cause, self._now(), exit_id, ACTIVE))
 
     def finish(self, exit_id: int, state: str, outcome: str) -> None:
         if state not in (DONE, GIVEN_UP):
             raise ValueError(f"a pending exit finishes as {DONE!r} or {GIVEN_UP!r}, not {state!r}")
-        with self._store.atomic() as conn:
+        with self._db.transaction() as conn:
             conn.execute("UPDATE pending_exits SET state = ?, outcome = ?, updated_at = ? WHERE id = ? AND state = ?",
                          (state, outcome, self._now(), exit_id, ACTIVE))
 

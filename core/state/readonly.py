@@ -8,18 +8,14 @@ migration adds is reported as absent, not created. Each query returns plain dict
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
 
 from core.errors import StateError
-from core.models import OrderStatus
-from core.state.store import DB_NAME
-
-TERMINAL_STATUSES = tuple(sorted(s.value for s in OrderStatus if s.is_terminal))
+from core.state.database import DB_NAME, connect_read_only
+from core.state.orders import TERMINAL_STATUSES
 
 
 class StateReader:
@@ -28,19 +24,12 @@ class StateReader:
         self.path = self.state_dir / DB_NAME
         if not self.path.is_file():
             raise StateError(f"no state database at {self.path}")
-        # A reader may have to create the -wal/-shm files of a cleanly closed database: keep them
-        # private like every other state file.
-        previous = os.umask(0o077)
         try:
-            self._conn = sqlite3.connect(f"file:{quote(str(self.path.resolve()))}?mode=ro", uri=True,
-                                         timeout=busy_timeout_s, check_same_thread=False)
-            self._conn.row_factory = sqlite3.Row
+            self._conn = connect_read_only(self.path, busy_timeout_s=busy_timeout_s)
             self._tables = {row[0]: self._columns(row[0]) for row in self._conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.Error as exc:
             raise StateError(f"cannot read the state database {self.path}: {exc}") from exc
-        finally:
-            os.umask(previous)
 
     def _columns(self, table: str) -> set[str]:
         return {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}

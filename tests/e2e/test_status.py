@@ -1,0 +1,244 @@
+"""`trading-daemon status` (text and --json), the simulated run's state, and dry-run marks
+(issue 12, items 4 and 6).
+
+- `status --json` validates against docs/status.schema.json, for a fresh database, a database
+  after a simulated run, and a running daemon's in-memory figures;
+- the text output shows equity, cash and P&L, and "no equity yet" on a fresh database;
+- the status is read through a read-only connection: it never migrates or writes the database;
+- after a simulated run, the command its summary prints shows that run; `run --once --dry-run`
+  never deletes an earlier simulated run, and its iteration is marked as a dry run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from core.clock import SimClock
+from core.state.migrations import migrate
+from core.state.store import StateStore
+from core.status import render_status, render_status_text
+from core.status_data import NO_EQUITY_YET, collect_status
+from tests.harness.config import REPO_ROOT, command_env, make_config
+from tests.harness.ops import ops_daemon
+
+BIN = Path(sys.executable).parent
+DAEMON = str(BIN / "trading-daemon")
+SCHEMA = json.loads((REPO_ROOT / "docs" / "status.schema.json").read_text())
+FORMATS = jsonschema.FormatChecker()
+
+
+@FORMATS.checks("date-time", raises=ValueError)
+def _date_time(value: object) -> bool:
+    # jsonschema checks date-time only with an optional package; an aware ISO-8601 timestamp is the contract.
+    return not isinstance(value, str) or datetime.fromisoformat(value).tzinfo is not None
+
+
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA, format_checker=FORMATS)
+
+
+def validate(status: dict[str, Any]) -> None:
+    errors = sorted(VALIDATOR.iter_errors(status), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors[:10])
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return command_env(tmp_path / "state", **{"LOOP_INTERVAL_SECONDS": "900", **extra})
+
+
+def cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([DAEMON, *args], cwd=tmp_path, capture_output=True, text=True, timeout=180,
+                          env=_env(tmp_path, **env))
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------------- the schema is not vacuous
+def test_the_schema_rejects_what_it_should() -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"schema_version": 1}, SCHEMA)
+    assert set(SCHEMA["required"]) == set(SCHEMA["properties"])
+
+
+# ---------------------------------------------------------------------- a fresh database
+def test_fresh_database_says_no_equity_yet_and_validates(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    StateStore(Path(config.state_dir), SimClock(datetime(2025, 6, 2, 14, tzinfo=UTC))).close()
+    status = collect_status(config)
+    validate(status)
+    with pytest.raises(AssertionError, match="generated_at"):
+        validate({**status, "generated_at": "yesterday"})
+    with pytest.raises(AssertionError, match="positions"):
+        validate({**status, "positions": [{"symbol": "SPY"}]})
+    assert status["account"] == {"equity": None, "cash": None, "last_equity": None, "as_of": None, "source": None}
+    assert status["exposure"]["note"] == NO_EQUITY_YET and status["exposure"]["equity"] is None
+    assert all(t["budget"] is None and t["utilisation"] is None for t in status["exposure"]["tiers"])
+    text = render_status(config)
+    assert "Tier exposure (no equity yet):" in text
+    assert "1.00" not in text.split("Tier exposure")[1].split("Open orders")[0]   # no made-up equity of 1.00
+    assert "Account: no equity yet" in text and "P&L: day - " in text
+
+
+def test_status_reads_without_writing_or_migrating(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    conn = sqlite3.connect(state / "trading.db", isolation_level=None)
+    migrate(conn, 3)                      # a database written by an older release
+    conn.execute("INSERT INTO kv (key, value) VALUES ('peak_equity', '12000.0')")
+    conn.close()
+    before = digest(state / "trading.db")
+    proc = cli(tmp_path, "status", "--json")
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout)
+    validate(status)
+    assert status["database_schema"] == 3 and status["equity_curve"] == []
+    assert status["exposure"]["basis"] == "peak_equity" and status["exposure"]["equity"] == 12000.0
+    assert digest(state / "trading.db") == before
+    with sqlite3.connect(state / "trading.db") as check:
+        assert check.execute("PRAGMA user_version").fetchone()[0] == 3
+    for name in ("trading.db-wal", "trading.db-shm"):           # a reader's files are private too
+        if (state / name).exists():
+            assert (state / name).stat().st_mode & 0o077 == 0
+
+
+def test_status_json_without_a_database_is_one_message_and_exit_1(tmp_path: Path) -> None:
+    proc = cli(tmp_path, "status", "--json")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.startswith("trading-daemon: No state database at ") and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------------- a running daemon
+def test_running_daemon_status_has_live_figures_and_validates(tmp_path: Path) -> None:
+    with ops_daemon(tmp_path) as daemon:
+        daemon.run_sessions(2)
+        status = daemon.ops.status()
+        book = daemon.store.book()
+        validate(status)
+        assert status["daemon"]["running"] and status["daemon"]["source"] == "live"
+        assert status["daemon"]["mode"] == "simulated"
+        assert [p["symbol"] for p in status["positions"]] == sorted(book)
+        broker = daemon.market.exchange.positions()
+        for row in status["positions"]:
+            assert row["qty"] == pytest.approx(book[row["symbol"]].qty)
+            assert row["current_price"] is not None and row["unrealised_pnl"] is not None
+            assert row["qty"] == pytest.approx(broker[row["symbol"]].qty)
+        account = daemon.gateway.get_account()
+        # The daily summary after the last close recorded the broker's figures, which have not moved since.
+        assert status["account"]["equity"] == pytest.approx(account.equity)
+        assert status["account"]["cash"] == pytest.approx(account.cash)
+        assert status["pnl"]["day"] == pytest.approx(account.equity - account.last_equity, abs=0.01)
+        closes = [p for p in status["equity_curve"] if p["source"] == "close"]
+        assert [p["at"][:10] for p in closes] == ["2025-06-02", "2025-06-03"]
+        assert status["iterations"][0]["status"] == "ok" and not status["iterations"][0]["dry_run"]
+        assert status["api_usage"]["last_minute"] is not None
+        assert status["exposure"]["basis"] == "equity"
+        text = render_status_text(status)
+        assert f"equity {account.equity:,.2f}" in text and f"cash {account.cash:,.2f}" in text
+        assert "P&L: day " in text and "unrealised " in text
+
+
+# ---------------------------------------------------------------------- the simulated run and status agree
+@pytest.fixture(scope="module")
+def sim_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, subprocess.CompletedProcess[str]]]:
+    tmp = tmp_path_factory.mktemp("sim-run")
+    proc = subprocess.run([DAEMON, "run", "--sim", "--sessions", "2"], cwd=tmp, capture_output=True, text=True,
+                          timeout=180, env=_env(tmp))
+    yield tmp, proc
+
+
+def test_the_command_the_summary_prints_shows_that_run(sim_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    tmp, proc = sim_run
+    assert proc.returncode == 0, proc.stderr
+    line = next(line for line in proc.stdout.splitlines() if line.strip().startswith("see it with"))
+    command = line.split("see it with", 1)[1].strip()
+    assert command.endswith("status --sim")
+    iterations = int(next(line for line in proc.stdout.splitlines() if "iterations" in line).split()[-1])
+    shown = subprocess.run(command, shell=True, cwd=tmp, capture_output=True, text=True, timeout=60, env=_env(tmp))
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("Simulated run (state in ")
+    assert f"Last iteration: #{iterations} " in shown.stdout
+    # Plain `status` has no daemon state there, and says where the simulated run is.
+    plain = cli(tmp, "status")
+    assert "No state database" in plain.stdout and "trading-daemon status --sim" in plain.stdout
+    as_json = cli(tmp, "status", "--sim", "--json")
+    status = json.loads(as_json.stdout)
+    validate(status)
+    assert status["iterations"][0]["n"] == iterations and status["equity_curve"]
+
+
+def test_a_dry_run_never_deletes_the_earlier_simulated_run(
+        sim_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    tmp, _ = sim_run
+    db = tmp / "state" / "sim" / "trading.db"
+    before = digest(db)
+    proc = cli(tmp, "run", "--once", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert digest(db) == before, "the dry run changed the earlier simulated run's database"
+    dry = tmp / "state" / "sim-dry-run"
+    assert (dry / "trading.db").is_file()
+    assert "marked dry_run in the state database" in proc.stdout
+    command = next(line for line in proc.stdout.splitlines() if "see it with" in line).split("see it with", 1)[1]
+    assert shlex.split(command)[-2:] == ["--state-dir", str(dry)]
+    shown = cli(tmp, "status", "--state-dir", str(dry))
+    assert "(dry run: nothing sent)" in shown.stdout
+    status = json.loads(cli(tmp, "status", "--state-dir", str(dry), "--json").stdout)
+    validate(status)
+    assert status["iterations"][0]["dry_run"] is True
+    with sqlite3.connect(dry / "trading.db") as conn:
+        assert conn.execute("SELECT dry_run FROM iterations").fetchall() == [(1,)]
+    assert digest(db) == before
+
+
+def test_version_flag(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    proc = cli(tmp_path, "--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"trading-daemon {version('trading-daemon')}"
+
+
+def test_dry_run_iterations_are_marked_in_the_database(tmp_path: Path) -> None:
+    from core.orchestrator import Orchestrator
+    from core.sim import start_sim_market
+    from tests.harness.market import gateway_for
+
+    clock = SimClock(datetime(2025, 6, 3, 14, 0, tzinfo=UTC))
+    market = start_sim_market(clock=clock)
+    try:
+        config = make_config(tmp_path, use_scanner=False)
+        with StateStore(Path(config.state_dir), clock) as store:
+            for dry in (False, True):
+                orch = Orchestrator(config, gateway_for(market, config), store, clock, dry_run=dry)
+                orch.startup()
+                orch.run_iteration()
+                clock.advance(60)
+        status = collect_status(config)
+    finally:
+        market.stop()
+    assert [(it["n"], it["dry_run"]) for it in status["iterations"]] == [(2, True), (1, False)]
+    assert date.fromisoformat(status["iterations"][0]["started_at"][:10]) == date(2025, 6, 3)
+
+
+def test_readme_and_docs_name_the_operator_commands_and_settings() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    for text in ("trading-daemon notify-test", "trading-daemon status --json", "status --serve", "--version",
+                 "`HTTP_PORT`", "`NOTIFY_URLS`", "docs/operations.md", "apprise", "prometheus-client"):
+        assert text in readme, text
+    operations = (REPO_ROOT / "docs" / "operations.md").read_text()
+    for text in ("notify-test", "/metrics", "status --json", "status --serve", "journalctl -u trading-daemon -p warning",
+                 "alerts.yml", "status.schema.json"):
+        assert text in operations, text
+    security = (REPO_ROOT / "docs" / "security.md").read_text()
+    assert "ssh -N -L 9464:127.0.0.1:9464" in security and "auth_basic" in security
