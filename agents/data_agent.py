@@ -39,12 +39,12 @@ import structlog
 
 from config.settings import AppConfig
 from config.universe import is_valid_ticker
-from core.bar_panel import OHLCV_FIELDS, BarPanel
-from core.bar_validation import REQUIRED_KEYS, validate_freshness, validate_ohlc, validate_order
-from core.clock import Clock
-from core.errors import BrokerError, DataError
-from core.market_calendar import MarketCalendar, bar_timestamp, get_market_calendar, session_of_bar
-from core.ports import BarsAnswer, MarketDataPort, RawBars
+from core.domain.bar_panel import OHLCV_FIELDS, BarPanel
+from core.domain.bar_validation import REQUIRED_KEYS, validate_freshness, validate_ohlc, validate_order
+from core.domain.clock import Clock
+from core.domain.errors import BrokerError, DataError
+from core.domain.market_calendar import MarketCalendar, bar_timestamp, get_market_calendar, session_of_bar
+from core.domain.ports import BarsAnswer, MarketDataPort, RawBars
 
 log = structlog.get_logger("data_agent")
 
@@ -134,7 +134,7 @@ class DataAgent:
             clock = clock or self._connection.clock
         self.market: MarketDataPort = market
         if clock is None:
-            from core.clock import SystemClock
+            from core.domain.clock import SystemClock
 
             clock = SystemClock()
         self.clock: Clock = clock
@@ -322,7 +322,7 @@ def _values_array(flat: list[dict[str, Any]]) -> np.ndarray:
 
 
 def _bad_rows(ts: np.ndarray, values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """1 for every bar that breaks a rule (see core.bar_validation), vectorised over the whole batch."""
+    """1 for every bar that breaks a rule (see core.domain.bar_validation), vectorised over the whole batch."""
     prices = values[:, :4]
     with np.errstate(invalid="ignore"):
         bad = ~np.isfinite(prices).all(axis=1) | (prices <= 0).any(axis=1)

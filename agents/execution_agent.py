@@ -3,14 +3,14 @@
 - `client_order_id` is derived from strategy, signal session, symbol and side, so a retry or a
   restart can only ever name the same order again; the broker refuses a second one (422). It also
   carries the state directory's instance id, so two daemons on one account can tell their orders
-  apart (core/order_ids.py, core/instance_guard.py).
+  apart (core/domain/order_ids.py, core/instance_guard.py).
 - The intent is written to the journal BEFORE the POST. After any unclear outcome (timeout, 5xx,
   504, dropped connection) the order is looked up by client_order_id, and only an order that is
   surely absent (a 404 answer) is sent again. See docs/failure-policy.md for every outcome.
 - An exit the broker refused for a transient reason is retried by the orchestrator as a NEW attempt:
   `attempt_of(target)` (set by the orchestrator) numbers it, and the attempt number goes into the
   client_order_id, since Alpaca never accepts an id twice. Every refusal is classified (transient or
-  permanent, core/broker_refusals.py) in the rejection's `meta["refusal"]`. A sale's asset flags are
+  permanent, core/domain/broker_refusals.py) in the rejection's `meta["refusal"]`. A sale's asset flags are
   fetched fresh, so a halt that lifted is noticed.
 - Whole shares go as `qty` orders. Fractional buys go as `notional` market DAY orders, only when
   the account allows fractional trading and the asset is fractionable (flags cached per session);
@@ -32,8 +32,8 @@ from datetime import date
 
 import structlog
 
-from core.broker_refusals import NOT_TRADABLE_NOW, Refusal, RefusalKind, classify_refusal
-from core.errors import (
+from core.domain.broker_refusals import NOT_TRADABLE_NOW, Refusal, RefusalKind, classify_refusal
+from core.domain.errors import (
     AmbiguousBrokerError,
     BadBrokerResponseError,
     BrokerError,
@@ -41,10 +41,10 @@ from core.errors import (
     OrderRejectedError,
     RateLimitedError,
 )
-from core.models import AssetInfo, BrokerOrder, OrderSpec, OrderTarget, Rejection, Side
-from core.order_ids import format_client_order_id
-from core.ports import BrokerPort, IntentRecord, IntentState, OrderJournal
-from core.tiered_position_sizer import FRACTIONAL_DECIMALS, floor_to
+from core.domain.models import AssetInfo, BrokerOrder, OrderSpec, OrderTarget, Rejection, Side
+from core.domain.order_ids import format_client_order_id
+from core.domain.ports import BrokerPort, IntentRecord, IntentState, OrderJournal
+from core.domain.tiered_position_sizer import FRACTIONAL_DECIMALS, floor_to
 
 log = structlog.get_logger("execution_agent")
 
@@ -216,7 +216,7 @@ class ExecutionAgent:
                                              f"already handled ({intent.state}) as {spec.client_order_id}"))
             return
         if self.dry_run:
-            # Under its own key (core.order_ids.dry_run_key), never the real id: a dry run on the production
+            # Under its own key (core.domain.order_ids.dry_run_key), never the real id: a dry run on the production
             # state directory leaves every real decision as it was. The log shows the exact request.
             self.journal.record_dry_run_intent(spec, target.signal.session, target.signal.reason.value)
             log.info("dry_run_order", request=spec.describe())

@@ -5,7 +5,7 @@ Pure: everything it needs arrives in a `PortfolioSnapshot` and a `RiskContext`; 
 Order of work in one pass:
 1. Protections. A daily loss beyond `daily_loss_limit_pct` (equity vs last_equity, net of the
    day's deposits and withdrawals) or a drawdown beyond `max_drawdown_pct` from the equity peak
-   (moved by cash flows, see core/cash_flows.py) halts NEW ENTRIES with a reason; so do equity at
+   (moved by cash flows, see core/domain/cash_flows.py) halts NEW ENTRIES with a reason; so do equity at
    or below zero and unreadable cash flows. Exits still run.
 2. Exits first: a sell never exceeds the held quantity nor the daemon's own quantity (shares the
    user holds next to it are never sold), and never duplicates the daemon's own open sell. The user's
@@ -29,9 +29,9 @@ from typing import Any
 
 import structlog
 
-from core.cash_flows import day_change
-from core.market_calendar import MarketCalendar
-from core.models import (
+from core.domain.cash_flows import day_change
+from core.domain.market_calendar import MarketCalendar
+from core.domain.models import (
     BrokerOrder,
     OrderTarget,
     PortfolioSnapshot,
@@ -40,8 +40,8 @@ from core.models import (
     Side,
     Signal,
 )
-from core.tier_exposure_tracker import TierExposureTracker
-from core.tiered_position_sizer import FRACTIONAL_DECIMALS, TieredPositionSizer, build_tiers, floor_to
+from core.domain.tier_exposure_tracker import TierExposureTracker
+from core.domain.tiered_position_sizer import FRACTIONAL_DECIMALS, TieredPositionSizer, build_tiers, floor_to
 
 log = structlog.get_logger("risk_agent")
 

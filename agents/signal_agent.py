@@ -29,9 +29,9 @@ import structlog
 from agents.strategies.base import HeldPosition, Indicators, RiskExit, Strategy
 from agents.strategies.errors import StrategyError
 from agents.strategies.loader import strategy_from_config
-from core.bar_panel import BarPanel
-from core.market_calendar import MarketCalendar, bar_timestamp
-from core.models import Side, Signal, SignalReason
+from core.domain.bar_panel import BarPanel
+from core.domain.market_calendar import MarketCalendar, bar_timestamp
+from core.domain.models import Side, Signal, SignalReason
 
 if TYPE_CHECKING:
     import pandas as pd

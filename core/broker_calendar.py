@@ -22,8 +22,8 @@ from datetime import date, datetime
 
 import structlog
 
-from core.market_calendar import NEW_YORK, MarketCalendar
-from core.models import ClockView, MarketDay
+from core.domain.market_calendar import NEW_YORK, MarketCalendar
+from core.domain.models import ClockView, MarketDay
 
 log = structlog.get_logger("broker_calendar")
 

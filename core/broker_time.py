@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from core.clock import Clock
+from core.domain.clock import Clock
 
 log = structlog.get_logger("broker_time")
 

@@ -4,7 +4,7 @@ Run once per decision, after the account is fetched (a decision needs it anyway;
 iteration fetches neither). One `GET /v2/account/activities` for CSD/CSW/JNLC dated after the
 last check (less a day of overlap), so it is one page in practice. A flow is applied once: its
 broker id goes into the `cash_flows` table in the same transaction that moves the stored peak
-(core/cash_flows.py has the arithmetic). Then, as before, the peak is raised to the equity.
+(core/domain/cash_flows.py has the arithmetic). Then, as before, the peak is raised to the equity.
 
 When the activities cannot be read, nothing is guessed: the peak stays as stored (a deposit must
 not raise it), and the RiskAgent halts entries for that pass instead of judging the loss figures.
@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from core.cash_flows import CashFlows, UnreadableActivity, adjust_peak, net_amount, since_close
 from core.decision_ports import FlowFigures
-from core.errors import BrokerError, TradingDaemonError
-from core.market_calendar import NEW_YORK, MarketCalendar
-from core.models import AccountView, CashFlow
+from core.domain.cash_flows import CashFlows, UnreadableActivity, adjust_peak, net_amount, since_close
+from core.domain.errors import BrokerError, TradingDaemonError
+from core.domain.market_calendar import NEW_YORK, MarketCalendar
+from core.domain.models import AccountView, CashFlow
 
 if TYPE_CHECKING:
-    from core.ports import TradingGateway
+    from core.domain.ports import TradingGateway
     from core.state.store import StateStore
 
 log = structlog.get_logger("cash_flows")

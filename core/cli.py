@@ -50,7 +50,7 @@ class _VersionAction(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
-        from core.version import version
+        from core.runtime.version import version
 
         print(f"{parser.prog} {version()}")   # on stdout, as argparse's own version action prints it
         parser.exit()
@@ -143,7 +143,7 @@ def _with_strategy_options(args: argparse.Namespace, config: AppConfig, env_file
 
 def main(argv: list[str] | None = None) -> int:
     if os.environ.get("JOURNAL_STREAM"):  # under systemd only: the logging module costs an import otherwise
-        from core.logging_setup import JournalErrorStream, writes_to_journal
+        from core.runtime.logging_setup import JournalErrorStream, writes_to_journal
 
         if writes_to_journal(sys.stderr) and not isinstance(sys.stderr, JournalErrorStream):
             sys.stderr = JournalErrorStream(sys.stderr)  # type: ignore[assignment]  # `journalctl -p err` shows refusals
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trading-daemon: {_redact(str(exc), config)}", file=sys.stderr)
         return EXIT_CONFIG
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a message, not a traceback
-        from core.errors import ReconciliationError, StateError, TradingDaemonError
+        from core.domain.errors import ReconciliationError, StateError, TradingDaemonError
 
         message = _redact(str(exc), config)  # stderr is a log too: no key, even inside a message
         state_code = _state_exit_code(exc)
@@ -233,7 +233,7 @@ def _stdout_closed() -> int:
 def _state_exit_code(exc: BaseException) -> int | None:
     """A passing failure of the state's storage (disk full, I/O error, locked) is a runtime failure that
     systemd retries (1); a STATE_DIR that cannot be used is a bad setting (2). Other StateErrors refuse (3)."""
-    from core.errors import StateDirUnusableError, StateUnavailableError
+    from core.domain.errors import StateDirUnusableError, StateUnavailableError
 
     if isinstance(exc, StateUnavailableError):
         return EXIT_FAILURE
@@ -250,8 +250,8 @@ def _redact(text: str, config: AppConfig) -> str:
 
 
 def _write_crash_report(config: AppConfig, exc: BaseException) -> Path:
-    from core.atomic_file import write_atomic
-    from core.logging_setup import configure_logging, redact_nested
+    from core.runtime.atomic_file import write_atomic
+    from core.runtime.logging_setup import configure_logging, redact_nested
 
     configure_logging(secrets=config.secret_values())
     text = redact_nested("".join(traceback.format_exception(exc)))
@@ -266,7 +266,7 @@ def _write_crash_report(config: AppConfig, exc: BaseException) -> Path:
 
 # ---------------------------------------------------------------------- run
 def _cmd_run(args: argparse.Namespace, config: AppConfig) -> int:
-    from core.logging_setup import configure_logging
+    from core.runtime.logging_setup import configure_logging
 
     if config.is_live and not args.live:
         print("trading-daemon: refusing to trade: ALPACA_PAPER=false needs the explicit --live flag as well",
@@ -307,13 +307,13 @@ def _cmd_run(args: argparse.Namespace, config: AppConfig) -> int:
 def _run_daemon(config: AppConfig, args: argparse.Namespace) -> int:
     from core.broker.factory import connect
     from core.broker_time import BrokerTimeClock
-    from core.market_calendar import get_market_calendar
+    from core.domain.market_calendar import get_market_calendar
     from core.operations import Operations
     from core.orchestrator import Orchestrator
-    from core.process_lock import StateDirLock
+    from core.runtime.process_lock import StateDirLock
+    from core.runtime.stop_signals import install_stop_handlers
+    from core.runtime.systemd_notify import SystemdNotifier
     from core.state.store import StateStore
-    from core.stop_signals import install_stop_handlers
-    from core.systemd_notify import SystemdNotifier
 
     mode = "live" if config.is_live else "paper"
     print(f"Trading {mode} account via Alpaca{' (dry run: no orders are sent)' if args.dry_run else ''}.", flush=True)
@@ -338,7 +338,7 @@ def _run_daemon(config: AppConfig, args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- scan, status, demo, backtest
 def _cmd_scan(args: argparse.Namespace, config: AppConfig) -> int:
     from core.daily_scan import describe, scan_with_config
-    from core.logging_setup import configure_logging
+    from core.runtime.logging_setup import configure_logging
 
     configure_logging(config.log_level, secrets=config.secret_values())
     if not config.has_credentials:
@@ -364,8 +364,8 @@ def _cmd_notify_test(args: argparse.Namespace, config: AppConfig) -> int:
 
 def _cmd_halts(args: argparse.Namespace, config: AppConfig) -> int:
     from core.halts_command import clear_halt, render_halts
-    from core.logging_setup import configure_logging
     from core.ops_commands import state_target
+    from core.runtime.logging_setup import configure_logging
 
     config = state_target(args, config)
     if args.halts_action != "clear":
@@ -381,7 +381,7 @@ def _cmd_halts(args: argparse.Namespace, config: AppConfig) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, config: AppConfig) -> int:
-    from core.tiered_position_sizer import print_demo
+    from core.domain.tiered_position_sizer import print_demo
 
     print_demo()
     return EXIT_OK
@@ -407,7 +407,7 @@ def _cmd_strategies(args: argparse.Namespace, config: AppConfig) -> int:
 
 def _cmd_backtest(args: argparse.Namespace, config: AppConfig) -> int:
     from core.backtest.cli import run_backtest_command
-    from core.logging_setup import configure_logging
+    from core.runtime.logging_setup import configure_logging
 
     configure_logging("WARNING", secrets=config.secret_values())
     return run_backtest_command(args, config)
@@ -415,7 +415,7 @@ def _cmd_backtest(args: argparse.Namespace, config: AppConfig) -> int:
 
 def _cmd_download(args: argparse.Namespace, config: AppConfig) -> int:
     from core.backtest.download_cli import run_download_command
-    from core.logging_setup import configure_logging
+    from core.runtime.logging_setup import configure_logging
 
     configure_logging("WARNING", secrets=config.secret_values())
     return run_download_command(args, config)
@@ -423,7 +423,7 @@ def _cmd_download(args: argparse.Namespace, config: AppConfig) -> int:
 
 def _cmd_sweep(args: argparse.Namespace, config: AppConfig) -> int:
     from core.backtest.sweep_cli import run_sweep_command
-    from core.logging_setup import configure_logging
+    from core.runtime.logging_setup import configure_logging
 
     configure_logging("WARNING", secrets=config.secret_values())
     return run_sweep_command(args, config)

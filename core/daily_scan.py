@@ -14,11 +14,11 @@ from pathlib import Path
 import structlog
 
 from config.settings import AppConfig
-from core.candidates import CandidatesFile, write_candidates
-from core.clock import Clock
-from core.market_calendar import MarketCalendar, get_market_calendar, new_york_time
-from core.ports import MarketDataPort
+from core.domain.clock import Clock
+from core.domain.market_calendar import MarketCalendar, get_market_calendar, new_york_time
+from core.domain.ports import MarketDataPort
 from core.scanner import rank_candidates
+from core.state.candidates import CandidatesFile, write_candidates
 
 log = structlog.get_logger("scanner")
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import structlog
 
-from core.errors import TradingDaemonError
+from core.domain.errors import TradingDaemonError
+from core.domain.market_calendar import MarketCalendar, new_york_time
+from core.domain.models import PositionView
 from core.events import DailySummary, EventSink, PositionLine
 from core.live_figures import LiveFigures
 from core.loop_observers import account_observed
-from core.market_calendar import MarketCalendar, new_york_time
-from core.models import PositionView
 
 log = structlog.get_logger("daily_summary")
 

@@ -51,7 +51,7 @@ from core.decision_ports import (
     RiskLedger,
     SendGate,
 )
-from core.models import (
+from core.domain.models import (
     AccountView,
     BrokerOrder,
     OrderTarget,
@@ -63,7 +63,7 @@ from core.models import (
     Signal,
     SignalReason,
 )
-from core.ports import BrokerPort
+from core.domain.ports import BrokerPort
 
 log = structlog.get_logger("decision_pipeline")
 

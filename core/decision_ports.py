@@ -15,7 +15,7 @@ or a null one (a concern the backtest does not have):
 |               | orders are the daemon's own, an exit blocked |                                          |
 |               | by another's open buy is told once a session |                                          |
 | `SendGate`    | `BrokerPriceGate`: the broker's latest price | `OPEN_GATE`: the bars are the broker's   |
-|               | confirms each order (core/price_guard.py)    | prices, there is no second source        |
+|               | confirms each order (core/domain/price_guard.py)    | prices, there is no second source        |
 | `ExitPursuit` | `ExitCommitments`: an approved exit is       | `NO_PURSUIT`: the backtest broker's      |
 |               | pursued until filled or refused for good     | refusals are final; signals decide again |
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Protocol
 
-from core.models import AccountView, BrokerOrder, OrderTarget, PositionView, Rejection
+from core.domain.models import AccountView, BrokerOrder, OrderTarget, PositionView, Rejection
 
 if TYPE_CHECKING:
     from agents.execution_agent import ExecutionReport

@@ -14,8 +14,8 @@ from datetime import date, datetime
 
 import structlog
 
+from core.domain.models import Rejection
 from core.events import EventSink, ExitBlocked
-from core.models import Rejection
 
 log = structlog.get_logger("exit_blockers")
 

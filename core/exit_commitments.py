@@ -4,7 +4,7 @@ An approved sale is recorded (`pending_exits`, durable) before its first POST. F
 pursued on every iteration while the market is open, until
 - it is filled, or the position is gone at the broker (`done`), or
 - the broker refuses it for a permanent reason (`given_up`, one error line naming the position).
-A transient refusal (trading blocked, asset halted, ...; see core/broker_refusals.py) leaves it
+A transient refusal (trading blocked, asset halted, ...; see core/domain/broker_refusals.py) leaves it
 active, and the next iteration sends a NEW attempt.
 
 Attempts. Alpaca never accepts a client_order_id twice, so attempt n of a decision has its own
@@ -19,7 +19,7 @@ say: a stop-loss that fired is a risk decision and stays one when the price boun
 exit only gets older, and a mean-reversion exit that could not go out leaves the book in a state the
 strategy already left. The exit keeps its decision session and reason; a fresh sell signal for the
 same symbol is folded into it (one decision per exit, never two sales). The broker's price check
-(core/price_guard.py) judged the exit before it was committed; `split_pursued` keeps pursued exits
+(core/domain/price_guard.py) judged the exit before it was committed; `split_pursued` keeps pursued exits
 from being judged again.
 
 No requests: everything here reads the state database and the iteration's positions.
@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING
 import structlog
 
 from agents.execution_agent import ExecutionReport
-from core.clock import Clock
-from core.market_calendar import bar_timestamp
-from core.models import OrderStatus, OrderTarget, PositionView, Side, Signal, SignalReason
-from core.ports import IntentRecord, IntentState
+from core.domain.clock import Clock
+from core.domain.market_calendar import bar_timestamp
+from core.domain.models import OrderStatus, OrderTarget, PositionView, Side, Signal, SignalReason
+from core.domain.ports import IntentRecord, IntentState
 from core.state.pending_exits import DONE, GIVEN_UP, PendingExit, PendingExitTable
 
 if TYPE_CHECKING:

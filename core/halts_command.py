@@ -19,7 +19,7 @@ import structlog
 
 from config.settings import AppConfig
 from core.cash_flow_tracker import PEAK_KEY
-from core.clock import SystemClock
+from core.domain.clock import SystemClock
 from core.halt_acknowledgements import acknowledge_cleared, describe_acknowledged
 
 log = structlog.get_logger("halts")

@@ -2,7 +2,7 @@
 
 Two daemons with different state directories on one account each believe the positions are theirs:
 each sees the other's fills as its own symbols' positions, sells them, sizes against them. Every
-client_order_id carries the state directory's instance id (core/order_ids.py), so:
+client_order_id carries the state directory's instance id (core/domain/order_ids.py), so:
 
 - At start-up (one request: the account's 500 most recent orders, any status):
   - an OPEN order of this prefix from another instance refuses the start (ReconciliationError,
@@ -31,9 +31,9 @@ from typing import Protocol
 
 import structlog
 
-from core.errors import ReconciliationError
-from core.models import BrokerOrder
-from core.order_ids import parse_client_order_id
+from core.domain.errors import ReconciliationError
+from core.domain.models import BrokerOrder
+from core.domain.order_ids import parse_client_order_id
 
 log = structlog.get_logger("instance_guard")
 

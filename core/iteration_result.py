@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agents.execution_agent import ExecutionReport
-from core.models import Rejection
+from core.domain.models import Rejection
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The live daemon's adapters for two ports of the decision pipeline (core/decision_ports.py).
 
 - `BrokerPriceGate` (`SendGate`): every order about to be sent is checked against the broker's own
-  price (core/price_guard.py). Exits against the positions' `current_price` (already fetched); entries
+  price (core/domain/price_guard.py). Exits against the positions' `current_price` (already fetched); entries
   cost one batched latest-trade request, and only then: an iteration that sends no entry asks nothing.
 - `LiveBrokerWatch` (`BrokerWatch`): the account a decision read becomes an `account_observed` event
   (the status page's equity), another daemon's open order halts entries and only the daemon's own open
@@ -16,16 +16,16 @@ from datetime import date
 
 import structlog
 
-from core.clock import Clock
 from core.decision_ports import BrokerView, GateResult
-from core.errors import TradingDaemonError
+from core.domain.clock import Clock
+from core.domain.errors import TradingDaemonError
+from core.domain.models import AccountView, BrokerOrder, LatestPrice, OrderTarget, Rejection, Side
+from core.domain.ports import TradingGateway
+from core.domain.price_guard import PriceGuard
 from core.events import EventSink
 from core.exit_blockers import ExitBlockerWatch
 from core.instance_guard import HaltStore, InstanceGuard
 from core.loop_observers import account_observed
-from core.models import AccountView, BrokerOrder, LatestPrice, OrderTarget, Rejection, Side
-from core.ports import TradingGateway
-from core.price_guard import PriceGuard
 
 log = structlog.get_logger("orchestrator")
 

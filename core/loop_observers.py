@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from core.domain.market_calendar import new_york_time
+from core.domain.models import AccountView, BrokerOrder, PositionView
 from core.events import (
     AccountObserved,
     EventSink,
@@ -29,8 +31,6 @@ from core.events import (
     PositionMark,
     StartupRefused,
 )
-from core.market_calendar import new_york_time
-from core.models import AccountView, BrokerOrder, PositionView
 
 if TYPE_CHECKING:
     from core.iteration_result import IterationResult

@@ -24,10 +24,10 @@ import structlog
 
 from core.broker_calendar import BrokerCalendar
 from core.broker_time import HOST_STEP_SECONDS, BrokerTimeClock
-from core.errors import BrokerError
-from core.market_calendar import NEW_YORK, MarketCalendar
-from core.models import ClockView
-from core.ports import BrokerPort
+from core.domain.errors import BrokerError
+from core.domain.market_calendar import NEW_YORK, MarketCalendar
+from core.domain.models import ClockView
+from core.domain.ports import BrokerPort
 
 log = structlog.get_logger("market_clock")
 

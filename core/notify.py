@@ -131,7 +131,7 @@ def format_message(event: Event, mode: str) -> Message | None:
 def scrub(text: str, secrets: Iterable[str]) -> str:
     """`text` without the configured secrets, then through the process-wide `redact` (the keys any
     gateway of this process holds, and a key cut off at the end of a truncated message)."""
-    from core.logging_setup import redact
+    from core.runtime.logging_setup import redact
 
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(secret, REDACTED)

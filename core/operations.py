@@ -32,13 +32,13 @@ import structlog
 
 from config.settings import AppConfig
 from core.daily_summary import DailySummaryReporter, daily_summary_task
-from core.errors import ReconciliationError
+from core.domain.errors import ReconciliationError
+from core.domain.market_calendar import MarketCalendar
+from core.domain.models import PositionView
 from core.events import AccountObserved, DaemonFatal, DaemonStarted, DaemonStopped, Event, EventBus
 from core.live_figures import LiveFigures
-from core.market_calendar import MarketCalendar
-from core.models import PositionView
+from core.runtime.version import version
 from core.status_data import collect_status
-from core.version import version
 
 log = structlog.get_logger("operations")
 

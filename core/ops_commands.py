@@ -82,9 +82,9 @@ def run_status_command(args: argparse.Namespace, config: AppConfig) -> int:
 def _serve(config: AppConfig, port: int | None) -> int:
     from core.metrics import DaemonMetrics
     from core.ops_http import OpsHttpServer
+    from core.runtime.version import version
     from core.status_data import collect_status
     from core.status_page import render_page
-    from core.version import version
 
     if port is None:
         print("trading-daemon: status --serve needs a port: --port N, or HTTP_PORT in the environment or .env",

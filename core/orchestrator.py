@@ -12,14 +12,14 @@ ExecutionAgent, stop-loss exits, halts) are the decision pipeline (core/decision
 same code the backtest runs. This loop plugs the live adapters into its ports: the state database
 (durable stop-loss exits and halts), the account activities (deposits and withdrawals are netted out
 of the loss figures: core/cash_flow_tracker.py), the broker's own price checked before an order is
-sent (core/price_guard.py; one latest-trade request when entries are about to go), the exits it has
+sent (core/domain/price_guard.py; one latest-trade request when entries are about to go), the exits it has
 committed to (core/exit_commitments.py), and the observers of another daemon's orders.
 
 A steady-state iteration with no signals and no open orders costs 2 requests (bars, positions):
 the clock is cached until its next boundary and the account is fetched only when a decision needs it.
 
 Outside market hours the loop sleeps towards the next open in bounded steps. After an error it
-backs off (core/loop_backoff.py: until the broker's rate-limit reset, else exponentially, capped at
+backs off (core/domain/loop_backoff.py: until the broker's rate-limit reset, else exponentially, capped at
 60 s) and always sleeps. SIGTERM/SIGINT set a stop flag that is checked
 between stages; every write is committed as it happens, so stopping loses nothing.
 """
@@ -41,30 +41,30 @@ from config.settings import AppConfig
 from config.universe import BASELINE_SYMBOLS
 from core.broker_calendar import BrokerCalendar
 from core.broker_time import BrokerTimeClock
-from core.candidates import load_candidates
 from core.cash_flow_tracker import CashFlowTracker
-from core.clock import Clock
 from core.decision_pipeline import Decision, DecisionPipeline, merge_focus, signal_holdings
-from core.errors import BrokerError, CandidatesError, ReconciliationError, TradingDaemonError
+from core.domain.clock import Clock
+from core.domain.errors import BrokerError, CandidatesError, ReconciliationError, TradingDaemonError
+from core.domain.loop_backoff import loop_backoff_seconds
+from core.domain.market_calendar import MarketCalendar, get_market_calendar
+from core.domain.models import Signal
+from core.domain.ports import TradingGateway
+from core.domain.price_guard import PriceGuard
+from core.domain.signal_validator import SignalValidator
 from core.events import EventSink, IterationFailed, NullEventSink
 from core.exit_commitments import ExitCommitments
 from core.instance_guard import InstanceGuard
 from core.iteration_result import IterationResult
 from core.live_decision_ports import BrokerPriceGate, LiveBrokerWatch
-from core.loop_backoff import loop_backoff_seconds
 from core.loop_observers import (
     HaltWatcher,
     MarketStateAnnouncer,
     iteration_completed,
     startup_refused,
 )
-from core.market_calendar import MarketCalendar, get_market_calendar
 from core.market_clock import MarketClock
-from core.models import Signal
-from core.ports import TradingGateway
-from core.price_guard import PriceGuard
 from core.reconcile import Reconciler
-from core.signal_validator import SignalValidator
+from core.state.candidates import load_candidates
 from core.state.store import StateStore
 
 log = structlog.get_logger("orchestrator")
@@ -74,7 +74,7 @@ RERUN_REJECTED_AFTER = timedelta(minutes=30)
 
 
 class Notifier(Protocol):
-    """The service manager's notifications (core/systemd_notify.py)."""
+    """The service manager's notifications (core/runtime/systemd_notify.py)."""
 
     def ready(self) -> bool: ...
 
@@ -413,7 +413,7 @@ class ScheduledTask:
         self.schedule_next(now - timedelta(seconds=1))
 
     def schedule_next(self, now: datetime) -> None:
-        from core.market_calendar import NEW_YORK
+        from core.domain.market_calendar import NEW_YORK
 
         day = now.astimezone(NEW_YORK).date()
         for _ in range(15):

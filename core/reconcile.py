@@ -11,7 +11,7 @@ Start-up, before any trading:
 3. refresh every order the store believes open (fills are applied from cumulative quantities); one
    the broker cannot report now stays open in the store, so its symbol stays busy too;
 4. fetch the broker's positions (after 2 and 3, so no fill lands between the two) and explain them
-   against the daemon's own book (`core.ownership`): a split re-bases the book, shares that are not
+   against the daemon's own book (`core.domain.ownership`): a split re-bases the book, shares that are not
    the daemon's are reported and never traded, a broker quantity below the daemon's own lowers it
    (the user sold; at zero the position is closed externally), an unknown position is adopted or
    only reported (UNKNOWN_POSITION_POLICY);
@@ -30,13 +30,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 
 from config.settings import AppConfig
-from core.clock import Clock
-from core.errors import BrokerError, ReconciliationError
-from core.events import EventSink, NullEventSink
-from core.loop_observers import announce_fill
-from core.market_calendar import MarketCalendar, new_york_time
-from core.models import BrokerOrder, PositionView
-from core.ownership import (
+from core.domain.clock import Clock
+from core.domain.errors import BrokerError, ReconciliationError
+from core.domain.market_calendar import MarketCalendar, new_york_time
+from core.domain.models import BrokerOrder, PositionView
+from core.domain.ownership import (
     Cause,
     Explanation,
     SeenPosition,
@@ -46,7 +44,9 @@ from core.ownership import (
     matching_split,
     unexplained_change,
 )
-from core.ports import IntentRecord, IntentState, TradingGateway
+from core.domain.ports import IntentRecord, IntentState, TradingGateway
+from core.events import EventSink, NullEventSink
+from core.loop_observers import announce_fill
 
 if TYPE_CHECKING:
     from agents.execution_agent import ExecutionAgent
@@ -321,7 +321,7 @@ class Reconciler:
             return day
         return session or self.calendar.current_or_next_session(self.clock.now())
 
-    # ------------------------------------------------------------------ book vs broker (core.ownership)
+    # ------------------------------------------------------------------ book vs broker (core.domain.ownership)
     def _reconcile_holdings(self, positions: dict[str, PositionView], session: date, report: ReconcileReport, *,
                             busy: set[str], adopt_outside: bool = False) -> None:
         book = self.store.book()

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from config.settings import AppConfig
-from core.clock import SimClock
-from core.market_calendar import NEW_YORK, MarketCalendar, get_market_calendar
+from core.domain.clock import SimClock
+from core.domain.market_calendar import NEW_YORK, MarketCalendar, get_market_calendar
 
 if TYPE_CHECKING:
     from core.broker.factory import MarketConnection
@@ -70,7 +70,7 @@ def sim_config(config: AppConfig, *, dry_run: bool = False) -> AppConfig:
 
 
 def run_simulated(config: AppConfig, args: argparse.Namespace) -> int:
-    from core.process_lock import StateDirLock
+    from core.runtime.process_lock import StateDirLock
 
     # One instance per STATE_DIR, simulated runs included. The lock is on STATE_DIR itself and is
     # taken BEFORE the sim directory inside it is wiped: the sim directory's own lock file is deleted
@@ -83,12 +83,12 @@ def _run_simulated(config: AppConfig, args: argparse.Namespace) -> int:
     from core.broker.factory import connect
     from core.broker_time import BrokerTimeClock
     from core.daily_scan import scan
-    from core.logging_setup import configure_logging
     from core.operations import Operations
     from core.orchestrator import Orchestrator, ScheduledTask
-    from core.process_lock import StateDirLock
+    from core.runtime.logging_setup import configure_logging
+    from core.runtime.process_lock import StateDirLock
+    from core.runtime.stop_signals import install_stop_handlers
     from core.state.store import StateStore
-    from core.stop_signals import install_stop_handlers
 
     calendar = get_market_calendar()
     config = sim_config(config, dry_run=args.dry_run)

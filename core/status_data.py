@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from config.settings import AppConfig
+from core.domain.tier_exposure_tracker import UNTIERED
 from core.live_figures import LiveSnapshot
-from core.process_lock import PID_FILE_NAME
+from core.runtime.process_lock import PID_FILE_NAME
+from core.runtime.version import version
 from core.state.readonly import StateReader
-from core.tier_exposure_tracker import UNTIERED
-from core.version import version
 
 STATUS_SCHEMA_VERSION = 1
 RECENT_ORDERS = 20

@@ -53,7 +53,7 @@ def worker(symbols: int, years: int, mode: str) -> dict[str, object]:
     from core.backtest.cli import load_data
     from core.backtest.data import synthetic_history
     from core.backtest.engine import BacktestOptions, resolve, run_backtest, warmup_sessions
-    from core.market_calendar import get_market_calendar
+    from core.domain.market_calendar import get_market_calendar
 
     calendar = get_market_calendar()
     config = get_config(env_file=None)
@@ -189,7 +189,7 @@ def _data_loading(work: Path, repeat: int) -> tuple[float, int]:
     from core.backtest.cli import load_data
     from core.backtest.data import load_history
     from core.backtest.engine import BacktestOptions
-    from core.market_calendar import get_market_calendar
+    from core.domain.market_calendar import get_market_calendar
 
     calendar = get_market_calendar()
     config = get_config(env_file=None)
@@ -212,7 +212,7 @@ def _profile() -> int:
     from config.settings import get_config
     from core.backtest.cli import load_data
     from core.backtest.engine import BacktestOptions, run_backtest
-    from core.market_calendar import get_market_calendar
+    from core.domain.market_calendar import get_market_calendar
 
     calendar = get_market_calendar()
     config = get_config(env_file=None)

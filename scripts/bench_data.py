@@ -45,9 +45,9 @@ def run_case(count: int, bars: int, quiet: bool = True) -> dict[str, Any]:
     from agents.data_agent import DataAgent
     from config.settings import get_config
     from core.broker.alpaca_gateway import AlpacaGateway
-    from core.clock import SimClock
-    from core.logging_setup import configure_logging
-    from core.market_calendar import NEW_YORK, get_market_calendar
+    from core.domain.clock import SimClock
+    from core.domain.market_calendar import NEW_YORK, get_market_calendar
+    from core.runtime.logging_setup import configure_logging
     from core.sim import start_sim_market
 
     configure_logging("ERROR" if quiet else "INFO")

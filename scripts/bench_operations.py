@@ -76,11 +76,11 @@ def _free_port() -> int:
 def run(mode: str, sessions: int) -> dict[str, Any]:
     from config.settings import get_config
     from core.broker.alpaca_gateway import AlpacaGateway
-    from core.clock import SimClock
-    from core.logging_setup import configure_logging
-    from core.market_calendar import NEW_YORK, get_market_calendar
+    from core.domain.clock import SimClock
+    from core.domain.market_calendar import NEW_YORK, get_market_calendar
     from core.operations import Operations
     from core.orchestrator import Orchestrator
+    from core.runtime.logging_setup import configure_logging
     from core.sim import start_sim_market
     from core.state.store import StateStore
 

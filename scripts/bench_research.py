@@ -23,8 +23,8 @@ def bench_download(work: Path) -> None:
     from config.settings import get_config
     from core.backtest.download import download
     from core.broker.alpaca_gateway import AlpacaGateway
-    from core.clock import SimClock
-    from core.market_calendar import get_market_calendar
+    from core.domain.clock import SimClock
+    from core.domain.market_calendar import get_market_calendar
     from core.sim import start_sim_market
 
     calendar = get_market_calendar()

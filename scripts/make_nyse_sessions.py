@@ -1,9 +1,9 @@
-"""Regenerate core/nyse_sessions.txt, the NYSE session table the daemon and the backtest load at start-up.
+"""Regenerate core/domain/nyse_sessions.txt, the NYSE session table the daemon and the backtest load at start-up.
 
     .venv/bin/python scripts/make_nyse_sessions.py
 
 The table is exchange_calendars' XNYS calendar (sessions, opens and closes in UTC) over the range
-`core.market_calendar` covers, written once so that no command builds it at run time (building it
+`core.domain.market_calendar` covers, written once so that no command builds it at run time (building it
 took about 0.2 s of every start). tests/test_market_calendar_table.py fails when the installed
 exchange_calendars disagrees with the file: regenerate it then (a new holiday, a wider range).
 """
@@ -15,7 +15,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.market_calendar import CALENDAR_END, CALENDAR_START, SESSION_TABLE, MarketCalendar, format_table  # noqa: E402
+from core.domain.market_calendar import (  # noqa: E402
+    CALENDAR_END,
+    CALENDAR_START,
+    SESSION_TABLE,
+    MarketCalendar,
+    format_table,
+)
 
 
 def main() -> int:

@@ -192,13 +192,13 @@ def fired(server: Any) -> int:
 def soak(args: argparse.Namespace) -> dict[str, Any]:
     from config.settings import get_config
     from core.broker.alpaca_gateway import AlpacaGateway
-    from core.clock import SimClock
     from core.daily_scan import scan
-    from core.errors import TradingDaemonError
-    from core.logging_setup import configure_logging
-    from core.market_calendar import NEW_YORK, get_market_calendar
+    from core.domain.clock import SimClock
+    from core.domain.errors import TradingDaemonError
+    from core.domain.market_calendar import NEW_YORK, get_market_calendar
     from core.orchestrator import Orchestrator, ScheduledTask
-    from core.process_lock import StateDirLock
+    from core.runtime.logging_setup import configure_logging
+    from core.runtime.process_lock import StateDirLock
     from core.sim import start_sim_market
     from core.state.store import StateStore
 

@@ -2,8 +2,8 @@
 
 from agents.strategies.base import HeldPosition, Indicators, Parameters, RiskExit, Strategy
 from agents.strategies.errors import StrategyError
-from core.bar_panel import BarPanel
-from core.models import SignalReason
+from core.domain.bar_panel import BarPanel
+from core.domain.models import SignalReason
 
 __all__ = ["BarPanel", "HeldPosition", "Indicators", "Parameters", "RiskExit", "SignalReason", "Strategy",
            "StrategyError"]

@@ -35,8 +35,8 @@ from typing import ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from core.bar_panel import BarPanel
-from core.models import SignalReason
+from core.domain.bar_panel import BarPanel
+from core.domain.models import SignalReason
 
 
 class Parameters(BaseModel):

@@ -31,7 +31,7 @@ from agents.strategies.errors import StrategyError
 from agents.strategies.rsi2 import Rsi2Strategy
 from agents.strategies.zscore import ZScoreStrategy
 from config.settings import AppConfig
-from core.models import SignalReason
+from core.domain.models import SignalReason
 
 BUILTIN_STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (ZScoreStrategy, Rsi2Strategy)}
 REFERENCE_FORMS = "a built-in name ({}), package.module:ClassName or path/to/file.py:ClassName"

@@ -1,6 +1,6 @@
 """Connors' RSI(2) pullback strategy: buy a short, sharp dip inside a long-term uptrend.
 
-    RSI    : Wilder's RSI(rsi_period) of the closes (core.indicators.wilder_rsi): seeded with the mean
+    RSI    : Wilder's RSI(rsi_period) of the closes (core.domain.indicators.wilder_rsi): seeded with the mean
              of rsi_period changes, then Wilder-smoothed over rsi_smoothing more changes
     entry  : RSI[t] < entry_below  and  close[t] > SMA(trend_days)[t]
     exit   : close[t] > SMA(exit_days)[t]                 (reason: exit_mean_reverted)
@@ -17,9 +17,9 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from agents.strategies.base import Indicators, Parameters, Strategy
-from core.bar_panel import BarPanel
-from core.indicators import rolling_mean, wilder_rsi
-from core.models import SignalReason
+from core.domain.bar_panel import BarPanel
+from core.domain.indicators import rolling_mean, wilder_rsi
+from core.domain.models import SignalReason
 
 
 class Rsi2Strategy(Strategy):

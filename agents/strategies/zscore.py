@@ -15,9 +15,9 @@ import numpy as np
 from pydantic import Field
 
 from agents.strategies.base import Indicators, Parameters, Strategy
-from core.bar_panel import BarPanel
-from core.indicators import rolling_zscore
-from core.models import SignalReason
+from core.domain.bar_panel import BarPanel
+from core.domain.indicators import rolling_zscore
+from core.domain.models import SignalReason
 
 
 class ZScoreStrategy(Strategy):

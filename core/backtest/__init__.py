@@ -14,10 +14,10 @@ if TYPE_CHECKING:
     from core.backtest.data import History, load_history, synthetic_history
     from core.backtest.engine import BacktestOptions, BacktestResult, RunSpec, run_backtest
     from core.backtest.errors import BacktestDataError, BacktestError, BacktestOptionsError
-    from core.models import Fill
+    from core.domain.models import Fill
 
 _HOMES = {
-    "BacktestBroker": "core.backtest.broker", "CostModel": "core.backtest.broker", "Fill": "core.models",
+    "BacktestBroker": "core.backtest.broker", "CostModel": "core.backtest.broker", "Fill": "core.domain.models",
     "History": "core.backtest.data", "load_history": "core.backtest.data", "synthetic_history": "core.backtest.data",
     "BacktestOptions": "core.backtest.engine", "BacktestResult": "core.backtest.engine",
     "RunSpec": "core.backtest.engine", "run_backtest": "core.backtest.engine",

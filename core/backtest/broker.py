@@ -1,4 +1,4 @@
-"""An in-process broker over historical bars that implements `core.ports.BrokerPort`.
+"""An in-process broker over historical bars that implements `core.domain.ports.BrokerPort`.
 
 The agents talk to it exactly as they talk to `AlpacaGateway`. Rules (see docs/backtest.md):
 
@@ -36,9 +36,9 @@ import numpy as np
 
 from config.universe import DEFAULT_NON_FRACTIONABLE
 from core.backtest.data import History
-from core.errors import DuplicateClientOrderIdError, NotFoundError, OrderRejectedError
-from core.market_calendar import MarketCalendar, get_market_calendar
-from core.models import (
+from core.domain.errors import DuplicateClientOrderIdError, NotFoundError, OrderRejectedError
+from core.domain.market_calendar import MarketCalendar, get_market_calendar
+from core.domain.models import (
     AccountView,
     AssetInfo,
     BrokerOrder,
@@ -50,7 +50,7 @@ from core.models import (
     PositionView,
     Side,
 )
-from core.tiered_position_sizer import FRACTIONAL_DECIMALS, floor_to
+from core.domain.tiered_position_sizer import FRACTIONAL_DECIMALS, floor_to
 
 FillAt = Literal["next_open", "close"]
 OPEN_TIME_UTC = time(14, 30)

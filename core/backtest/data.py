@@ -35,7 +35,7 @@ import numpy as np
 
 from config.universe import is_valid_ticker
 from core.backtest.errors import BacktestDataError
-from core.market_calendar import MarketCalendar, get_market_calendar
+from core.domain.market_calendar import MarketCalendar, get_market_calendar
 
 if TYPE_CHECKING:
     import pandas as pd

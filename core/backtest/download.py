@@ -36,11 +36,11 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from core.atomic_file import write_atomic
 from core.backtest.engine import DEFAULT_YEARS, years_before
 from core.backtest.progress import progress_reporter
-from core.market_calendar import MarketCalendar, bar_timestamp, get_market_calendar, session_of_bar
-from core.ports import RawBars
+from core.domain.market_calendar import MarketCalendar, bar_timestamp, get_market_calendar, session_of_bar
+from core.domain.ports import RawBars
+from core.runtime.atomic_file import write_atomic
 
 MANIFEST = "download.json"
 PAGE_BARS = 10_000                 # the most bars Alpaca returns in one page (all symbols together)

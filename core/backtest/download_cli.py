@@ -57,7 +57,7 @@ def run_download_command(args: argparse.Namespace, config: Any) -> int:
 
     from core.backtest.download import DownloadError, DownloadOptionsError, download
     from core.broker.factory import connect, sim_banner
-    from core.market_calendar import get_market_calendar
+    from core.domain.market_calendar import get_market_calendar
 
     connection = connect(config)
     if connection.simulated:

@@ -48,15 +48,15 @@ from config.universe import BASELINE_SYMBOLS, DEFAULT_NON_FRACTIONABLE
 from core.backtest.broker import BacktestBroker, CostModel, FillAt
 from core.backtest.data import SYNTHETIC_SOURCE_PREFIX, History
 from core.backtest.errors import BacktestOptionsError
-from core.bar_panel import BarPanel
 from core.decision_pipeline import DecisionPipeline, merge_focus, signal_holdings
 from core.decision_ports import MemoryRiskLedger, RunningPeak
-from core.market_calendar import MarketCalendar, get_market_calendar
-from core.memory_journal import MemoryJournal
-from core.models import Fill, OrderTarget, PositionView, Rejection, Side, Signal
+from core.domain.bar_panel import BarPanel
+from core.domain.market_calendar import MarketCalendar, get_market_calendar
+from core.domain.models import Fill, OrderTarget, PositionView, Rejection, Side, Signal
+from core.domain.signal_validator import SignalValidator
+from core.domain.tier_exposure_tracker import UNTIERED
 from core.scanner import rank_candidates
-from core.signal_validator import SignalValidator
-from core.tier_exposure_tracker import UNTIERED
+from core.state.memory_journal import MemoryJournal
 
 DEFAULT_END_CUTOFF = date(2026, 11, 1)
 DEFAULT_YEARS = 10

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.errors import TradingDaemonError
+from core.domain.errors import TradingDaemonError
 
 
 class BacktestError(TradingDaemonError):

@@ -11,7 +11,7 @@ from config.settings import AppConfig
 from core.backtest.data import History, load_history, synthetic_history
 from core.backtest.engine import BENCHMARK_SYMBOL, BacktestOptions, resolve, warmup_sessions
 from core.backtest.errors import BacktestOptionsError
-from core.market_calendar import MarketCalendar, get_market_calendar
+from core.domain.market_calendar import MarketCalendar, get_market_calendar
 
 
 def load_data(options: BacktestOptions, config: AppConfig, data: str | Path | None,

@@ -50,7 +50,7 @@ from core.backtest.metrics import (
     trade_stats,
     yearly_from_monthly,
 )
-from core.models import Side
+from core.domain.models import Side
 
 TRADE_COLUMNS: tuple[str, ...] = (
     "symbol", "entry_date", "entry_price", "exit_date", "exit_price", "shares", "pnl", "exit_reason",

@@ -32,7 +32,7 @@ from config.settings import AppConfig, get_config
 from core.backtest.data import History, load_history, synthetic_history
 from core.backtest.engine import BacktestOptions, BacktestResult, run_backtest, warmup_sessions
 from core.backtest.walk_forward import Window
-from core.market_calendar import get_market_calendar
+from core.domain.market_calendar import get_market_calendar
 
 RESULTS_FILE = "results.jsonl"
 

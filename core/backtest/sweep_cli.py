@@ -105,7 +105,7 @@ def _plan(args: argparse.Namespace, config: Any) -> dict[str, Any]:
         validate_points,
     )
     from core.backtest.walk_forward import parse_duration, walk_forward_windows
-    from core.market_calendar import get_market_calendar
+    from core.domain.market_calendar import get_market_calendar
 
     if args.metric not in METRICS:
         raise SweepSpaceError(f"--metric {args.metric!r}: expected one of {', '.join(METRICS)}")
@@ -156,7 +156,6 @@ def _plan(args: argparse.Namespace, config: Any) -> dict[str, Any]:
 
 
 def _write_outputs(plan: dict[str, Any], results: Any, out: Path, stats: Any, args: argparse.Namespace) -> str:
-    from core.atomic_file import write_atomic
     from core.backtest.sweep_report import (
         headline,
         plot_heatmap,
@@ -166,6 +165,7 @@ def _write_outputs(plan: dict[str, Any], results: Any, out: Path, stats: Any, ar
         sweep_csv,
         sweep_markdown,
     )
+    from core.runtime.atomic_file import write_atomic
 
     points, windows = plan["points"], plan["windows"]
     by_key = results.load()

@@ -24,7 +24,7 @@ from core.backtest.deflated_sharpe import ReturnMoments, deflated_sharpe, probab
 from core.backtest.metrics import TRADING_DAYS, CurveStats, curve_stats
 from core.backtest.sweep_space import Point
 from core.backtest.walk_forward import Window
-from core.market_calendar import MarketCalendar
+from core.domain.market_calendar import MarketCalendar
 
 METRICS: dict[str, str] = {
     "sharpe": "Sharpe (daily, x sqrt(252))",

@@ -14,7 +14,7 @@ from datetime import date
 
 import numpy as np
 
-from core.market_calendar import MarketCalendar
+from core.domain.market_calendar import MarketCalendar
 
 BAR_FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from core.market_calendar import MarketCalendar
+from core.domain.market_calendar import MarketCalendar
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([ymwd])\s*$", re.IGNORECASE)
 UNITS = {"y": "years", "m": "months", "w": "weeks", "d": "days"}

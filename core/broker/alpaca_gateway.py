@@ -7,8 +7,8 @@ Policy, in one place:
   bounded exponential backoff; a 429 waits until `X-RateLimit-Reset` (bounded too).
 - An order POST is never retried here. An ambiguous answer is raised as `AmbiguousBrokerError`
   and the ExecutionAgent resolves it by looking the order up by `client_order_id`.
-- SDK and transport errors become `core.errors` types with a message naming the endpoint.
-- Responses become `core.models` types; a value that is not a finite number, or an unknown
+- SDK and transport errors become `core.domain.errors` types with a message naming the endpoint.
+- Responses become `core.domain.models` types; a value that is not a finite number, or an unknown
   enum, raises `BadBrokerResponseError` instead of flowing into sizing.
 """
 
@@ -48,9 +48,8 @@ from config.settings import AppConfig
 from config.universe import is_valid_ticker
 from core.broker.http_session import GuardedSession
 from core.broker.rate_limiter import RateLimiter
-from core.broker.request_stats import RequestStats
 from core.broker.url_batches import PAGE_TOKEN_RESERVE_BYTES, pack_symbols
-from core.cash_flows import (
+from core.domain.cash_flows import (
     FLOW_ACTIVITY_TYPES,
     ActivityError,
     CashFlows,
@@ -58,8 +57,8 @@ from core.cash_flows import (
     parse_activity,
     unreadable,
 )
-from core.clock import Clock, SystemClock
-from core.errors import (
+from core.domain.clock import Clock, SystemClock
+from core.domain.errors import (
     AuthenticationError,
     BadBrokerResponseError,
     BrokerConnectionError,
@@ -71,9 +70,8 @@ from core.errors import (
     OrderRejectedError,
     RateLimitedError,
 )
-from core.logging_setup import redact, register_secrets
-from core.market_calendar import NEW_YORK
-from core.models import (
+from core.domain.market_calendar import NEW_YORK
+from core.domain.models import (
     AccountView,
     AssetInfo,
     BrokerOrder,
@@ -85,8 +83,10 @@ from core.models import (
     PositionView,
     Side,
 )
-from core.ownership import SplitEvent
-from core.ports import BarsAnswer
+from core.domain.ownership import SplitEvent
+from core.domain.ports import BarsAnswer
+from core.domain.request_stats import RequestStats
+from core.runtime.logging_setup import redact, register_secrets
 
 T = TypeVar("T")
 BARS_PAGE_SIZE = 10_000  # the SDK's page size for bars (alpaca.data.historical.stock.get_stock_bars)

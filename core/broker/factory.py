@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from config.settings import AppConfig
 from core.broker.alpaca_gateway import AlpacaGateway
-from core.clock import Clock, SimClock, SystemClock
+from core.domain.clock import Clock, SimClock, SystemClock
 
 if TYPE_CHECKING:
     from core.sim import SimMarket

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import requests
 
 from core.broker.rate_limiter import RateLimiter
-from core.broker.request_stats import RequestStats
+from core.domain.request_stats import RequestStats
 
 
 class GuardedSession(requests.Session):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-from core.clock import Clock
+from core.domain.clock import Clock
 
 WINDOW_SECONDS = 61.0
 MAX_BLOCK_SECONDS = 65.0  # Alpaca's window is 60 s; a reset further away than this is not believed

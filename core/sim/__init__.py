@@ -16,7 +16,7 @@ from datetime import date, datetime
 from types import TracebackType
 from typing import Any
 
-from core.clock import Clock, SimClock, SystemClock
+from core.domain.clock import Clock, SimClock, SystemClock
 from core.sim.bars import BASE_PRICES, DailyBar, SyntheticBars
 from core.sim.corporate_actions import CashDividend, CorporateActions, Split
 from core.sim.exchange import (

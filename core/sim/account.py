@@ -12,8 +12,8 @@ from datetime import date, datetime
 from typing import Any
 
 from config.universe import DEFAULT_NON_FRACTIONABLE, is_valid_ticker
-from core.market_calendar import NEW_YORK
-from core.models import Fill
+from core.domain.market_calendar import NEW_YORK
+from core.domain.models import Fill
 from core.sim.activities import ActivityLog
 from core.sim.bars import SyntheticBars
 from core.sim.wire import fmt_num, fmt_time

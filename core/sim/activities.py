@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from core.market_calendar import NEW_YORK
+from core.domain.market_calendar import NEW_YORK
 from core.sim.wire import wire_time
 
 # alpaca.trading.enums.ActivityType of alpaca-py 0.44: the types Alpaca may report.

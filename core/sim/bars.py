@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from core.market_calendar import MarketCalendar, bar_timestamp, get_market_calendar
+from core.domain.market_calendar import MarketCalendar, bar_timestamp, get_market_calendar
 from core.sim.corporate_actions import CorporateActions, raw_factors, round_price
 
 FloatArray = npt.NDArray[np.float64]

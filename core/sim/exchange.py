@@ -28,9 +28,9 @@ from datetime import date, datetime
 from typing import Any
 
 from config.universe import DEFAULT_NON_FRACTIONABLE, DEFAULT_SYMBOL_TIERS, is_valid_ticker
-from core.clock import Clock
-from core.market_calendar import NEW_YORK, MarketCalendar
-from core.models import Fill
+from core.domain.clock import Clock
+from core.domain.market_calendar import NEW_YORK, MarketCalendar
+from core.domain.models import Fill
 from core.sim.account import (
     ACCOUNT_ID,
     ACCOUNT_NUMBER,

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from config.universe import is_valid_ticker
-from core.clock import Clock
-from core.market_calendar import NEW_YORK
+from core.domain.clock import Clock
+from core.domain.market_calendar import NEW_YORK
 from core.sim.bars import BarBlock, DailyBar, SyntheticBars
 from core.sim.corporate_actions import ACTION_TYPES, action_json, action_type, adjustment_factors, group_name
 from core.sim.exchange import SimExchange

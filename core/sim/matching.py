@@ -21,8 +21,8 @@ from datetime import UTC, date, datetime
 
 import numpy as np
 
-from core.clock import Clock
-from core.models import Fill, Side
+from core.domain.clock import Clock
+from core.domain.models import Fill, Side
 from core.sim.account import QTY_EPS, SimAccount, SimOrder, SimPosition, floor9
 from core.sim.bars import SyntheticBars
 from core.sim.corporate_actions import Action, CashDividend, Split

@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from core.market_calendar import NEW_YORK
+from core.domain.market_calendar import NEW_YORK
 
 CODE_INVALID = 40010000  # 400: body or parameter format
 CODE_UNPROCESSABLE = 40010001  # 422: order parameters

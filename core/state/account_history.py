@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from core.models import PositionView
+from core.domain.models import PositionView
 from core.state.database import Database
 
 

@@ -16,7 +16,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from core.models import Side
+from core.domain.models import Side
 from core.state.database import Database, date_or_none, float_or_none, parse_timestamp
 from core.state.orders import QTY_EPSILON
 
@@ -132,7 +132,7 @@ class PositionBook:
                                date.fromisoformat(row["exit_session"]), row["reason"], row["origin"],
                                parse_timestamp(row["closed_at"])) for row in rows]
 
-    # ------------------------------------------------------------------ what ownership changes (core.ownership)
+    # ------------------------------------------------------------------ what ownership changes (core.domain.ownership)
     def rebase_position(self, symbol: str, ratio: float, *, max_qty: float) -> BookPosition | None:
         """Re-base a position for a split of `ratio` new shares per old: quantities x ratio (capped at
         `max_qty`, what the broker holds), every stored price / ratio. Money amounts are unchanged."""

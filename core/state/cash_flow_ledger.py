@@ -1,4 +1,4 @@
-"""Deposits and withdrawals already netted out of the equity peak (core/cash_flows.py does the math).
+"""Deposits and withdrawals already netted out of the equity peak (core/domain/cash_flows.py does the math).
 
 Table `cash_flows`: id PK (the broker's activity id), kind (CSD/CSW/JNLC), amount (+ in, - out),
 on_date, occurred_at|NULL, equity_seen, peak_before, peak_after, recorded_at. With each batch, the
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date
 
-from core.models import CashFlow
+from core.domain.models import CashFlow
 from core.state.database import Database, iso_utc, parse_timestamp
 
 ID_BATCH = 500  # ids per `IN (...)` query, below SQLite's bound-parameter limit

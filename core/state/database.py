@@ -11,12 +11,12 @@ Durability and safety
 - The directory is created 0700 and the database with its `-wal`/`-shm` files end up 0600 (a
   0077 umask while they are created, then a chmod, which also fixes files made by older code).
 - No secret is ever stored: no table has a column for keys or credentials, and every text value
-  written goes through `core.logging_setup.redact` first (`RedactingConnection`, the one door of
+  written goes through `core.runtime.logging_setup.redact` first (`RedactingConnection`, the one door of
   every write), because a broker's error body can echo the request, key included.
 - All timestamps are ISO-8601 UTC from the injected clock; sessions are ISO dates.
 - The schema is versioned by `core.state.migrations` (`PRAGMA user_version`); opening migrates it.
 - `kv.instance_id` and `kv.instance_created_at` are this state directory's identity in every
-  client_order_id (core/order_ids.py): written once when the database is first opened, never changed.
+  client_order_id (core/domain/order_ids.py): written once when the database is first opened, never changed.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote
 
-from core.clock import Clock
-from core.errors import StateError
-from core.logging_setup import redact
-from core.order_ids import is_instance_id, new_instance_id
+from core.domain.clock import Clock
+from core.domain.errors import StateError
+from core.domain.order_ids import is_instance_id, new_instance_id
+from core.runtime.logging_setup import redact
 from core.state.failures import state_failure
 from core.state.migrations import migrate
 from core.state.migrations import schema_version as read_schema_version

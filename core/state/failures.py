@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import sqlite3
 
-from core.errors import StateDirUnusableError, StateError, StateUnavailableError
+from core.domain.errors import StateDirUnusableError, StateError, StateUnavailableError
 
 # SQLite's primary result codes (the low byte of an extended code) that pass by themselves.
 SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_IOERR, SQLITE_FULL = 5, 6, 7, 10, 13

@@ -1,4 +1,4 @@
-"""Order intents: the journal written before every submit (`core.ports.OrderJournal`).
+"""Order intents: the journal written before every submit (`core.domain.ports.OrderJournal`).
 
 Table `order_intents`: client_order_id PK, symbol, side, qty|NULL, notional|NULL, order_type,
 time_in_force, signal_session, reason, state (IntentState), broker_order_id|NULL, message, created_at,
@@ -11,10 +11,10 @@ from __future__ import annotations
 import sqlite3
 from datetime import date
 
-from core.errors import StateError
-from core.models import OrderSpec, Side
-from core.order_ids import DRY_RUN_KEY_PREFIX, dry_run_key
-from core.ports import IntentRecord, IntentState
+from core.domain.errors import StateError
+from core.domain.models import OrderSpec, Side
+from core.domain.order_ids import DRY_RUN_KEY_PREFIX, dry_run_key
+from core.domain.ports import IntentRecord, IntentState
 from core.state.database import Database, float_or_none
 
 INTENT_STATES = IntentState.OPEN_STATES | IntentState.FINAL_STATES

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from core.errors import StateError
+from core.domain.errors import StateError
 from core.state.failures import state_failure
 
 
@@ -175,7 +175,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "ownership: the broker's position last seen per symbol; the book keeps only the daemon's own", """
         -- The broker's quantity and avg_entry_price as last seen, with the daemon's own quantity at that
         -- moment: a later change the daemon's fills do not explain (a split, the user's trade) is
-        -- explained against it (core.ownership).
+        -- explained against it (core.domain.ownership).
         CREATE TABLE broker_positions_seen (
             symbol          TEXT PRIMARY KEY,
             qty             REAL NOT NULL,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import sqlite3
 
-from core.errors import StateError
-from core.models import BrokerOrder, Fill, OrderStatus, Side
+from core.domain.errors import StateError
+from core.domain.models import BrokerOrder, Fill, OrderStatus, Side
 from core.state.database import Database, float_or_none, iso_utc, parse_timestamp
 
 QTY_EPSILON = 1e-9

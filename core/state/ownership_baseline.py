@@ -1,5 +1,5 @@
 """The broker's positions as last seen, with the daemon's own quantity then: the baseline that
-explains the next change of the broker's position (core.ownership).
+explains the next change of the broker's position (core.domain.ownership).
 
 Table `broker_positions_seen`: symbol PK, qty, avg_entry_price (the broker's), own_qty (the daemon's
 own quantity then), seen_at. Shares the broker holds beyond `own_qty` are not the daemon's.
@@ -7,7 +7,7 @@ own quantity then), seen_at. Shares the broker holds beyond `own_qty` are not th
 
 from __future__ import annotations
 
-from core.ownership import SeenPosition
+from core.domain.ownership import SeenPosition
 from core.state.database import Database, parse_timestamp
 from core.state.orders import QTY_EPSILON
 

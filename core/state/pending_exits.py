@@ -17,7 +17,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import date
 
-from core.clock import Clock
+from core.domain.clock import Clock
 from core.state.database import Database, iso_utc
 
 ACTIVE = "active"

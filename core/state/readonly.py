@@ -13,7 +13,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from core.errors import StateError
+from core.domain.errors import StateError
 from core.state.database import DB_NAME, connect_read_only
 from core.state.orders import TERMINAL_STATUSES
 
@@ -64,7 +64,7 @@ class StateReader:
                           "ORDER BY symbol")
 
     def outside_shares(self) -> list[dict[str, Any]]:
-        """Shares the broker held, when last seen, beyond the daemon's own (core.ownership): never traded by it."""
+        """Shares the broker held, when last seen, beyond the daemon's own (core.domain.ownership): never traded by it."""
         if not self.has("broker_positions_seen"):
             return []
         return self._rows("SELECT symbol, qty, own_qty, qty - own_qty AS outside_qty, seen_at FROM broker_positions_seen "

@@ -1,6 +1,6 @@
 """The daemon's durable state: one SQLite database, `STATE_DIR/trading.db`, behind one facade.
 
-`StateStore` is what the rest of the code uses (`core.ports.OrderJournal` and more). It is composed
+`StateStore` is what the rest of the code uses (`core.domain.ports.OrderJournal` and more). It is composed
 of one object per aggregate, each in its own module with its tables:
 
 | module | aggregate | tables |
@@ -31,10 +31,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, overload
 
-from core.clock import Clock
-from core.models import BrokerOrder, CashFlow, Fill, OrderSpec, PositionView
-from core.ownership import SeenPosition
-from core.ports import IntentRecord
+from core.domain.clock import Clock
+from core.domain.models import BrokerOrder, CashFlow, Fill, OrderSpec, PositionView
+from core.domain.ownership import SeenPosition
+from core.domain.ports import IntentRecord
 from core.state.account_history import AccountHistory
 from core.state.book import (
     DAEMON_EXIT_REASON,
@@ -182,7 +182,7 @@ class StateStore:
     def last_stop_loss_exit(self, symbol: str) -> date | None:
         return self._book.last_stop_loss_exit(symbol)
 
-    # ------------------------------------------------------------------ ownership (core.ownership)
+    # ------------------------------------------------------------------ ownership (core.domain.ownership)
     def seen_positions(self) -> dict[str, SeenPosition]:
         return self._baseline.seen_positions()
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from core.broker.alpaca_gateway import AlpacaGateway
-from core.errors import (
+from core.domain.errors import (
     AuthenticationError,
     BadBrokerResponseError,
     BrokerConnectionError,
@@ -21,7 +21,7 @@ from core.errors import (
     OrderRejectedError,
     RateLimitedError,
 )
-from core.models import OrderSpec, Side
+from core.domain.models import OrderSpec, Side
 from tests.harness.config import make_config
 from tests.harness.market import gateway_for
 
@@ -173,7 +173,7 @@ def test_burst_of_1000_calls_causes_no_429(sim: Any, tmp_path: Path) -> None:
 def test_splits_come_from_the_corporate_actions_endpoint_on_the_data_host(sim: Any, tmp_path: Path) -> None:
     from datetime import timedelta
 
-    from core.market_calendar import get_market_calendar
+    from core.domain.market_calendar import get_market_calendar
 
     cal = get_market_calendar()
     today = sim.clock.now().date()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agents.data_agent import DataAgent
-from core.market_calendar import get_market_calendar, session_of_bar
+from core.domain.market_calendar import get_market_calendar, session_of_bar
 from tests.harness.config import REPO_ROOT, venv_env
 
 CAL = get_market_calendar()
@@ -40,7 +40,7 @@ print(f'Fetched {len(data)} symbols in 1 API call')
 
 def test_seed_batch_fetching_command_makes_exactly_one_data_request(tmp_path: Path) -> None:
     """The seed's "Batch Fetching Test", verbatim, against the simulated market at the real time."""
-    from core.clock import SimClock
+    from core.domain.clock import SimClock
     from core.sim import start_sim_market
 
     market = start_sim_market(clock=SimClock(datetime.now(UTC)), seed=42)

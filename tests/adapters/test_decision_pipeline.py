@@ -18,7 +18,6 @@ from agents.execution_agent import ExecutionAgent
 from agents.risk_agent import RiskAgent, RiskParams
 from core.backtest.broker import BacktestBroker
 from core.backtest.data import History
-from core.clock import SimClock
 from core.decision_pipeline import (
     MAX_FOCUS_CANDIDATES,
     Decision,
@@ -35,9 +34,10 @@ from core.decision_ports import (
     RiskLedger,
     RunningPeak,
 )
-from core.market_calendar import bar_timestamp, get_market_calendar
-from core.memory_journal import MemoryJournal
-from core.models import AccountView, OrderSpec, OrderTarget, Rejection, Side, Signal, SignalReason
+from core.domain.clock import SimClock
+from core.domain.market_calendar import bar_timestamp, get_market_calendar
+from core.domain.models import AccountView, OrderSpec, OrderTarget, Rejection, Side, Signal, SignalReason
+from core.state.memory_journal import MemoryJournal
 from core.state.store import StateStore
 from tests.harness.config import REPO_ROOT
 
@@ -302,14 +302,14 @@ def test_the_backtest_ledger_keeps_stop_losses_and_no_halt() -> None:
 
 def test_types_the_project_shares_are_defined_once() -> None:
     import core.backtest.broker as backtest_broker
-    import core.models as models
+    import core.domain.models as models
     import core.sim.account as sim_account
     import core.sim.exchange as exchange
     import core.state.orders as state_orders
     import core.state.store as store
     from config import universe
-    from core import ports
     from core.broker import alpaca_gateway
+    from core.domain import ports
 
     assert exchange.Fill is sim_account.Fill is store.Fill is state_orders.Fill is backtest_broker.Fill is models.Fill
     assert exchange.DEFAULT_NON_FRACTIONABLE is backtest_broker.DEFAULT_NON_FRACTIONABLE is universe.DEFAULT_NON_FRACTIONABLE
@@ -326,7 +326,7 @@ def test_types_the_project_shares_are_defined_once() -> None:
                 for name in names:
                     if name in homes:
                         homes[name].append(str(path.relative_to(REPO_ROOT)))
-    assert homes == {"Fill": ["core/models.py"], "RawBars": ["core/ports.py"],
+    assert homes == {"Fill": ["core/domain/models.py"], "RawBars": ["core/domain/ports.py"],
                      "DEFAULT_NON_FRACTIONABLE": ["config/universe.py"]}
 
 

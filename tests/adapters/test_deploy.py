@@ -28,9 +28,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from core.errors import StateError
-from core.process_lock import LOCK_FILE_NAME, PID_FILE_NAME, StateDirLock
-from core.systemd_notify import SystemdNotifier
+from core.domain.errors import StateError
+from core.runtime.process_lock import LOCK_FILE_NAME, PID_FILE_NAME, StateDirLock
+from core.runtime.systemd_notify import SystemdNotifier
 from tests.harness.config import REPO_ROOT
 
 ROOT = REPO_ROOT
@@ -339,8 +339,8 @@ def test_watchdog_interval_from_environment() -> None:
 CHILD = """
 import sys, time
 from pathlib import Path
-from core.errors import StateError
-from core.process_lock import StateDirLock
+from core.domain.errors import StateError
+from core.runtime.process_lock import StateDirLock
 try:
     with StateDirLock(Path(sys.argv[1])):
         print("acquired", flush=True)

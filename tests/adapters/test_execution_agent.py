@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from agents.execution_agent import ExecutionAgent, client_order_id
-from core.market_calendar import bar_timestamp
-from core.memory_journal import MemoryJournal
-from core.models import OrderTarget, Side, Signal, SignalReason
-from core.order_ids import dry_run_key
-from core.ports import IntentState
+from core.domain.market_calendar import bar_timestamp
+from core.domain.models import OrderTarget, Side, Signal, SignalReason
+from core.domain.order_ids import dry_run_key
+from core.domain.ports import IntentState
+from core.state.memory_journal import MemoryJournal
 
 SESSION = date(2025, 3, 7)          # the signal's bar: last completed session before 2025-03-10
 TRADING = date(2025, 3, 10)

@@ -17,8 +17,8 @@ import pytest
 from agents.data_agent import DataAgent
 from config.settings import get_config
 from core.broker.url_batches import MAX_URL_BYTES, PAGE_TOKEN_RESERVE_BYTES, SEPARATOR_BYTES, pack_symbols
-from core.clock import SimClock
-from core.market_calendar import NEW_YORK, get_market_calendar
+from core.domain.clock import SimClock
+from core.domain.market_calendar import NEW_YORK, get_market_calendar
 from core.sim import start_sim_market
 from scripts.bench_data import synthetic_symbols
 from tests.harness.market import gateway_for

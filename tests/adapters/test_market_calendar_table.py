@@ -1,4 +1,4 @@
-"""The bundled NYSE session table (core/nyse_sessions.txt) is exchange_calendars' XNYS calendar, and
+"""The bundled NYSE session table (core/domain/nyse_sessions.txt) is exchange_calendars' XNYS calendar, and
 loading it imports neither exchange_calendars nor pandas."""
 
 from __future__ import annotations
@@ -6,7 +6,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from core.market_calendar import CALENDAR_END, CALENDAR_START, SESSION_TABLE, MarketCalendar, format_table
+from core.domain.market_calendar import (
+    CALENDAR_END,
+    CALENDAR_START,
+    SESSION_TABLE,
+    MarketCalendar,
+    format_table,
+)
 from tests.harness.config import REPO_ROOT
 
 
@@ -24,7 +30,7 @@ def test_the_bundled_table_is_exchange_calendars_xnys_session_for_session() -> N
 
 
 def test_loading_the_calendar_imports_neither_exchange_calendars_nor_pandas() -> None:
-    code = ("import sys\nfrom core.market_calendar import get_market_calendar\n"
+    code = ("import sys\nfrom core.domain.market_calendar import get_market_calendar\n"
             "calendar = get_market_calendar()\nassert calendar.is_session(calendar.first_session)\n"
             "print(sorted(m for m in ('exchange_calendars', 'pandas') if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)

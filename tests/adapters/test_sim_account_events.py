@@ -20,8 +20,8 @@ from alpaca.trading.enums import (
 from alpaca.trading.models import NonTradeActivity, TradeActivity
 from alpaca.trading.requests import MarketOrderRequest
 
-from core.clock import SimClock
-from core.market_calendar import NEW_YORK
+from core.domain.clock import SimClock
+from core.domain.market_calendar import NEW_YORK
 from core.sim import SimMarket
 
 START = datetime(2025, 3, 10, 15, 0, tzinfo=UTC)  # Monday 11:00 New York

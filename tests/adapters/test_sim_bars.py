@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config.universe import DEFAULT_SYMBOL_TIERS
-from core.indicators import rolling_zscore
-from core.market_calendar import NEW_YORK, get_market_calendar
+from core.domain.indicators import rolling_zscore
+from core.domain.market_calendar import NEW_YORK, get_market_calendar
 from core.sim.bars import BASE_PRICES, SyntheticBars
 
 CAL = get_market_calendar()

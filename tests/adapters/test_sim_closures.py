@@ -23,8 +23,8 @@ from alpaca.data.timeframe import TimeFrame
 from alpaca.trading.enums import OrderSide, OrderStatus, TimeInForce
 from alpaca.trading.requests import GetCalendarRequest, LimitOrderRequest, MarketOrderRequest
 
-from core.clock import SimClock
-from core.market_calendar import NEW_YORK, bar_timestamp, get_market_calendar
+from core.domain.clock import SimClock
+from core.domain.market_calendar import NEW_YORK, bar_timestamp, get_market_calendar
 from core.sim import SimMarket, start_sim_market
 from core.sim.bars import SyntheticBars
 

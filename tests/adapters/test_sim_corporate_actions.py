@@ -21,8 +21,8 @@ from alpaca.data.timeframe import TimeFrame
 from alpaca.trading.enums import OrderSide, OrderStatus, TimeInForce
 from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
 
-from core.clock import SimClock
-from core.market_calendar import NEW_YORK, bar_timestamp
+from core.domain.clock import SimClock
+from core.domain.market_calendar import NEW_YORK, bar_timestamp
 from core.sim import SimMarket
 from core.sim.bars import SyntheticBars
 

@@ -17,8 +17,8 @@ from alpaca.data.requests import StockBarsRequest, StockLatestBarRequest
 from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 
 from config.universe import DEFAULT_SYMBOL_TIERS
-from core.clock import SimClock
-from core.market_calendar import bar_timestamp, get_market_calendar
+from core.domain.clock import SimClock
+from core.domain.market_calendar import bar_timestamp, get_market_calendar
 from core.sim import SimMarket, start_sim_market
 
 START = datetime(2025, 3, 10, 15, 0, tzinfo=UTC)  # where the market fixture's clock starts

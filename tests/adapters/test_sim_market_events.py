@@ -24,8 +24,8 @@ from alpaca.data.timeframe import TimeFrame
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
 
-from core.clock import SimClock
-from core.market_calendar import bar_timestamp
+from core.domain.clock import SimClock
+from core.domain.market_calendar import bar_timestamp
 from core.sim import SimMarket
 
 START = datetime(2025, 3, 10, 15, 0, tzinfo=UTC)  # Monday 11:00 New York, where the fixture starts

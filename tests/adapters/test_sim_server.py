@@ -17,7 +17,7 @@ from alpaca.data.timeframe import TimeFrame
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import MarketOrderRequest
 
-from core.clock import SimClock
+from core.domain.clock import SimClock
 from core.sim import SimMarket, SimMarketServer
 
 START = datetime(2025, 3, 10, 15, 0, tzinfo=UTC)  # where the market fixture's clock starts

@@ -21,8 +21,8 @@ from alpaca.trading.requests import (
     MarketOrderRequest,
 )
 
-from core.clock import SimClock
-from core.market_calendar import NEW_YORK, get_market_calendar
+from core.domain.clock import SimClock
+from core.domain.market_calendar import NEW_YORK, get_market_calendar
 from core.sim import SimMarket
 
 START = datetime(2025, 3, 10, 15, 0, tzinfo=UTC)  # where the market fixture's clock starts

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from core.clock import SimClock
-from core.models import CashFlow
+from core.domain.clock import SimClock
+from core.domain.models import CashFlow
 from core.state.migrations import migrate
 from core.state.store import DB_NAME, StateStore
 

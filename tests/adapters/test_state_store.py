@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from core.clock import SimClock
-from core.errors import StateError
-from core.models import BrokerOrder, OrderSpec, OrderStatus, PositionView, Side
-from core.ports import IntentState, OrderJournal
+from core.domain.clock import SimClock
+from core.domain.errors import StateError
+from core.domain.models import BrokerOrder, OrderSpec, OrderStatus, PositionView, Side
+from core.domain.ports import IntentState, OrderJournal
 from core.state.migrations import LATEST_VERSION, MIGRATIONS, migrate, split_statements
 from core.state.store import DB_NAME, StateStore, api_of
 from tests.harness.config import REPO_ROOT
@@ -560,8 +560,8 @@ _CHILD = textwrap.dedent("""
     import os, sys, time
     from datetime import UTC, date, datetime
     from pathlib import Path
-    from core.clock import SimClock
-    from core.models import OrderSpec, Side
+    from core.domain.clock import SimClock
+    from core.domain.models import OrderSpec, Side
     from core.state.store import StateStore
 
     store = StateStore(Path(sys.argv[1]), SimClock(datetime(2025, 3, 10, 15, tzinfo=UTC)))

@@ -17,7 +17,7 @@ from core.backtest.charts import ChartData, ChartWorker, draw_charts
 from core.backtest.data import synthetic_history
 from core.backtest.engine import BacktestOptions, run_backtest
 from core.backtest.report import chart_data, write_report
-from core.market_calendar import get_market_calendar
+from core.domain.market_calendar import get_market_calendar
 from tests.harness.config import REPO_ROOT
 
 CAL = get_market_calendar()

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from core.clock import SystemClock
-from core.errors import StateError, StateUnavailableError
+from core.domain.clock import SystemClock
+from core.domain.errors import StateError, StateUnavailableError
 from core.state.store import StateStore
 from tests.harness.config import REPO_ROOT, venv_env
 

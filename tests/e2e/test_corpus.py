@@ -35,14 +35,14 @@ from dotenv import dotenv_values
 from agents.data_agent import DataAgent
 from config.settings import AppConfig, ConfigError, get_config
 from config.universe import BASELINE_SYMBOLS
-from core.errors import (
+from core.domain.errors import (
     BrokerError,
     CandidatesError,
     DataError,
     TradingDaemonError,
 )
-from core.market_calendar import get_market_calendar
-from core.models import OrderSpec, Side
+from core.domain.market_calendar import get_market_calendar
+from core.domain.models import OrderSpec, Side
 from tests.harness.config import CORPUS_DIR, SIM_START
 
 CORPUS = CORPUS_DIR
@@ -184,7 +184,7 @@ def test_env_case(case: Case, capsys: pytest.CaptureFixture[str], tmp_path: Path
 # ================================================================================ shared market
 @pytest.fixture(scope="module")
 def market() -> Iterator[Any]:
-    from core.clock import SimClock
+    from core.domain.clock import SimClock
     from core.sim import start_sim_market
 
     sim = start_sim_market(clock=SimClock(SIM_START), seed=42, initial_cash=10_000.0, rate_limit_per_minute=10_000)
@@ -253,7 +253,7 @@ def focus_orchestrator(market: Any, module_config: AppConfig) -> Iterator[Any]:
 
 @pytest.mark.parametrize("case", cases_of("candidates"))
 def test_candidates_case(case: Case, focus_orchestrator: Any, module_config: AppConfig, tmp_path: Path) -> None:
-    from core.candidates import load_candidates
+    from core.state.candidates import load_candidates
 
     path = _generate_candidates(case.generate, tmp_path) if case.generate else case.path
     universe = module_config.symbols
@@ -376,7 +376,7 @@ class OrchestratorRun:
 
 def _orchestrate(tmp_path: Path, faults: list[dict[str, Any]]) -> OrchestratorRun:
     """`run(once=True)` (the daemon's own loop) on a fresh market with `faults` injected after start-up."""
-    from core.clock import SimClock
+    from core.domain.clock import SimClock
     from core.orchestrator import Orchestrator
     from core.sim import start_sim_market
     from core.state.store import StateStore

@@ -37,14 +37,14 @@ import pytest
 from config.settings import AppConfig
 from config.universe import BASELINE_SYMBOLS
 from core.broker.factory import SIM_BANNER, SIM_BANNER_FORCED
-from core.clock import SimClock
 from core.daily_scan import scan
-from core.market_calendar import NEW_YORK, get_market_calendar
-from core.ports import IntentState
-from core.process_lock import StateDirLock
+from core.domain.clock import SimClock
+from core.domain.market_calendar import NEW_YORK, get_market_calendar
+from core.domain.ports import IntentState
+from core.runtime.process_lock import StateDirLock
+from core.runtime.systemd_notify import SystemdNotifier
 from core.sim import SimMarket
 from core.state.store import DAEMON_EXIT_REASON, EXTERNAL_CLOSE_REASON, StateStore
-from core.systemd_notify import SystemdNotifier
 from tests.harness import assertions
 from tests.harness.assertions import assert_no_duplicate_orders
 from tests.harness.clocks import ny

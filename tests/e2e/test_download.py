@@ -21,7 +21,7 @@ from core.backtest.download import (
     read_bars,
     read_manifest,
 )
-from core.market_calendar import get_market_calendar
+from core.domain.market_calendar import get_market_calendar
 from tests.harness.config import make_config
 from tests.harness.market import gateway_for
 
@@ -237,7 +237,7 @@ def test_download_command_imports_neither_matplotlib_nor_dask(tmp_path: Path) ->
     code = f"""
 import sys
 from datetime import UTC, datetime
-from core.clock import SimClock
+from core.domain.clock import SimClock
 from core.sim import start_sim_market
 sim = start_sim_market(clock=SimClock(datetime(2025, 3, 10, 15, tzinfo=UTC)), seed=42)
 env = {str(tmp_path / 'e.env')!r}

@@ -28,11 +28,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from agents.execution_agent import client_order_id
-from core.errors import DataError
-from core.loop_backoff import MAX_BACKOFF_SECONDS
-from core.market_calendar import NEW_YORK
-from core.models import OrderSpec, Side
-from core.systemd_notify import SystemdNotifier
+from core.domain.errors import DataError
+from core.domain.loop_backoff import MAX_BACKOFF_SECONDS
+from core.domain.market_calendar import NEW_YORK
+from core.domain.models import OrderSpec, Side
+from core.runtime.systemd_notify import SystemdNotifier
 from tests.harness.clocks import ny
 from tests.harness.market import BARS_PATH, ORDERS_PATH
 from tests.harness.scenario import (

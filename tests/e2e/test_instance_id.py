@@ -20,12 +20,12 @@ import pytest
 import structlog
 
 from agents.execution_agent import ExecutionAgent, client_order_id
-from core.clock import SimClock
-from core.errors import ReconciliationError
+from core.domain.clock import SimClock
+from core.domain.errors import ReconciliationError
+from core.domain.models import OrderSpec, Side
+from core.domain.order_ids import format_client_order_id, is_instance_id, parse_client_order_id
+from core.domain.ports import IntentState
 from core.instance_guard import HALT_KIND
-from core.models import OrderSpec, Side
-from core.order_ids import format_client_order_id, is_instance_id, parse_client_order_id
-from core.ports import IntentState
 from core.state.store import StateStore
 from tests.harness.clocks import ny
 from tests.harness.config import make_config

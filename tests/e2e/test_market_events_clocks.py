@@ -17,8 +17,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from agents.execution_agent import client_order_id
-from core.market_calendar import NEW_YORK
-from core.models import Side
+from core.domain.market_calendar import NEW_YORK
+from core.domain.models import Side
 from tests.harness.clocks import SkewedClock, ny
 from tests.harness.logs import events
 from tests.harness.scenario import (

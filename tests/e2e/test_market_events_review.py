@@ -25,10 +25,10 @@ from structlog.testing import capture_logs
 
 from agents.data_agent import DataAgent
 from core import cli
+from core.domain.models import Side
+from core.domain.order_ids import dry_run_key, format_client_order_id
 from core.instance_guard import HALT_KIND
-from core.models import Side
 from core.orchestrator import Orchestrator
-from core.order_ids import dry_run_key, format_client_order_id
 from core.state.store import StateStore
 from core.status_data import collect_status
 from tests.harness.clocks import SkewedClock, ny

@@ -25,8 +25,8 @@ from structlog.testing import capture_logs
 
 from agents.data_agent import DataAgent
 from agents.execution_agent import client_order_id
-from core.indicators import rolling_zscore
-from core.models import Side
+from core.domain.indicators import rolling_zscore
+from core.domain.models import Side
 from tests.harness.clocks import ny
 from tests.harness.logs import events
 from tests.harness.market import BARS_PATH

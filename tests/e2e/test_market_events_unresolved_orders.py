@@ -20,7 +20,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from agents.execution_agent import client_order_id
-from core.models import OrderSpec, Side
+from core.domain.models import OrderSpec, Side
 from core.state.migrations import migrate
 from core.state.store import DB_NAME
 from tests.harness.clocks import ny

@@ -18,7 +18,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from agents.execution_agent import client_order_id
-from core.models import Side
+from core.domain.models import Side
 from core.status import render_status
 from tests.harness.clocks import ny
 from tests.harness.scenario import (

@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 import structlog
 
-from core.errors import ReconciliationError
+from core.domain.errors import ReconciliationError
+from core.domain.market_calendar import NEW_YORK, get_market_calendar
 from core.events import EventBus, HaltCleared, HaltTripped, OrderFilled, StartupRefused
-from core.logging_setup import configure_logging, writes_to_journal
-from core.market_calendar import NEW_YORK, get_market_calendar
+from core.runtime.logging_setup import configure_logging, writes_to_journal
 from tests.harness.config import command_env, make_config
 
 BIN = Path(sys.executable).parent

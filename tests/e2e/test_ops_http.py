@@ -31,7 +31,7 @@ import structlog
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.logging_setup import configure_logging
+from core.runtime.logging_setup import configure_logging
 from tests.harness.config import REPO_ROOT
 from tests.harness.ops import OpsDaemon, ops_daemon
 

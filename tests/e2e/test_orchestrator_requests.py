@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from core.market_calendar import NEW_YORK
+from core.domain.market_calendar import NEW_YORK
 from tests.harness.config import make_config
 
 

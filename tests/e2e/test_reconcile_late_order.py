@@ -7,8 +7,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from core.models import OrderSpec, Side
-from core.ports import IntentState
+from core.domain.models import OrderSpec, Side
+from core.domain.ports import IntentState
 from tests.harness.config import make_config
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from core.broker.factory import SIM_BANNER
-from core.candidates import load_candidates
 from core.daily_scan import scan
-from core.market_calendar import NEW_YORK, get_market_calendar, new_york_time
+from core.domain.market_calendar import NEW_YORK, get_market_calendar, new_york_time
+from core.state.candidates import load_candidates
 from tests.harness.config import REPO_ROOT, command_env, make_config
 from tests.harness.market import gateway_for, running_market
 

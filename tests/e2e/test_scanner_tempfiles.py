@@ -15,12 +15,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from core.atomic_file import STALE_TEMP_SECONDS
-from core.candidates import load_candidates
-from core.clock import SimClock
 from core.daily_scan import scan
-from core.market_calendar import NEW_YORK, get_market_calendar
+from core.domain.clock import SimClock
+from core.domain.market_calendar import NEW_YORK, get_market_calendar
+from core.runtime.atomic_file import STALE_TEMP_SECONDS
 from core.sim import start_sim_market
+from core.state.candidates import load_candidates
 from tests.harness.config import REPO_ROOT, make_config
 from tests.harness.market import gateway_for
 
@@ -28,7 +28,7 @@ CAL = get_market_calendar()
 KILLED_WRITER = """
 import os, sys
 from pathlib import Path
-from core.atomic_file import open_temp_file
+from core.runtime.atomic_file import open_temp_file
 fd, name = open_temp_file(Path(sys.argv[1]))
 os.write(fd, b'{"as_of": "2025-06-0')          # half a file, then the process dies
 print(name, flush=True)

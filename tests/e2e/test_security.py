@@ -182,11 +182,11 @@ def test_state_files_and_directory_are_private(full_run: tuple[Path, subprocess.
 def test_no_secret_in_the_live_database_wal_and_shm(tmp_path: Path, reset_logging: None) -> None:
     """In-process, with the store open: trading.db, -wal and -shm exist and hold no secret; all are 0600."""
     from core.broker.factory import connect
-    from core.clock import SimClock
     from core.daily_scan import scan
-    from core.logging_setup import configure_logging
+    from core.domain.clock import SimClock
     from core.orchestrator import Orchestrator
-    from core.process_lock import StateDirLock
+    from core.runtime.logging_setup import configure_logging
+    from core.runtime.process_lock import StateDirLock
     from core.state.store import StateStore
 
     state = tmp_path / "state"
@@ -225,10 +225,10 @@ def test_a_broker_that_echoes_the_keys_leaves_none_in_any_table(tmp_path: Path, 
     """The broker's error bodies repeat the request's key id and secret: a rejected order (its reason
     goes to order_intents.message) and a failed iteration (iterations.message). Logging is configured
     WITHOUT the keys: the gateway registers the keys it uses, so logs and state are redacted anyway."""
-    from core.clock import SimClock
-    from core.logging_setup import configure_logging
-    from core.market_calendar import NEW_YORK
+    from core.domain.clock import SimClock
+    from core.domain.market_calendar import NEW_YORK
     from core.orchestrator import Orchestrator
+    from core.runtime.logging_setup import configure_logging
     from core.sim import SimExchange, SimMarket, SimMarketServer, SyntheticBars
     from core.state.store import StateStore
     from tests.harness.market import gateway_for
@@ -280,10 +280,10 @@ def test_a_broker_that_echoes_the_keys_leaves_none_in_any_table(tmp_path: Path, 
 
 def test_the_store_redacts_every_text_it_writes(tmp_path: Path) -> None:
     """Below the gateway: any write method, any table, a key in full or cut off at the end."""
-    from core.clock import SimClock
-    from core.logging_setup import register_secrets
-    from core.models import OrderSpec, Side
-    from core.ports import IntentState
+    from core.domain.clock import SimClock
+    from core.domain.models import OrderSpec, Side
+    from core.domain.ports import IntentState
+    from core.runtime.logging_setup import register_secrets
     from core.state.store import StateStore
 
     register_secrets([API_KEY, SECRET_KEY])
@@ -309,7 +309,7 @@ def test_the_store_redacts_every_text_it_writes(tmp_path: Path) -> None:
 
 
 def test_redaction_is_the_last_line_of_defence(reset_logging: None) -> None:
-    from core.logging_setup import configure_logging
+    from core.runtime.logging_setup import configure_logging
 
     out = io.StringIO()
     configure_logging("INFO", json_output=True, secrets=SECRETS, stream=out)
@@ -333,7 +333,7 @@ def test_config_reprs_and_describe_config_hide_the_keys() -> None:
 
 def test_gateway_repr_and_a_refused_key_message_hide_the_keys(sim: Any, tmp_path: Path) -> None:
     from core.broker.alpaca_gateway import AlpacaGateway
-    from core.errors import AuthenticationError
+    from core.domain.errors import AuthenticationError
 
     config = make_config(tmp_path, request_timeout_seconds=2.0, retry_backoff_seconds=0.05)
     gateway = AlpacaGateway(config, sim.clock, api_key=API_KEY, secret_key=SECRET_KEY,
@@ -380,7 +380,7 @@ def test_a_crash_writes_a_scrubbed_private_crash_log_and_no_traceback(
 def test_a_daemon_error_message_on_stderr_is_scrubbed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from core import cli
-    from core.errors import BrokerError, StateError
+    from core.domain.errors import BrokerError, StateError
 
     monkeypatch.setenv("ALPACA_API_KEY", API_KEY)
     monkeypatch.setenv("ALPACA_SECRET_KEY", SECRET_KEY)
@@ -401,7 +401,7 @@ def test_a_daemon_error_message_on_stderr_is_scrubbed(
 # ---------------------------------------------------------------------------- symbols never reach a URL unchecked
 @pytest.mark.parametrize("symbol", BAD_SYMBOLS)
 def test_gateway_refuses_a_bad_symbol_before_any_request(sim: Any, config: AppConfig, symbol: str) -> None:
-    from core.models import OrderSpec, Side
+    from core.domain.models import OrderSpec, Side
 
     gateway = gateway_for(sim, config)
     sim.server.clear_log()
@@ -437,7 +437,7 @@ def test_data_agent_excludes_bad_symbols_and_never_sends_them(sim: Any, config: 
 
 
 def test_the_simulated_market_binds_to_loopback_only() -> None:
-    from core.clock import SimClock
+    from core.domain.clock import SimClock
     from core.sim import SimExchange, SimMarketServer, SyntheticBars, start_sim_market
 
     clock = SimClock(datetime(2025, 3, 10, 15, 0, tzinfo=UTC))

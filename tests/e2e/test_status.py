@@ -25,7 +25,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from core.clock import SimClock
+from core.domain.clock import SimClock
 from core.state.migrations import migrate
 from core.state.store import StateStore
 from core.status import render_status, render_status_text

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
 
-from core.loop_backoff import MAX_BACKOFF_SECONDS
-from core.models import OrderSpec, Side
-from core.ports import IntentState
+from core.domain.loop_backoff import MAX_BACKOFF_SECONDS
+from core.domain.models import OrderSpec, Side
+from core.domain.ports import IntentState
 from tests.harness.clocks import ny
 from tests.harness.market import ORDERS_PATH
 from tests.harness.scenario import Scenario, assert_no_duplicate_orders
@@ -128,8 +128,8 @@ def test_the_loop_resumes_within_a_minute_after_a_long_429_storm(scenario: Calla
 def test_the_back_off_rule() -> None:
     from datetime import UTC, datetime
 
-    from core.errors import DataError, RateLimitedError
-    from core.loop_backoff import loop_backoff_seconds, rate_limit_reset
+    from core.domain.errors import DataError, RateLimitedError
+    from core.domain.loop_backoff import loop_backoff_seconds, rate_limit_reset
 
     now = datetime(2025, 3, 11, 15, 0, tzinfo=UTC)
     try:

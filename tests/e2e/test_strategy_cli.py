@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from core.market_calendar import get_market_calendar, new_york_time
+from core.domain.market_calendar import get_market_calendar, new_york_time
 from tests.harness.config import REPO_ROOT
 
 DOC = REPO_ROOT / "docs" / "strategies.md"

@@ -38,7 +38,7 @@ from core.backtest.sweep_space import (
     parse_universes,
 )
 from core.backtest.walk_forward import Window, parse_duration, walk_forward_windows
-from core.market_calendar import get_market_calendar
+from core.domain.market_calendar import get_market_calendar
 from tests.harness.config import REPO_ROOT, make_config, venv_env
 
 CAL = get_market_calendar()

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from datetime import date
 
-from core.order_ids import parse_client_order_id
-from core.ports import IntentState
+from core.domain.order_ids import parse_client_order_id
+from core.domain.ports import IntentState
 from core.sim import SimMarket
 from core.state.store import StateStore
 from tests.harness.market import broker_orders, broker_positions

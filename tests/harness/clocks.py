@@ -1,4 +1,4 @@
-"""Clocks of the tests: New York instants, and three `core.clock.Clock`s beside the plain `SimClock`.
+"""Clocks of the tests: New York instants, and three `core.domain.clock.Clock`s beside the plain `SimClock`.
 
 - `ScenarioClock`: a SimClock that records its sleeps and runs an action when simulated time passes a mark.
 - `SkewedClock`: a daemon host's clock that is off the market's by an offset (the market keeps the truth).
@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from core.clock import SimClock
-from core.market_calendar import NEW_YORK
+from core.domain.clock import SimClock
+from core.domain.market_calendar import NEW_YORK
 
 
 def ny(year: int, month: int, day: int, hour: int = 10, minute: int = 0, second: float = 0.0) -> datetime:
@@ -73,7 +73,7 @@ class SkewedClock:
 
 
 class RemoteSimClock:
-    """The `core.clock.Clock` protocol over a simulated market's control endpoints.
+    """The `core.domain.clock.Clock` protocol over a simulated market's control endpoints.
 
     now(): GET /_sim/clock. sleep(s): POST /_sim/advance, so a sleep jumps the shared clock as
     `SimClock.sleep` does; it returns False once `interrupt()` was called. monotonic(): simulated

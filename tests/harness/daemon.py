@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from config.settings import AppConfig
-from core.clock import Clock
-from core.market_calendar import MarketCalendar, get_market_calendar
+from core.domain.clock import Clock
+from core.domain.market_calendar import MarketCalendar, get_market_calendar
 from core.orchestrator import Orchestrator, ScheduledTask
 from core.sim import SimMarket
 from core.state.store import StateStore

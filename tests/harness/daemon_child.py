@@ -47,10 +47,10 @@ def _emit(event: str, **fields: Any) -> None:
 def main(url: str, api_key: str, secret_key: str, state_dir: Path, *, max_iterations: int | None = None,
          until: datetime | None = None, log_path: Path | None = None, **overrides: Any) -> int:
     from core.broker.alpaca_gateway import AlpacaGateway
-    from core.errors import ReconciliationError, StateError, TradingDaemonError
-    from core.logging_setup import configure_logging
+    from core.domain.errors import ReconciliationError, StateError, TradingDaemonError
     from core.orchestrator import Orchestrator
-    from core.process_lock import StateDirLock
+    from core.runtime.logging_setup import configure_logging
+    from core.runtime.process_lock import StateDirLock
     from core.state.store import StateStore
 
     state_dir = Path(state_dir)

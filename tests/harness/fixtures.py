@@ -20,7 +20,7 @@ import pytest
 
 from config.settings import AppConfig
 from core.broker.alpaca_gateway import AlpacaGateway
-from core.clock import SimClock
+from core.domain.clock import SimClock
 from core.sim import SimMarket, start_sim_market
 from tests.harness import logs
 from tests.harness.config import SIM_START, make_config

@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from core.logging_setup import configure_logging
+from core.runtime.logging_setup import configure_logging
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from typing import Any
 
 from config.settings import AppConfig
 from core.broker.alpaca_gateway import AlpacaGateway
-from core.clock import Clock, SimClock
+from core.domain.clock import Clock, SimClock
 from core.sim import SimMarket, SimOrder, start_sim_market
 from core.sim.server import RequestRecord
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from config.settings import AppConfig
-from core.clock import SimClock
 from core.daily_scan import scan
+from core.domain.clock import SimClock
+from core.domain.market_calendar import NEW_YORK, get_market_calendar
 from core.iteration_result import IterationResult
-from core.market_calendar import NEW_YORK, get_market_calendar
 from core.operations import Operations
 from core.orchestrator import Orchestrator
 from core.sim import SimMarket, start_sim_market

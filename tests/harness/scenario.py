@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from config.settings import AppConfig
-from core.indicators import rolling_zscore
-from core.market_calendar import MarketCalendar, get_market_calendar
+from core.domain.indicators import rolling_zscore
+from core.domain.market_calendar import MarketCalendar, get_market_calendar
 from core.sim import SimMarket, SimOrder, start_sim_market
 from core.sim.server import RequestRecord
 from core.state.store import StateStore

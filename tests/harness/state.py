@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from core.clock import Clock
+from core.domain.clock import Clock
 from core.state.store import DB_NAME, StateStore
 
 

@@ -5,6 +5,7 @@
   and with the imports deferred into functions too (they hide a cycle from the interpreter, not from
   the design);
 - `core` never imports `scripts`;
+- `core.domain` (the pure domain) imports nothing that does I/O;
 - no private name (a leading underscore) is imported from another module;
 - every test file sits in tests/unit, tests/adapters or tests/e2e (tests/README.md says which).
 """
@@ -173,3 +174,41 @@ def test_every_test_file_is_in_its_kind_s_folder() -> None:
                    if p.relative_to(tests).parts[0] not in ("unit", "adapters", "e2e"))
     assert stray == []
     assert (tests / "README.md").is_file()
+
+
+# The pure domain does no I/O: it imports the standard library's computing modules, numpy, pandas,
+# pydantic, exchange_calendars (the bundled session table), the configuration's constants and itself.
+DOMAIN_MAY_IMPORT = frozenset({
+    "__future__", "abc", "bisect", "collections", "dataclasses", "datetime", "decimal", "enum", "fractions",
+    "functools", "hashlib", "itertools", "json", "math", "numbers", "operator", "re", "secrets", "statistics",
+    "string", "sys", "threading", "time", "types", "typing", "zoneinfo", "pathlib", "importlib",
+    "numpy", "pandas", "pydantic", "exchange_calendars", "config", "core.domain",
+})
+DOMAIN_MUST_NOT_IMPORT = ("core.broker", "core.state", "core.sim", "core.runtime", "alpaca", "structlog", "sqlite3",
+                          "socket", "requests", "urllib", "http", "subprocess", "agents", "scripts")
+
+
+def domain_imports_outside(modules: dict[str, Path]) -> list[str]:
+    offending = []
+    for name, path in modules.items():
+        if not name.startswith("core.domain"):
+            continue
+        for imp in imports_of(name, path, modules):
+            allowed = any(imp.target == root or imp.target.startswith(root + ".") for root in DOMAIN_MAY_IMPORT)
+            forbidden = any(imp.target == bad or imp.target.startswith(bad + ".") for bad in DOMAIN_MUST_NOT_IMPORT)
+            if forbidden or not allowed:
+                offending.append(f"{name}:{imp.line} imports {imp.target}")
+    return offending
+
+
+def test_the_domain_imports_nothing_that_does_io() -> None:
+    assert domain_imports_outside(source_modules()) == []
+
+
+def test_the_domain_rule_catches_a_broker_import(tmp_path: Path) -> None:
+    (tmp_path / "core" / "domain").mkdir(parents=True)
+    (tmp_path / "core" / "__init__.py").write_text("")
+    (tmp_path / "core" / "domain" / "__init__.py").write_text("")
+    (tmp_path / "core" / "domain" / "rule.py").write_text("import math\nfrom core.broker.factory import connect\n")
+    modules = {module_name(p, tmp_path): p for p in sorted((tmp_path / "core").rglob("*.py"))}
+    assert domain_imports_outside(modules) == ["core.domain.rule:2 imports core.broker.factory"]

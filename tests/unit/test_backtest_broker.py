@@ -9,10 +9,10 @@ import pytest
 
 from core.backtest.broker import BacktestBroker, CostModel
 from core.backtest.data import History
-from core.errors import DuplicateClientOrderIdError, OrderRejectedError
-from core.market_calendar import get_market_calendar
-from core.models import OrderSpec, OrderStatus, Side
-from core.ports import BrokerPort
+from core.domain.errors import DuplicateClientOrderIdError, OrderRejectedError
+from core.domain.market_calendar import get_market_calendar
+from core.domain.models import OrderSpec, OrderStatus, Side
+from core.domain.ports import BrokerPort
 
 CAL = get_market_calendar()
 

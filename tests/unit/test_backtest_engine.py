@@ -16,8 +16,8 @@ from config.settings import AppConfig
 from core.backtest.cli import add_backtest_arguments, load_data, run_backtest_command
 from core.backtest.data import History, load_history, synthetic_history
 from core.backtest.engine import BacktestOptions, BacktestResult, run_backtest
-from core.market_calendar import get_market_calendar
-from core.models import Side
+from core.domain.market_calendar import get_market_calendar
+from core.domain.models import Side
 from tests.harness.config import make_config
 
 CAL = get_market_calendar()

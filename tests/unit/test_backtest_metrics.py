@@ -182,7 +182,7 @@ def test_backtest_warns_and_states_the_period_first(tmp_path: Path, capsys: pyte
     import argparse
 
     from core.backtest.cli import add_backtest_arguments, run_backtest_command
-    from core.market_calendar import get_market_calendar
+    from core.domain.market_calendar import get_market_calendar
     from tests.harness.config import make_config
 
     sessions = get_market_calendar().sessions_between(date(2012, 1, 3), date(2024, 6, 28))

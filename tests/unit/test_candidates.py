@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from config.universe import DEFAULT_SYMBOL_TIERS
-from core.candidates import CandidatesFile, load_candidates, write_candidates
-from core.errors import CandidatesError
-from core.market_calendar import get_market_calendar
+from core.domain.errors import CandidatesError
+from core.domain.market_calendar import get_market_calendar
+from core.state.candidates import CandidatesFile, load_candidates, write_candidates
 
 CAL = get_market_calendar()
 NOW = datetime(2025, 3, 11, 15, 0, tzinfo=UTC)

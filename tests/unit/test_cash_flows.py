@@ -1,4 +1,4 @@
-"""Cash-flow netting (core/cash_flows.py): deposits and withdrawals are not P&L. Hand-worked numbers."""
+"""Cash-flow netting (core/domain/cash_flows.py): deposits and withdrawals are not P&L. Hand-worked numbers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import date, datetime
 
 import pytest
 
-from core.cash_flows import (
+from core.domain.cash_flows import (
     adjust_peak,
     day_change,
     net_amount,
@@ -17,8 +17,8 @@ from core.cash_flows import (
     since_close,
     time_from_activity_id,
 )
-from core.market_calendar import NEW_YORK
-from core.models import CashFlow
+from core.domain.market_calendar import NEW_YORK
+from core.domain.models import CashFlow
 
 ALPACA_CSD = {"activity_type": "CSD", "id": "20250604103000123::5f596936-6f23-4cef-bdf1-3806aae57dbf",
               "date": "2025-06-04", "net_amount": "5000", "description": "", "status": "executed"}

@@ -9,10 +9,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from core.broker_calendar import BrokerCalendar
-from core.broker_refusals import RefusalKind, classify_refusal
 from core.broker_time import BrokerTimeClock
-from core.clock import SimClock
-from core.errors import (
+from core.domain.broker_refusals import RefusalKind, classify_refusal
+from core.domain.clock import SimClock
+from core.domain.errors import (
     BadBrokerResponseError,
     BrokerServerError,
     BrokerTimeout,
@@ -20,8 +20,8 @@ from core.errors import (
     OrderRejectedError,
     RateLimitedError,
 )
-from core.market_calendar import NEW_YORK, get_market_calendar
-from core.models import ClockView, MarketDay
+from core.domain.market_calendar import NEW_YORK, get_market_calendar
+from core.domain.models import ClockView, MarketDay
 
 EP = "POST /v2/orders"
 

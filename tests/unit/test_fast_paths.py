@@ -14,8 +14,8 @@ import agents.risk_agent as risk_agent
 from config.settings import get_config
 from core.backtest.data import History, synthetic_history
 from core.backtest.engine import HOT_LOGGERS, BacktestOptions, quiet_logs, run_backtest
-from core.indicators import rolling_zscore, rolling_zscore_windows
-from core.market_calendar import get_market_calendar
+from core.domain.indicators import rolling_zscore, rolling_zscore_windows
+from core.domain.market_calendar import get_market_calendar
 from core.sim.bars import SyntheticBars
 
 CAL = get_market_calendar()

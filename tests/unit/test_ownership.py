@@ -1,4 +1,4 @@
-"""core.ownership: what explains a change of the broker's position that the daemon's own fills do not.
+"""core.domain.ownership: what explains a change of the broker's position that the daemon's own fills do not.
 
 Pure functions, so every case is checked exactly: splits (forward, reverse, with cash in lieu, with
 the user's shares next to the daemon's), the user's purchases and sales (the user's own shares are
@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from core.ownership import (
+from core.domain.ownership import (
     Cause,
     SeenPosition,
     SplitEvent,

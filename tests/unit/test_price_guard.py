@@ -1,4 +1,4 @@
-"""The price guard (core/price_guard.py): pure checks of an order against the broker's price, hand-worked numbers."""
+"""The price guard (core/domain/price_guard.py): pure checks of an order against the broker's price, hand-worked numbers."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from datetime import UTC, date, datetime
 import pytest
 
 from config.universe import DEFAULT_SYMBOL_TIERS
-from core.market_calendar import bar_timestamp
-from core.models import (
+from core.domain.market_calendar import bar_timestamp
+from core.domain.models import (
     BrokerOrder,
     LatestPrice,
     OrderStatus,
@@ -18,7 +18,7 @@ from core.models import (
     Signal,
     SignalReason,
 )
-from core.price_guard import PriceGuard, disagreement
+from core.domain.price_guard import PriceGuard, disagreement
 from core.tiered_position_sizer import build_tiers
 
 SESSION = date(2025, 6, 4)

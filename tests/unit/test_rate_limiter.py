@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from core.broker.rate_limiter import WINDOW_SECONDS, RateLimiter
-from core.clock import SimClock
+from core.domain.clock import SimClock
 
 
 def test_burst_of_1000_stays_under_limit_per_window() -> None:

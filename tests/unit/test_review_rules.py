@@ -6,9 +6,8 @@ from datetime import UTC, date, datetime
 
 from agents.risk_agent import RiskAgent, RiskContext, RiskParams
 from config.universe import DEFAULT_SYMBOL_TIERS
-from core.instance_guard import InstanceGuard
-from core.market_calendar import bar_timestamp, get_market_calendar
-from core.models import (
+from core.domain.market_calendar import bar_timestamp, get_market_calendar
+from core.domain.models import (
     AccountView,
     BrokerOrder,
     OrderStatus,
@@ -18,6 +17,7 @@ from core.models import (
     Signal,
     SignalReason,
 )
+from core.instance_guard import InstanceGuard
 
 CAL = get_market_calendar()
 SESSION = date(2025, 3, 10)

@@ -8,8 +8,8 @@ import pytest
 
 from agents.risk_agent import RiskAgent, RiskCheckError, RiskContext, RiskParams
 from config.universe import DEFAULT_SYMBOL_TIERS
-from core.market_calendar import bar_timestamp, get_market_calendar
-from core.models import (
+from core.domain.market_calendar import bar_timestamp, get_market_calendar
+from core.domain.models import (
     AccountView,
     BrokerOrder,
     OrderStatus,

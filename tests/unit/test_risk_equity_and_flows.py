@@ -7,8 +7,8 @@ import math
 import pytest
 
 from agents.risk_agent import HALT_CASH_FLOWS, HALT_EQUITY, RiskAgent
-from core.models import AccountView, PortfolioSnapshot, SignalReason
-from core.tier_exposure_tracker import TierExposureTracker
+from core.domain.models import AccountView, PortfolioSnapshot, SignalReason
+from core.domain.tier_exposure_tracker import TierExposureTracker
 from core.tiered_position_sizer import TieredPositionSizer
 from tests.unit.test_risk_agent import CAL, _buy, _ctx, _params, _pos, _sell
 

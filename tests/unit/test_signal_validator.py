@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from core.market_calendar import bar_timestamp, get_market_calendar
-from core.models import Side, Signal, SignalReason
-from core.signal_validator import SignalValidator
+from core.domain.market_calendar import bar_timestamp, get_market_calendar
+from core.domain.models import Side, Signal, SignalReason
+from core.domain.signal_validator import SignalValidator
 
 CAL = get_market_calendar()
 NOW = datetime(2025, 3, 11, 15, 0, tzinfo=UTC)   # Tuesday, during the session

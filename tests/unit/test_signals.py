@@ -11,10 +11,10 @@ import pytest
 
 from agents.signal_agent import Holding, PreparedPanel, RiskExitParams, SignalAgent
 from agents.strategies.zscore import ZScoreStrategy
-from core.bar_panel import BarPanel
-from core.indicators import rolling_zscore
-from core.market_calendar import get_market_calendar
-from core.models import Side, SignalReason
+from core.domain.bar_panel import BarPanel
+from core.domain.indicators import rolling_zscore
+from core.domain.market_calendar import get_market_calendar
+from core.domain.models import Side, SignalReason
 
 CAL = get_market_calendar()
 SESSIONS = CAL.sessions_between(date(2024, 1, 2), date(2024, 12, 31))

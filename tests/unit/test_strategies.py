@@ -23,9 +23,9 @@ from agents.strategies import (
 )
 from agents.strategies.loader import BUILTIN_STRATEGIES, load_strategy, strategy_class
 from agents.strategies.rsi2 import Rsi2Strategy
-from core.indicators import rolling_mean, rolling_sum, wilder_rsi
-from core.market_calendar import get_market_calendar
-from core.models import Side, SignalReason
+from core.domain.indicators import rolling_mean, rolling_sum, wilder_rsi
+from core.domain.market_calendar import get_market_calendar
+from core.domain.models import Side, SignalReason
 from tests.harness.config import REPO_ROOT
 
 CAL = get_market_calendar()
@@ -282,7 +282,7 @@ def test_a_strategy_file_is_loaded_once_per_process(tmp_path: Path) -> None:
 
 def test_the_live_panel_aligns_every_price_column_on_the_union_of_sessions() -> None:
     from agents.data_agent import BarData, SymbolBars
-    from core.market_calendar import bar_timestamp
+    from core.domain.market_calendar import bar_timestamp
 
     days = SESSIONS[:3]
     ns = np.array([int(bar_timestamp(d).timestamp() * 1e9) for d in days], dtype=np.int64)

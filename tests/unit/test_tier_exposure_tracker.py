@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from config.universe import DEFAULT_SYMBOL_TIERS
-from core.tier_exposure_tracker import UNTIERED, TierExposureTracker
+from core.domain.tier_exposure_tracker import UNTIERED, TierExposureTracker
 
 ALLOC = {"TIER1": 0.40, "TIER2": 0.30, "TIER3": 0.30}
 ACCOUNT = 10_000.0
@@ -177,7 +177,7 @@ def test_with_added_rejects_non_finite_notional() -> None:
 
     import pytest as _pytest
 
-    from core.tier_exposure_tracker import TierExposureTracker as _Tracker
+    from core.domain.tier_exposure_tracker import TierExposureTracker as _Tracker
 
     tracker = _Tracker({}, {"SPY": "TIER1"}, {"TIER1": 0.4}, 10_000.0)
     for bad in (math.nan, math.inf):

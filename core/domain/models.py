@@ -262,7 +262,7 @@ class MarketDay:
 @dataclass(frozen=True, slots=True)
 class LatestPrice:
     """The broker's own latest price of a symbol (a trade, or a quote's midpoint): the independent
-    price an order's size is checked against before it is sent (core/price_guard.py)."""
+    price an order's size is checked against before it is sent (core/domain/price_guard.py)."""
 
     symbol: str
     price: float

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import date
 
-from core.models import BrokerOrder, OrderSpec
-from core.order_ids import dry_run_key
-from core.ports import IntentRecord, IntentState
+from core.domain.models import BrokerOrder, OrderSpec
+from core.domain.order_ids import dry_run_key
+from core.domain.ports import IntentRecord, IntentState
 
 
 class MemoryJournal:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from core.errors import AmbiguousBrokerError, BadBrokerResponseError, BrokerError, RateLimitedError
+from core.domain.errors import AmbiguousBrokerError, BadBrokerResponseError, BrokerError, RateLimitedError
 
 
 class RefusalKind(StrEnum):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from core.models import (
+from core.domain.models import (
     AccountView,
     AssetInfo,
     BrokerOrder,
@@ -20,8 +20,8 @@ from core.models import (
 )
 
 if TYPE_CHECKING:
-    from core.broker.request_stats import RequestStats
-    from core.ownership import SplitEvent
+    from core.domain.ownership import SplitEvent
+    from core.domain.request_stats import RequestStats
 
 RawBars = dict[str, list[dict[str, Any]]]
 
@@ -132,6 +132,6 @@ class OrderJournal(Protocol):
     def pending_intents(self) -> list[IntentRecord]: ...
 
     def record_dry_run_intent(self, spec: OrderSpec, signal_session: date, reason: str) -> bool:
-        """Journal what a dry run would send, under its own key (`core.order_ids.dry_run_key`), already
+        """Journal what a dry run would send, under its own key (`core.domain.order_ids.dry_run_key`), already
         DRY_RUN (never PENDING: nothing may ever resubmit it); False if it was journalled before."""
         ...

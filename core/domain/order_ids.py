@@ -26,7 +26,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import date
 
-from core.models import Side
+from core.domain.models import Side
 
 INSTANCE_PATTERN = r"i[0-9a-f]{8}"
 _ID = re.compile(

@@ -28,7 +28,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from core.errors import StateError
+from core.domain.errors import StateError
 from core.state.failures import state_dir_failure, state_failure
 
 LOCK_FILE_NAME = "trading-daemon.lock"

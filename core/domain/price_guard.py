@@ -37,9 +37,17 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
-from core.market_calendar import NEW_YORK
-from core.models import BrokerOrder, LatestPrice, OrderTarget, PositionView, Rejection, Side, SignalReason
-from core.tiered_position_sizer import TierConfig, build_tiers
+from core.domain.market_calendar import NEW_YORK
+from core.domain.models import (
+    BrokerOrder,
+    LatestPrice,
+    OrderTarget,
+    PositionView,
+    Rejection,
+    Side,
+    SignalReason,
+)
+from core.domain.tiered_position_sizer import TierConfig, build_tiers
 
 STAGE = "price_guard"
 MONEY_TOLERANCE = 1e-6

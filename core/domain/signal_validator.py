@@ -16,8 +16,8 @@ import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from core.market_calendar import MarketCalendar
-from core.models import Rejection, Side, Signal
+from core.domain.market_calendar import MarketCalendar
+from core.domain.models import Rejection, Side, Signal
 
 
 class SignalValidator:

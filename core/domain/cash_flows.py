@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from core.market_calendar import NEW_YORK
-from core.models import CashFlow
+from core.domain.market_calendar import NEW_YORK
+from core.domain.models import CashFlow
 
 FLOW_ACTIVITY_TYPES = ("CSD", "CSW", "JNLC")
 _DEPOSITS = frozenset({"CSD"})

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from core.errors import RateLimitedError
+from core.domain.errors import RateLimitedError
 
 MAX_BACKOFF_SECONDS = 60.0
 MIN_RATE_LIMIT_WAIT_SECONDS = 1.0

@@ -1,6 +1,6 @@
 """NYSE sessions from exchange_calendars, precomputed into arrays for fast, pure look-ups.
 
-`get_market_calendar()` loads them from core/nyse_sessions.txt, exchange_calendars' table written
+`get_market_calendar()` loads them from core/domain/nyse_sessions.txt, exchange_calendars' table written
 once by scripts/make_nyse_sessions.py (a test checks it against the installed exchange_calendars), so
 no command pays for building the table (and importing exchange_calendars and pandas) at start-up.
 

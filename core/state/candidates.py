@@ -19,9 +19,9 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from config.universe import is_valid_ticker
-from core.atomic_file import write_atomic
-from core.errors import CandidatesError
-from core.market_calendar import MarketCalendar
+from core.domain.errors import CandidatesError
+from core.domain.market_calendar import MarketCalendar
+from core.runtime.atomic_file import write_atomic
 
 MAX_FILE_BYTES = 1_000_000
 MAX_SYMBOLS = 100
