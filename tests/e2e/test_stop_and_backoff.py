@@ -8,14 +8,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
 
+import pytest
+
 from core.domain.loop_backoff import MAX_BACKOFF_SECONDS
 from core.domain.models import OrderSpec, Side
 from core.domain.ports import IntentState
+from core.runtime.stop_signals import install_stop_handlers
 from tests.harness.clocks import ny
 from tests.harness.market import ORDERS_PATH
 from tests.harness.scenario import Scenario, assert_no_duplicate_orders
@@ -37,22 +42,34 @@ def _require_entries(scn: Scenario) -> None:
 
 
 # ================================================================================ stop
-def test_no_order_is_sent_after_a_stop_requested_during_a_slow_submit(scenario: Callable[..., Scenario]) -> None:
+@pytest.mark.parametrize("how", ["request_stop", "a real SIGTERM"])
+def test_no_order_is_sent_after_a_stop_requested_during_a_slow_submit(scenario: Callable[..., Scenario],
+                                                                      how: str) -> None:
     scn = scenario(FIVE_DAY, **FIVE_CONFIG)
     _require_entries(scn)
     daemon = scn.boot()
     # Every order POST is slow (0.4 s of wall time at the server before it is processed).
     scn.faults.inject("hang", method="POST", path_prefix=ORDERS_PATH, count=None, seconds=0.4)
     mark = scn.log_mark()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    if how == "a real SIGTERM":   # the CLI's handlers, and the signal delivered to this process mid-POST
+        install_stop_handlers(daemon.orchestrator.request_stop)
 
     def stop_during_the_first_submit() -> None:
         scn.wait_for(lambda: len(scn.order_posts(mark)) >= 1, timeout=30)
-        daemon.orchestrator.request_stop("SIGTERM")
+        if how == "a real SIGTERM":
+            os.kill(os.getpid(), signal.SIGTERM)
+        else:
+            daemon.orchestrator.request_stop("SIGTERM")
 
     stopper = threading.Thread(target=stop_during_the_first_submit)
     stopper.start()
-    result = daemon.orchestrator.run_iteration()
-    stopper.join()
+    try:
+        result = daemon.orchestrator.run_iteration()
+    finally:
+        stopper.join()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
     posts = scn.order_posts(mark)
     assert len(posts) == 1, f"{len(posts)} order POSTs; only the one in flight when the stop came may go out"
