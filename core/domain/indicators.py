@@ -28,12 +28,7 @@ def rolling_zscore(closes: np.ndarray, lookback: int) -> np.ndarray:
     so the live loop's row-ordered panel gets the same bits as the backtest's. Computed a block of
     rows at a time from whole-array passes: no (sessions x symbols x L) temporary.
     """
-    if lookback < 2:
-        raise ValueError(f"lookback {lookback!r} must be >= 2")
-    values = np.asarray(closes, dtype=float)
-    squeeze = values.ndim == 1
-    if squeeze:
-        values = values[:, None]
+    values, squeeze = _as_columns(closes, lookback)
     out = np.full(values.shape, np.nan)
     rows = values.shape[0] - lookback + 1
     for start in range(0, max(rows, 0), ZSCORE_BLOCK_ROWS):
@@ -85,12 +80,7 @@ def _pairwise_sum(term: Callable[[int], np.ndarray], first: int, count: int) -> 
 
 def rolling_zscore_windows(closes: np.ndarray, lookback: int) -> np.ndarray:
     """`rolling_zscore` through numpy's sliding-window mean and std (a rows x symbols x L temporary)."""
-    if lookback < 2:
-        raise ValueError(f"lookback {lookback!r} must be >= 2")
-    values = np.asarray(closes, dtype=float)
-    squeeze = values.ndim == 1
-    if squeeze:
-        values = values[:, None]
+    values, squeeze = _as_columns(closes, lookback)
     out = np.full(values.shape, np.nan)
     if values.shape[0] >= lookback:
         windows = sliding_window_view(values, lookback, axis=0)  # (n-L+1, symbols, L)
@@ -177,3 +167,13 @@ def _shifted(values: np.ndarray, rows: int) -> np.ndarray:
     if rows < values.shape[0]:
         out[rows:] = values[:values.shape[0] - rows]
     return out
+
+
+def _as_columns(closes: np.ndarray, lookback: int) -> tuple[np.ndarray, bool]:
+    """The closes as a float (rows x symbols) array, and whether a 1-D series was given."""
+    if lookback < 2:
+        raise ValueError(f"lookback {lookback!r} must be >= 2")
+    values = np.asarray(closes, dtype=float)
+    if values.ndim == 1:
+        return values[:, None], True
+    return values, False
