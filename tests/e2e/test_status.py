@@ -114,10 +114,12 @@ def test_status_reads_without_writing_or_migrating(tmp_path: Path) -> None:
             assert (state / name).stat().st_mode & 0o077 == 0
 
 
-def test_status_json_without_a_database_is_one_message_and_exit_1(tmp_path: Path) -> None:
-    proc = cli(tmp_path, "status", "--json")
+@pytest.mark.parametrize("argv", [["status", "--json"], ["status"], ["halts"]], ids=["json", "text", "halts"])
+def test_status_and_halts_without_a_database_are_one_message_and_exit_1(tmp_path: Path, argv: list[str]) -> None:
+    proc = cli(tmp_path, *argv)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.startswith("trading-daemon: No state database at ") and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and not (tmp_path / "state" / "trading.db").exists()
 
 
 # ---------------------------------------------------------------------- a running daemon
@@ -172,7 +174,8 @@ def test_the_command_the_summary_prints_shows_that_run(sim_run: tuple[Path, subp
     assert f"Last iteration: #{iterations} " in shown.stdout
     # Plain `status` has no daemon state there, and says where the simulated run is.
     plain = cli(tmp, "status")
-    assert "No state database" in plain.stdout and "trading-daemon status --sim" in plain.stdout
+    assert plain.returncode == 1 and plain.stdout == ""
+    assert "No state database" in plain.stderr and "trading-daemon status --sim" in plain.stderr
     as_json = cli(tmp, "status", "--sim", "--json")
     status = json.loads(as_json.stdout)
     validate(status)
