@@ -366,9 +366,13 @@ def _cmd_halts(args: argparse.Namespace, config: AppConfig) -> int:
     from core.halts_command import clear_halt, render_halts
     from core.ops_commands import state_target
     from core.runtime.logging_setup import configure_logging
+    from core.status import no_database_message
 
     config = state_target(args, config)
     if args.halts_action != "clear":
+        if not (Path(config.state_dir) / "trading.db").exists():  # as `status`: nothing to list is exit 1
+            print(f"trading-daemon: {no_database_message(Path(config.state_dir))}", file=sys.stderr)
+            return EXIT_FAILURE
         print(render_halts(config))
         return EXIT_OK
     configure_logging(config.log_level, secrets=config.secret_values())

@@ -63,12 +63,9 @@ def run_status_command(args: argparse.Namespace, config: AppConfig) -> int:
     state_dir = Path(target.state_dir)
     if not (state_dir / "trading.db").is_file():
         sim_dir = Path(config.state_dir) / SIM_DIR_NAME if not args.sim and args.state_dir is None else None
-        message = no_database_message(state_dir, sim_dir)
-        if args.json or args.serve:
-            print(f"trading-daemon: {message}", file=sys.stderr)
-            return EXIT_FAILURE
-        print(message)
-        return EXIT_OK
+        # Text, --json and --serve alike: nothing to show is a failure a script or a unit can see (exit 1).
+        print(f"trading-daemon: {no_database_message(state_dir, sim_dir)}", file=sys.stderr)
+        return EXIT_FAILURE
     if args.serve:
         return _serve(target, args.port if args.port is not None else config.http_port)
     if args.json:

@@ -102,6 +102,7 @@ def _plan(args: argparse.Namespace, config: Any) -> dict[str, Any]:
         parse_ranges,
         parse_universes,
         point_config,
+        refuse_settings_the_strategy_ignores,
         validate_points,
     )
     from core.backtest.walk_forward import parse_duration, walk_forward_windows
@@ -111,8 +112,9 @@ def _plan(args: argparse.Namespace, config: Any) -> dict[str, Any]:
         raise SweepSpaceError(f"--metric {args.metric!r}: expected one of {', '.join(METRICS)}")
     train, test = parse_duration(args.train, "--train"), parse_duration(args.test, "--test")
     universes = parse_universes(args.universe, config)
-    points = build_points(parse_grid(args.grid), parse_ranges(args.range), universes, random_points=args.random,
-                          seed=args.seed)
+    grid, ranges = parse_grid(args.grid), parse_ranges(args.range)
+    refuse_settings_the_strategy_ignores([n for n, _ in grid] + [n for n, _, _ in ranges], config)
+    points = build_points(grid, ranges, universes, random_points=args.random, seed=args.seed)
     values = base_values(config)
     validate_points(values, points)
     # --seed here is the random search's; the synthetic market keeps SIM_SEED, as for backtest.

@@ -95,6 +95,30 @@ def parse_grid(items: Sequence[str]) -> list[tuple[str, list[str]]]:
     return out
 
 
+def refuse_settings_the_strategy_ignores(names: Sequence[str], config: AppConfig) -> None:
+    """A swept setting the selected strategy does not read would give identical points: refuse it.
+
+    Strategy settings (ENTRY_Z, ZSCORE_LOOKBACK, ...) reach a strategy only through its
+    `defaults_from_settings`, and only when STRATEGY_PARAMS does not set that parameter itself."""
+    from agents.strategies.loader import BUILTIN_STRATEGIES, strategy_class
+
+    cls = strategy_class(config.strategy)
+    read = {setting: param for param, setting in cls.defaults_from_settings.items()}
+    strategy_settings = {s for c in BUILTIN_STRATEGIES.values() for s in c.defaults_from_settings.values()}
+    for env in names:
+        field = env.lower()
+        if field in read and read[field] in config.strategy_params:
+            raise SweepSpaceError(f"{env}: STRATEGY_PARAMS sets {read[field]!r} of strategy {cls.name!r}, which "
+                                  f"overrides {env}: every point would be the same (drop {read[field]!r} from "
+                                  "STRATEGY_PARAMS to sweep it)")
+        if field in strategy_settings and field not in read:
+            owners = ", ".join(c.name for c in BUILTIN_STRATEGIES.values() if field in c.defaults_from_settings.values())
+            raise SweepSpaceError(f"{env}: the selected strategy {cls.name!r} does not read {env} (a setting of "
+                                  f"{owners}): every point would be the same. The sweep searches the z-score "
+                                  "strategy's settings and the risk settings; other strategies' parameters: "
+                                  "run backtest --strategy-param")
+
+
 def _is_int_field(env: str) -> bool:
     annotation = AppConfig.model_fields[env.lower()].annotation
     return annotation is int or int in get_args(annotation)

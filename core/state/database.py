@@ -205,8 +205,13 @@ def connect_read_only(path: Path, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOU
     # A reader may have to create the -wal/-shm files of a cleanly closed database: keep them
     # private like every other state file.
     previous = os.umask(0o077)
+    # No -wal file: no connection has the database open (the last one to close checkpoints and deletes
+    # it), so nothing can change under the reader and `immutable=1` is safe. It also keeps a reader from
+    # creating -wal/-shm files there: run as root (sudo status), they would be root's and stop the daemon.
+    # With a -wal file, a writer may be active: plain mode=ro, which shares its -shm.
+    options = "mode=ro" if Path(f"{path}-wal").exists() else "mode=ro&immutable=1"
     try:
-        conn = sqlite3.connect(f"file:{quote(str(Path(path).resolve()))}?mode=ro", uri=True,
+        conn = sqlite3.connect(f"file:{quote(str(Path(path).resolve()))}?{options}", uri=True,
                                timeout=busy_timeout_s, check_same_thread=False)
         try:
             conn.row_factory = sqlite3.Row

@@ -1,6 +1,7 @@
 """A read-only view of a state database, for `status`, the status page and the metrics.
 
-It opens `trading.db` with SQLite's `mode=ro`: no migration, no write, no lock, so it is safe
+It opens `trading.db` with SQLite's `mode=ro` (and `immutable=1` when no -wal file exists, so it
+creates no side files; see `connect_read_only`): no migration, no write, no lock, so it is safe
 beside a running daemon (WAL readers never block the writer) and on a stopped daemon's directory,
 a copy or a backup. A database older than this code is read as it is: a table or column a later
 migration adds is reported as absent, not created. Each query returns plain dicts.

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from core.domain.clock import SystemClock
+from core.state.store import StateStore
 from tests.harness.config import REPO_ROOT
 
 HEAVY = ("matplotlib", "alpaca", "pandas", "numpy", "pydantic", "exchange_calendars", "structlog")
@@ -59,6 +61,7 @@ def test_help_and_version_load_nothing_heavy(argv: list[str], workdir: Path) -> 
 ])
 def test_commands_that_draw_no_chart_and_send_no_order_import_neither_matplotlib_nor_alpaca(
         argv: list[str], workdir: Path) -> None:
+    StateStore(workdir / "state", SystemClock()).close()   # without a database, status and halts stop at once
     report = _run(argv, workdir)
     assert report["code"] == 0
     loaded = report["loaded"]

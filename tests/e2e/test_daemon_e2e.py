@@ -713,8 +713,8 @@ def test_cli_bad_configuration_exits_2_with_one_message_and_no_traceback(tmp_pat
 def test_cli_status_on_an_empty_state_dir_explains_there_is_no_database(tmp_path: Path) -> None:
     (tmp_path / "state").mkdir()
     result = _cli(tmp_path, "status")
-    assert result.returncode == 0, result.stderr
-    assert "No state database" in result.stdout and str(tmp_path / "state") in result.stdout
+    assert result.returncode == 1 and result.stdout == ""
+    assert "No state database" in result.stderr and str(tmp_path / "state") in result.stderr
     assert not (tmp_path / "state" / "trading.db").exists(), "status must not create the database"
 
 

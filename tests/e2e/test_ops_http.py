@@ -193,6 +193,12 @@ def test_status_serve_shows_a_stopped_daemons_page(tmp_path: Path) -> None:
         families = samples(get(url + "metrics")[2].decode())
         assert value(families, "trading_daemon_open_positions") == len(symbols)
         assert value(families, "trading_daemon_daemon_running") == 0
+        # Kept in the daemon's memory only, and documented so: absent here rather than a made-up 0.
+        only_live = ("trading_daemon_rate_limited", "trading_daemon_request_retries", "trading_daemon_notifications")
+        assert not any(name in families for name in only_live)
+        table = (REPO_ROOT / "docs" / "operations.md").read_text()
+        assert "`rate_limited_total`, `request_retries_total` | counter | HTTP 429 answers; GETs retried after a " \
+               "transient failure (running daemon only" in table
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:

@@ -114,10 +114,36 @@ def test_status_reads_without_writing_or_migrating(tmp_path: Path) -> None:
             assert (state / name).stat().st_mode & 0o077 == 0
 
 
-def test_status_json_without_a_database_is_one_message_and_exit_1(tmp_path: Path) -> None:
-    proc = cli(tmp_path, "status", "--json")
+def test_status_of_a_stopped_daemon_leaves_the_state_dir_as_it_was(tmp_path: Path) -> None:
+    """No -wal/-shm left behind: run as root they would be root's, and the daemon could not open its database."""
+    state = tmp_path / "state"
+    with StateStore(state, SimClock(datetime(2025, 6, 2, 14, tzinfo=UTC))) as store:
+        store.add_halt("max_drawdown", "max_drawdown: drawdown 16.00% from peak 10,000.00", date(2025, 6, 2))
+    before = sorted(p.name for p in state.iterdir())
+    assert "trading.db-wal" not in before and "trading.db-shm" not in before   # a clean stop removes them
+    db = digest(state / "trading.db")
+    text, as_json = cli(tmp_path, "status"), cli(tmp_path, "status", "--json")
+    assert text.returncode == 0 and "max_drawdown" in text.stdout, text.stderr
+    assert as_json.returncode == 0 and json.loads(as_json.stdout)["halts"], as_json.stderr
+    assert sorted(p.name for p in state.iterdir()) == before and digest(state / "trading.db") == db
+
+
+def test_status_beside_an_open_writer_sees_its_latest_commit(tmp_path: Path) -> None:
+    """With a -wal file (a writer may be active) the reader shares the writer's view, not a frozen file."""
+    config = make_config(tmp_path)
+    with StateStore(Path(config.state_dir), SimClock(datetime(2025, 6, 2, 14, tzinfo=UTC))) as store:
+        assert collect_status(config)["halts"] == []
+        store.add_halt("max_drawdown", "max_drawdown: drawdown 16.00% from peak 10,000.00", date(2025, 6, 2))
+        assert (Path(config.state_dir) / "trading.db-wal").exists()
+        assert [h["kind"] for h in collect_status(config)["halts"]] == ["max_drawdown"]
+
+
+@pytest.mark.parametrize("argv", [["status", "--json"], ["status"], ["halts"]], ids=["json", "text", "halts"])
+def test_status_and_halts_without_a_database_are_one_message_and_exit_1(tmp_path: Path, argv: list[str]) -> None:
+    proc = cli(tmp_path, *argv)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.startswith("trading-daemon: No state database at ") and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and not (tmp_path / "state" / "trading.db").exists()
 
 
 # ---------------------------------------------------------------------- a running daemon
@@ -172,7 +198,8 @@ def test_the_command_the_summary_prints_shows_that_run(sim_run: tuple[Path, subp
     assert f"Last iteration: #{iterations} " in shown.stdout
     # Plain `status` has no daemon state there, and says where the simulated run is.
     plain = cli(tmp, "status")
-    assert "No state database" in plain.stdout and "trading-daemon status --sim" in plain.stdout
+    assert plain.returncode == 1 and plain.stdout == ""
+    assert "No state database" in plain.stderr and "trading-daemon status --sim" in plain.stderr
     as_json = cli(tmp, "status", "--sim", "--json")
     status = json.loads(as_json.stdout)
     validate(status)

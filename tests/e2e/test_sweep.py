@@ -167,6 +167,38 @@ def test_bad_sweep_arguments_exit_2_with_one_message(tmp_path: Path, capsys: pyt
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize(("env_lines", "argv", "message"), [
+    ("STRATEGY=rsi2\n", ["--grid", "ENTRY_Z=1.5,2,2.5"],
+     "ENTRY_Z: the selected strategy 'rsi2' does not read ENTRY_Z"),
+    ("STRATEGY=rsi2\n", ["--random", "3", "--range", "ZSCORE_LOOKBACK=10:40"],
+     "ZSCORE_LOOKBACK: the selected strategy 'rsi2' does not read ZSCORE_LOOKBACK"),
+    ("STRATEGY_PARAMS={\"entry_z\": 2.5}\n", ["--grid", "ENTRY_Z=1.5,2"],
+     "ENTRY_Z: STRATEGY_PARAMS sets 'entry_z' of strategy 'zscore', which overrides ENTRY_Z"),
+])
+def test_a_setting_the_selected_strategy_ignores_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                            env_lines: str, argv: list[str], message: str) -> None:
+    """Points differing only in a setting the strategy never reads would be identical: exit 2, one line."""
+    from core.cli import main
+
+    env = tmp_path / "strategy.env"
+    env.write_text(f"STATE_DIR={tmp_path / 'state'}\n{env_lines}")
+    assert main(["--env-file", str(env), "sweep", *argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_risk_settings_sweep_for_every_strategy(tmp_path: Path) -> None:
+    from core.backtest.sweep_space import refuse_settings_the_strategy_ignores
+
+    rsi2 = make_config(tmp_path, strategy="rsi2")
+    refuse_settings_the_strategy_ignores(["STOP_LOSS_PCT", "MAX_OPEN_POSITIONS", "SCANNER_TOP_N"], rsi2)
+    refuse_settings_the_strategy_ignores(["ENTRY_Z", "EXIT_Z", "ZSCORE_LOOKBACK", "SCANNER_OVERSOLD_Z"],
+                                         make_config(tmp_path))
+    with pytest.raises(SweepSpaceError, match="SCANNER_OVERSOLD_Z: the selected strategy 'rsi2'"):
+        refuse_settings_the_strategy_ignores(["SCANNER_OVERSOLD_Z"], rsi2)
+
+
 # ------------------------------------------------------------------------------------------------
 # A point equals a single backtest, byte for byte
 # ------------------------------------------------------------------------------------------------
