@@ -1,10 +1,13 @@
-"""Benchmark: data requests for a cold fetch and an incremental refresh, and the DataAgent's own CPU time.
+"""Benchmark: data requests for a cold fetch, a new session's fetch and an in-session refresh, and the DataAgent's own CPU time.
 
 Runs the real DataAgent and alpaca-py SDK against the simulated market on 127.0.0.1 at 29, 500 and
 5,000 symbols, 252 daily bars each, and prints each request count beside the physical minimum
 ceil(bars / 10,000) and the number of URLs the symbols need (core/broker/url_batches.py: above ~1,000
 symbols one URL would be too long). With k URLs the least possible is max(pages, k), and each URL can
 end in one part-filled page, so a count up to pages + k - 1 is the minimum for that split.
+The first fetch of each new session asks for the whole window again (so a bad print the feed corrected
+later reaches a running daemon; agents/data_agent.py), so its target is the cold fetch's; every later
+fetch in the session is incremental: one request per URL.
 Run: `.venv/bin/python scripts/bench_data.py` (or `make bench`).
 """
 
@@ -71,12 +74,16 @@ def run_case(count: int, bars: int, quiet: bool = True) -> dict[str, Any]:
         assert cold.requests == cold_requests, "the DataAgent must count every request"
         clock.set(datetime(2025, 3, 11, 18, 0, tzinfo=NEW_YORK))  # one more completed session
         market.server.clear_log()
+        agent.process(symbols, limit=bars)
+        session_requests = market.server.count(path_prefix=BARS_PATH)
+        clock.set(datetime(2025, 3, 11, 18, 5, tzinfo=NEW_YORK))  # the next iteration, same session
+        market.server.clear_log()
         warm = agent.process(symbols, limit=bars)
         warm_requests = market.server.count(path_prefix=BARS_PATH)
         return {
             "symbols": count, "ok": len(cold), "excluded": len(cold.excluded), "urls": urls,
             "cold_requests": cold_requests, "cold_min": math.ceil(count * bars / 10_000),
-            "refresh_requests": warm_requests, "refresh_min": max(math.ceil(count / 10_000), urls),
+            "session_requests": session_requests, "refresh_requests": warm_requests, "refresh_min": max(math.ceil(count / 10_000), urls),
             "cold_wall_s": cold_wall, "agent_cpu_ms": cold.cpu_seconds * 1000,
             "refresh_cpu_ms": warm.cpu_seconds * 1000,
         }
@@ -91,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(f"Daily bars per symbol: {args.bars}. Minimum requests = ceil(bars due / 10,000); URLs = requests the "
           "URL length alone needs.")
-    header = (f"{'symbols':>8} {'URLs':>5} {'cold req':>9} {'min':>5} {'refresh req':>12} {'min':>5} "
+    header = (f"{'symbols':>8} {'URLs':>5} {'cold req':>9} {'min':>5} {'new session req':>16} "
+              f"{'refresh req':>12} {'min':>5} "
               f"{'cold wall s':>12} {'agent CPU ms (cold)':>20} {'agent CPU ms (refresh)':>23}")
     print(header)
     print("-" * len(header))
@@ -99,13 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     for size in (int(s) for s in args.sizes.split(",")):
         row = run_case(size, args.bars)
         cold_ok = row["cold_min"] <= row["cold_requests"] <= row["cold_min"] + row["urls"] - 1
-        ok = cold_ok and row["refresh_requests"] == row["refresh_min"]
+        session_ok = row["cold_min"] <= row["session_requests"] <= row["cold_min"] + row["urls"] - 1
+        ok = cold_ok and session_ok and row["refresh_requests"] == row["refresh_min"]
         failures += 0 if ok and row["ok"] == size else 1
         print(f"{row['symbols']:>8} {row['urls']:>5} {row['cold_requests']:>9} {row['cold_min']:>5} "
-              f"{row['refresh_requests']:>12} {row['refresh_min']:>5} {row['cold_wall_s']:>12.2f} "
+              f"{row['session_requests']:>16} {row['refresh_requests']:>12} {row['refresh_min']:>5} {row['cold_wall_s']:>12.2f} "
               f"{row['agent_cpu_ms']:>20.1f} {row['refresh_cpu_ms']:>23.1f}"
               + ("" if ok else "   <- above the minimum"), flush=True)
-    print("\nTargets: cold = minimum (plus at most one part-filled page per extra URL); refresh = 1 request per URL; "
+    print("\nTargets: cold and a new session's first fetch = minimum (plus at most one part-filled page per extra "
+          "URL); refresh within the session = 1 request per URL; "
           "agent CPU for 500 symbols < 100 ms.")
     return 1 if failures else 0
 
