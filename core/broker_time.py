@@ -49,7 +49,6 @@ class BrokerTimeClock:
         self.skew_seconds = 0.0          # broker minus host, last measurement (0 before any)
         self.uncertainty_seconds = 0.0   # half the round trip of that measurement
         self.correction_seconds = 0.0    # what now() adds to host time (0 unless beyond the bound)
-        self.measurements = 0
         self._state = _OK
         self._anchor: tuple[datetime, float] | None = None   # host wall and monotonic at the last measurement
         self._last_step_check: datetime | None = None
@@ -84,7 +83,6 @@ class BrokerTimeClock:
         uncertainty = round_trip / 2
         certain = max(0.0, abs(skew) - uncertainty)   # the least the clocks can differ by
         self.skew_seconds, self.uncertainty_seconds = skew, uncertainty
-        self.measurements += 1
         self._anchor = (received_at, self.host.monotonic())
         self._last_step_check = received_at
         previous, previous_correction = self._state, self.correction_seconds

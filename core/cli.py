@@ -370,7 +370,9 @@ def _cmd_halts(args: argparse.Namespace, config: AppConfig) -> int:
 
     config = state_target(args, config)
     if args.halts_action != "clear":
-        if not (Path(config.state_dir) / "trading.db").exists():  # as `status`: nothing to list is exit 1
+        from core.state.database import DB_NAME
+
+        if not (Path(config.state_dir) / DB_NAME).exists():  # as `status`: nothing to list is exit 1
             print(f"trading-daemon: {no_database_message(Path(config.state_dir))}", file=sys.stderr)
             return EXIT_FAILURE
         print(render_halts(config))

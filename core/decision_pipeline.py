@@ -192,8 +192,7 @@ class DecisionPipeline:
         flags = self.execution.asset_flags(entry_symbols, trading_session) if entry_symbols else {}
         account_fractional = self.execution.account_fractional(trading_session) if entry_symbols else True
         figures = self.peak.update(account, self.clock())
-        ledger = self.ledger
-        ledger.clear_expired_halts(trading_session)
+        ledger = self.ledger   # halts of an ended session were lapsed by the loop at the start of the iteration
         return RiskContext(
             session=accepted[0].session, current_prices=current_prices,
             fractionable={s: a.fractionable and a.tradable for s, a in flags.items()},

@@ -77,8 +77,6 @@ class RiskLedger(Protocol):
 
     def clear_halt(self, kind: str, *, by: str = "", reason: str = "") -> bool: ...
 
-    def clear_expired_halts(self, current_session: date) -> Sequence[HaltRecord]: ...
-
 
 @dataclass(frozen=True, slots=True)
 class FlowFigures:
@@ -169,9 +167,6 @@ class MemoryRiskLedger:
 
     def clear_halt(self, kind: str, *, by: str = "", reason: str = "") -> bool:
         return False
-
-    def clear_expired_halts(self, current_session: date) -> Sequence[HaltRecord]:
-        return ()
 
 
 class RunningPeak:

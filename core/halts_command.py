@@ -21,6 +21,7 @@ from config.settings import AppConfig
 from core.cash_flow_tracker import PEAK_KEY
 from core.domain.clock import SystemClock
 from core.halt_acknowledgements import acknowledge_cleared, describe_acknowledged
+from core.state.database import DB_NAME
 
 log = structlog.get_logger("halts")
 
@@ -44,7 +45,7 @@ def operator() -> str:
 def render_halts(config: AppConfig) -> str:
     from core.state.store import StateStore
 
-    db = Path(config.state_dir) / "trading.db"
+    db = Path(config.state_dir) / DB_NAME
     if not db.exists():
         return f"No state database at {db} yet: the daemon has not run with STATE_DIR={config.state_dir}."
     with StateStore(Path(config.state_dir), SystemClock()) as store:
@@ -69,7 +70,7 @@ def render_halts(config: AppConfig) -> str:
 def clear_halt(config: AppConfig, name: str, reason: str, who: str | None = None) -> CommandOutcome:
     from core.state.store import StateStore
 
-    db = Path(config.state_dir) / "trading.db"
+    db = Path(config.state_dir) / DB_NAME
     if not db.exists():
         return CommandOutcome(2, f"no active halt named {name!r}: there is no state database at {db}")
     who = who or operator()

@@ -21,7 +21,6 @@ from core.events import (
     AccountObserved,
     Event,
     IterationCompleted,
-    IterationFailed,
     MarketStateChanged,
     OrderFilled,
     PositionMark,
@@ -42,10 +41,7 @@ class LiveSnapshot:
     market_open: bool | None = None
     market_next_change: datetime | None = None
     last_iteration: IterationCompleted | None = None
-    last_failure: IterationFailed | None = None
     last_fill_at: datetime | None = None
-    iterations_completed: int = 0
-    iterations_failed: int = 0
     requests_last_minute: dict[str, int] = field(default_factory=dict)
 
 
@@ -63,9 +59,7 @@ class LiveFigures:
             s = self._state
             if isinstance(event, IterationCompleted):
                 self._state = replace(s, last_iteration=event, positions=event.positions, positions_at=event.at,
-                                      market_open=event.market_open, iterations_completed=s.iterations_completed + 1)
-            elif isinstance(event, IterationFailed):
-                self._state = replace(s, last_failure=event, iterations_failed=s.iterations_failed + 1)
+                                      market_open=event.market_open)
             elif isinstance(event, AccountObserved):
                 self._state = replace(s, account=event)
             elif isinstance(event, MarketStateChanged):

@@ -202,7 +202,6 @@ class Notifier:
         self.sent = 0
         self.failed = 0
         self.dropped = 0
-        self.enqueued = 0
 
     # -------------------------------------------------------------- loop side
     def emit(self, event: Event) -> None:
@@ -224,8 +223,6 @@ class Notifier:
             log.warning("notification_dropped", kind=message.kind, reason=f"queue full ({self._queue.maxsize} "
                         "messages waiting): the endpoints are down or too slow")
             return False
-        with self._lock:
-            self.enqueued += 1
         return True
 
     # -------------------------------------------------------------- worker side

@@ -61,7 +61,9 @@ def run_status_command(args: argparse.Namespace, config: AppConfig) -> int:
 
     target = _target(args, config)
     state_dir = Path(target.state_dir)
-    if not (state_dir / "trading.db").is_file():
+    from core.state.database import DB_NAME
+
+    if not (state_dir / DB_NAME).is_file():
         sim_dir = Path(config.state_dir) / SIM_DIR_NAME if not args.sim and args.state_dir is None else None
         # Text, --json and --serve alike: nothing to show is a failure a script or a unit can see (exit 1).
         print(f"trading-daemon: {no_database_message(state_dir, sim_dir)}", file=sys.stderr)

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from config.settings import AppConfig
+from core.state.database import DB_NAME
 from core.status_data import collect_status
 
 
 def no_database_message(state_dir: Path, sim_dir: Path | None = None) -> str:
-    message = f"No state database at {state_dir / 'trading.db'} yet: the daemon has not run with STATE_DIR={state_dir}."
-    if sim_dir is not None and (sim_dir / "trading.db").is_file():
+    message = f"No state database at {state_dir / DB_NAME} yet: the daemon has not run with STATE_DIR={state_dir}."
+    if sim_dir is not None and (sim_dir / DB_NAME).is_file():
         message += f"\nA simulated run's state is in {sim_dir}: see it with `trading-daemon status --sim`."
     return message
 
@@ -28,7 +29,7 @@ def render_status_json(config: AppConfig, state_dir: Path | None = None) -> str:
 
 def render_status(config: AppConfig, state_dir: Path | None = None, *, title: str | None = None) -> str:
     state_dir = Path(state_dir or config.state_dir)
-    if not (state_dir / "trading.db").exists():
+    if not (state_dir / DB_NAME).exists():
         return no_database_message(state_dir)
     return render_status_text(collect_status(config, state_dir=state_dir), title=title)
 

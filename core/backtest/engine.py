@@ -128,7 +128,6 @@ class Trade:
     tier: str | None
     fractional: bool
     entry_commission: float
-    entry_row: int
     exit_date: date | None = None
     exit_price: float | None = None
     exit_reason: str = ""
@@ -428,7 +427,6 @@ class _Engine:
         self._decision_time = calendar.session_close(hist.sessions[first]) + timedelta(minutes=1)
         self.pipeline = DecisionPipeline(self.risk, self.execution, self.broker, self.ledger, self.peak,
                                          clock=lambda: self._decision_time)
-        self._row_of = {session: row for row, session in enumerate(hist.sessions)}
         universe = set(spec.symbols)
         self.baseline = [] if spec.bare else [s for s in BASELINE_SYMBOLS if s in universe]
         self.tier_of = {s: spec.symbol_tiers.get(s, UNTIERED) for s in spec.symbols}
@@ -610,7 +608,7 @@ class _Engine:
             self.open_trades[fill.symbol] = Trade(
                 symbol=fill.symbol, entry_date=fill_session, entry_price=fill.price, shares=fill.qty,
                 tier=meta.tier if meta else None, fractional=meta.fractional_order if meta else False,
-                entry_commission=fill.commission, entry_row=self._row_of[fill_session])
+                entry_commission=fill.commission)
             self.entry_sessions[fill.symbol] = fill_session
             return
         # A second buy of a held symbol cannot come from the RiskAgent; kept correct regardless.

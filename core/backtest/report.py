@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from core.backtest.charts import ChartData, ChartWorker, draw_equity, draw_exposure
+from core.backtest.charts import ChartData, ChartWorker
 from core.backtest.engine import (
     BARS_REQUESTS_PER_ITERATION,
     BENCHMARK_SYMBOL,
@@ -351,14 +351,6 @@ def chart_data(result: BacktestResult) -> ChartData:
         benchmark=benchmark_equity(result), benchmark_label=f"{BENCHMARK_SYMBOL} buy and hold",
         title=f"Equity ({result.sessions[0]} to {result.sessions[-1]}, {len(result.spec.symbols)} symbols)",
         exposure_pct={t: result.exposure[t] * 100.0 for t in tiers})
-
-
-def plot_equity(result: BacktestResult, path: Path) -> None:
-    draw_equity(chart_data(result), path)
-
-
-def plot_exposure(result: BacktestResult, path: Path) -> None:
-    draw_exposure(chart_data(result), path)
 
 
 def _num(value: float | None, digits: int = 2) -> str:

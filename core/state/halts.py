@@ -61,10 +61,6 @@ class HaltLog:
                                  "ORDER BY cleared_at DESC, id DESC LIMIT ?", (max(0, recent),))
         return [_halt(row) for row in [*active, *cleared]]
 
-    def kinds(self) -> set[str]:
-        """Every kind of halt this database has ever recorded."""
-        return {str(row["kind"]) for row in self._db.query("SELECT DISTINCT kind FROM risk_halts")}
-
     def clear_expired(self, current_session: date) -> list[Halt]:
         """Clear session-scoped halts (daily_loss) started in an earlier session."""
         kinds = sorted(SESSION_SCOPED_HALTS)

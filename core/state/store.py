@@ -220,10 +220,6 @@ class StateStore:
         """Every active halt, then the `recent` most recently cleared ones (newest first)."""
         return self._halts.recent(recent)
 
-    def halt_kinds(self) -> set[str]:
-        """Every kind of halt this database has ever recorded."""
-        return self._halts.kinds()
-
     def clear_expired_halts(self, current_session: date) -> list[Halt]:
         """Clear session-scoped halts (daily_loss) started in an earlier session."""
         return self._halts.clear_expired(current_session)

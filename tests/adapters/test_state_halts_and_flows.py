@@ -50,7 +50,7 @@ def test_a_cleared_halt_keeps_who_when_and_why(store: StateStore, clock: SimCloc
     store.add_halt("max_drawdown", "max_drawdown: again", TUE)            # a new row; the old one stays
     assert [(h.kind, h.cleared_at) for h in store.halts()][0] == ("max_drawdown", None)   # active first
     assert store.halts(recent=0)[0].reason == "max_drawdown: again" and len(store.halts(recent=0)) == 1
-    assert store.halt_kinds() == {"max_drawdown", "daily_loss"}
+    assert {h.kind for h in store.halts()} == {"max_drawdown", "daily_loss"}
 
 
 def test_cash_flows_are_recorded_once_with_the_peak_they_moved(store: StateStore) -> None:

@@ -57,7 +57,7 @@ SPY = np.array([100.0, 102.0, 101.0, np.nan, 104.0, 99.0])
 
 def _trade(symbol: str, entry: date, exit_: date | None, pnl: float, reason: str, holding: int) -> Trade:
     return Trade(symbol=symbol, entry_date=entry, entry_price=10.0, shares=1.0, tier=None, fractional=False,
-                 entry_commission=0.0, entry_row=0, exit_date=exit_, exit_price=None if exit_ is None else 10.0,
+                 entry_commission=0.0, exit_date=exit_, exit_price=None if exit_ is None else 10.0,
                  exit_reason=reason, pnl=pnl, holding_sessions=holding)
 
 
