@@ -15,9 +15,8 @@ import structlog
 
 from core.domain.errors import TradingDaemonError
 from core.domain.market_calendar import MarketCalendar, new_york_time
-from core.domain.models import PositionView
 from core.events import DailySummary, EventSink, PositionLine
-from core.live_figures import LiveFigures
+from core.live_figures import LiveFigures, position_views
 from core.loop_observers import account_observed
 
 log = structlog.get_logger("daily_summary")
@@ -49,9 +48,7 @@ class DailySummaryReporter:
         marks = self.live.snapshot().positions or ()
         book = self.store.book()
         if marks:
-            self.store.record_position_snapshot({
-                m.symbol: PositionView(symbol=m.symbol, qty=m.qty, avg_entry_price=m.avg_entry_price,
-                                       market_value=m.market_value, current_price=m.current_price) for m in marks})
+            self.store.record_position_snapshot(position_views(marks))
         prices = {m.symbol: m.current_price for m in marks}
         lines = tuple(
             PositionLine(symbol=s, qty=p.qty,

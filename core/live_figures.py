@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from core.domain.models import PositionView
 from core.events import (
     AccountObserved,
     Event,
@@ -76,3 +77,9 @@ class LiveFigures:
                 usage = {}
         with self._lock:
             return replace(self._state, now=self._clock_now(), requests_last_minute=usage)
+
+
+def position_views(marks: Iterable[PositionMark]) -> dict[str, PositionView]:
+    """The loop's last position marks as the store's position snapshot takes them."""
+    return {m.symbol: PositionView(symbol=m.symbol, qty=m.qty, avg_entry_price=m.avg_entry_price,
+                                   market_value=m.market_value, current_price=m.current_price) for m in marks}

@@ -34,9 +34,8 @@ from config.settings import AppConfig
 from core.daily_summary import DailySummaryReporter, daily_summary_task
 from core.domain.errors import ReconciliationError
 from core.domain.market_calendar import MarketCalendar
-from core.domain.models import PositionView
 from core.events import AccountObserved, DaemonFatal, DaemonStarted, DaemonStopped, Event, EventBus
-from core.live_figures import LiveFigures
+from core.live_figures import LiveFigures, position_views
 from core.runtime.version import version
 from core.status_data import collect_status
 
@@ -156,8 +155,6 @@ class Operations:
         if not marks:
             return
         try:
-            self.store.record_position_snapshot({m.symbol: PositionView(
-                symbol=m.symbol, qty=m.qty, avg_entry_price=m.avg_entry_price, market_value=m.market_value,
-                current_price=m.current_price) for m in marks})
+            self.store.record_position_snapshot(position_views(marks))
         except Exception as exc:  # noqa: BLE001 - on the way out; the page shows older prices instead
             log.warning("last_positions_not_stored", error=str(exc))

@@ -43,10 +43,6 @@ def add_state_dir_arguments(parser: argparse.ArgumentParser, *, suppress: bool =
 
 def state_target(args: argparse.Namespace, config: AppConfig) -> AppConfig:
     """The configuration with STATE_DIR as --sim / --state-dir chose it."""
-    return _target(args, config)
-
-
-def _target(args: argparse.Namespace, config: AppConfig) -> AppConfig:
     if args.sim:
         from core.sim_run import sim_config
 
@@ -59,7 +55,7 @@ def _target(args: argparse.Namespace, config: AppConfig) -> AppConfig:
 def run_status_command(args: argparse.Namespace, config: AppConfig) -> int:
     from core.status import no_database_message, render_status, render_status_json
 
-    target = _target(args, config)
+    target = state_target(args, config)
     state_dir = Path(target.state_dir)
     from core.state.database import DB_NAME
 

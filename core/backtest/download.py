@@ -105,8 +105,7 @@ def default_window(calendar: MarketCalendar, last_completed: date, start: date |
     return first, last
 
 
-def missing_ranges(covered: tuple[date, date] | None, first: date, last: date,
-                   calendar: MarketCalendar) -> list[tuple[date, date]]:
+def missing_ranges(covered: tuple[date, date] | None, first: date, last: date) -> list[tuple[date, date]]:
     """Windows to request for one symbol. Each window overlaps the covered range by one session (the
     comparison that detects a re-adjusted history); nothing when the range is covered."""
     if covered is None:
@@ -256,7 +255,7 @@ def download(source: BarsSource, symbols: Sequence[str], out: Path, *, last_comp
     needs: dict[str, list[tuple[date, date]]] = {}
     for symbol in symbols:
         covered = None if stale else coverage(manifest, out, symbol)
-        windows = missing_ranges(covered, first, last, calendar)
+        windows = missing_ranges(covered, first, last)
         if windows:
             needs[symbol] = windows
         else:

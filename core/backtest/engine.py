@@ -45,7 +45,7 @@ from agents.signal_agent import Holding, SignalAgent
 from agents.strategies.loader import strategy_from_config
 from config.settings import AppConfig
 from config.universe import BASELINE_SYMBOLS, DEFAULT_NON_FRACTIONABLE
-from core.backtest.broker import BacktestBroker, CostModel, FillAt
+from core.backtest.broker import DECISION_DELAY, BacktestBroker, CostModel, FillAt
 from core.backtest.data import SYNTHETIC_SOURCE_PREFIX, History
 from core.backtest.errors import BacktestOptionsError
 from core.decision_pipeline import DecisionPipeline, merge_focus, signal_holdings
@@ -424,7 +424,7 @@ class _Engine:
                                         min_notional=1.0 if spec.bare else config.min_order_notional)
         self.ledger = MemoryRiskLedger()
         self.peak = RunningPeak(spec.initial_cash)
-        self._decision_time = calendar.session_close(hist.sessions[first]) + timedelta(minutes=1)
+        self._decision_time = calendar.session_close(hist.sessions[first]) + DECISION_DELAY
         self.pipeline = DecisionPipeline(self.risk, self.execution, self.broker, self.ledger, self.peak,
                                          clock=lambda: self._decision_time)
         universe = set(spec.symbols)
@@ -513,7 +513,7 @@ class _Engine:
         if signals:
             self.counts["signals"] += len(signals)
             prices = broker.last_prices
-            self._decision_time = now = self.calendar.session_close(session) + timedelta(minutes=1)
+            self._decision_time = now = self.calendar.session_close(session) + DECISION_DELAY
             # One iteration per session: nothing was handled earlier for this bar (live, the store says so).
             accepted, rejected = self.validator.validate(signals, now, prices, ())
             self._count_rejections(rejected)

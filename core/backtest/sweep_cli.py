@@ -153,7 +153,7 @@ def _plan(args: argparse.Namespace, config: Any) -> dict[str, Any]:
                                    label=p.label, window=w, values=point_values, symbols=p.universe.symbols,
                                    options=options, source=source))
     return {"points": points, "windows": windows, "tasks": tasks, "source": source, "source_text": source_text,
-            "options": options, "grid_names": [n for n, _ in parse_grid(args.grid)], "calendar": calendar,
+            "options": options, "grid_names": [n for n, _ in grid], "calendar": calendar,
             "initial_cash": spec.initial_cash}
 
 

@@ -49,10 +49,10 @@ def _bars_requests(sim: Any) -> int:
 
 def test_plan_is_pure_and_page_sized() -> None:
     first, last = date(2024, 1, 2), date(2024, 12, 31)            # 252 sessions
-    assert missing_ranges(None, first, last, CAL) == [(first, last)]
-    assert missing_ranges((first, last), first, last, CAL) == []
+    assert missing_ranges(None, first, last) == [(first, last)]
+    assert missing_ranges((first, last), first, last) == []
     # Head and tail each overlap the covered range by one session.
-    assert missing_ranges((date(2024, 3, 1), date(2024, 6, 28)), first, last, CAL) == [
+    assert missing_ranges((date(2024, 3, 1), date(2024, 6, 28)), first, last) == [
         (first, date(2024, 3, 1)), (date(2024, 6, 28), last)]
     plan = batches({s: [(first, last)] for s in [f"S{i}" for i in range(100)]}, CAL)
     assert [len(f.symbols) for f in plan] == [39, 39, 22]       # 10,000 // 252 = 39 symbols per page
