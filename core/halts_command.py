@@ -43,13 +43,16 @@ def operator() -> str:
 
 
 def render_halts(config: AppConfig) -> str:
-    from core.state.store import StateStore
+    """The active and recently cleared halts, read like `status` reads: read-only, no migration, and on a
+    stopped daemon's directory no -wal/-shm file is created (core/state/readonly.py)."""
+    from core.state.halts import halt_from_row
+    from core.state.readonly import StateReader
 
     db = Path(config.state_dir) / DB_NAME
     if not db.exists():
         return f"No state database at {db} yet: the daemon has not run with STATE_DIR={config.state_dir}."
-    with StateStore(Path(config.state_dir), SystemClock()) as store:
-        halts = store.halts(recent=RECENT_HALTS)
+    with StateReader(Path(config.state_dir)) as reader:
+        halts = [halt_from_row(row) for row in reader.recent_halts(RECENT_HALTS)]
     active = [h for h in halts if h.cleared_at is None]
     cleared = [h for h in halts if h.cleared_at is not None]
     lines = [f"Active halts ({len(active)}):" if active else "Active halts: none (entries are allowed)"]

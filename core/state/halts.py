@@ -7,8 +7,10 @@ clear_reason|NULL; at most one active halt per kind (a partial unique index).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 from core.state.database import Database, parse_timestamp
 
@@ -44,7 +46,7 @@ class HaltLog:
     def active(self) -> list[Halt]:
         rows = self._db.query("SELECT kind, reason, session, started_at FROM risk_halts WHERE cleared_at IS NULL "
                               "ORDER BY id")
-        return [_halt(row) for row in rows]
+        return [halt_from_row(row) for row in rows]
 
     def clear(self, kind: str, *, by: str = "", reason: str = "") -> bool:
         """Clear the active halt of `kind`, recording who cleared it and why; False if none was active."""
@@ -59,7 +61,7 @@ class HaltLog:
         active = self._db.query("SELECT * FROM risk_halts WHERE cleared_at IS NULL ORDER BY id")
         cleared = self._db.query("SELECT * FROM risk_halts WHERE cleared_at IS NOT NULL "
                                  "ORDER BY cleared_at DESC, id DESC LIMIT ?", (max(0, recent),))
-        return [_halt(row) for row in [*active, *cleared]]
+        return [halt_from_row(row) for row in [*active, *cleared]]
 
     def clear_expired(self, current_session: date) -> list[Halt]:
         """Clear session-scoped halts (daily_loss) started in an earlier session."""
@@ -73,10 +75,11 @@ class HaltLog:
             conn.execute(f"UPDATE risk_halts SET cleared_at = ?, cleared_by = 'daemon', "
                          f"clear_reason = 'the session it was about has ended' WHERE {where}",
                          (self._db.now(), *params))
-        return [_halt(row) for row in rows]
+        return [halt_from_row(row) for row in rows]
 
 
-def _halt(row: sqlite3.Row) -> Halt:
+def halt_from_row(row: sqlite3.Row | Mapping[str, Any]) -> Halt:
+    """A `risk_halts` row (an sqlite3.Row or a read-only reader's dict; an older schema lacks the clear columns)."""
     keys = row.keys()
     cleared_at = row["cleared_at"] if "cleared_at" in keys else None
     return Halt(kind=row["kind"], reason=row["reason"], session=date.fromisoformat(row["session"]),

@@ -118,6 +118,15 @@ class StateReader:
         return self._rows("SELECT kind, reason, session, started_at FROM risk_halts WHERE cleared_at IS NULL "
                           "ORDER BY id")
 
+    def recent_halts(self, recent: int) -> list[dict[str, Any]]:
+        """Every active halt, then the `recent` most recently cleared ones (newest first), as `HaltLog.recent`."""
+        if not self.has("risk_halts"):
+            return []
+        active = self._rows("SELECT * FROM risk_halts WHERE cleared_at IS NULL ORDER BY id")
+        cleared = self._rows("SELECT * FROM risk_halts WHERE cleared_at IS NOT NULL "
+                             "ORDER BY cleared_at DESC, id DESC LIMIT ?", (max(0, recent),))
+        return [*active, *cleared]
+
     def recent_iterations(self, limit: int) -> list[dict[str, Any]]:
         if not self.has("iterations"):
             return []

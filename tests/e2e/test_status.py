@@ -92,14 +92,19 @@ def test_fresh_database_says_no_equity_yet_and_validates(tmp_path: Path) -> None
     assert "Account: no equity yet" in text and "P&L: day - " in text
 
 
-def test_status_reads_without_writing_or_migrating(tmp_path: Path) -> None:
+def test_status_and_halts_read_without_writing_or_migrating(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     conn = sqlite3.connect(state / "trading.db", isolation_level=None)
     migrate(conn, 3)                      # a database written by an older release
     conn.execute("INSERT INTO kv (key, value) VALUES ('peak_equity', '12000.0')")
+    conn.execute("INSERT INTO risk_halts (kind, reason, session, started_at, cleared_at) VALUES "
+                 "('daily_loss', 'daily_loss: -3.10%', '2025-06-02', '2025-06-02T15:00:00+00:00', "
+                 "'2025-06-03T13:30:00+00:00')")   # schema 3: no cleared_by / clear_reason columns yet
     conn.close()
     before = digest(state / "trading.db")
+    halts = cli(tmp_path, "halts")
+    assert halts.returncode == 0 and "daily_loss" in halts.stdout.split("Recently cleared")[1], halts.stderr
     proc = cli(tmp_path, "status", "--json")
     assert proc.returncode == 0, proc.stderr
     status = json.loads(proc.stdout)
@@ -114,7 +119,7 @@ def test_status_reads_without_writing_or_migrating(tmp_path: Path) -> None:
             assert (state / name).stat().st_mode & 0o077 == 0
 
 
-def test_status_of_a_stopped_daemon_leaves_the_state_dir_as_it_was(tmp_path: Path) -> None:
+def test_status_and_halts_of_a_stopped_daemon_leave_the_state_dir_as_it_was(tmp_path: Path) -> None:
     """No -wal/-shm left behind: run as root they would be root's, and the daemon could not open its database."""
     state = tmp_path / "state"
     with StateStore(state, SimClock(datetime(2025, 6, 2, 14, tzinfo=UTC))) as store:
@@ -125,6 +130,8 @@ def test_status_of_a_stopped_daemon_leaves_the_state_dir_as_it_was(tmp_path: Pat
     text, as_json = cli(tmp_path, "status"), cli(tmp_path, "status", "--json")
     assert text.returncode == 0 and "max_drawdown" in text.stdout, text.stderr
     assert as_json.returncode == 0 and json.loads(as_json.stdout)["halts"], as_json.stderr
+    halts = cli(tmp_path, "halts")                                # the listing reads the same way
+    assert halts.returncode == 0 and "max_drawdown" in halts.stdout.split("Recently cleared")[0], halts.stderr
     assert sorted(p.name for p in state.iterdir()) == before and digest(state / "trading.db") == db
 
 
