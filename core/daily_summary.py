@@ -8,13 +8,13 @@ stored as a snapshot, so a stopped daemon's status page still shows prices.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, time, timedelta
 from typing import Any
 
 import structlog
 
 from core.domain.errors import TradingDaemonError
-from core.domain.market_calendar import MarketCalendar, new_york_time
+from core.domain.market_calendar import NEW_YORK, MarketCalendar, new_york_time
 from core.events import DailySummary, EventSink, PositionLine
 from core.live_figures import LiveFigures, position_views
 from core.loop_observers import account_observed
@@ -55,8 +55,8 @@ class DailySummaryReporter:
                          market_value=round(prices[s] * p.qty, 2) if s in prices else None,
                          unrealised_pnl=round((prices[s] - p.avg_entry_price) * p.qty, 2) if s in prices else None)
             for s, p in sorted(book.items()))
-        todays = [o for o in self.store.all_orders()
-                  if o.submitted_at is not None and new_york_time(o.submitted_at).date() == session]
+        day_starts = datetime.combine(session, time(0), tzinfo=NEW_YORK)
+        todays = self.store.orders_submitted_between(day_starts, day_starts + timedelta(days=1))
         totals = self._request_totals()
         used = tuple(sorted((api, n - self._requests_seen.get(api, 0)) for api, n in totals.items()
                             if n - self._requests_seen.get(api, 0) > 0))

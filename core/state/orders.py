@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from datetime import datetime
 
 from core.domain.errors import StateError
 from core.domain.models import BrokerOrder, Fill, OrderStatus, Side
@@ -82,6 +83,12 @@ class OrderLog:
     def by_client_id(self, client_order_id: str) -> BrokerOrder | None:
         row = self._db.query_one(f"SELECT {ORDER_COLUMNS} FROM orders WHERE client_order_id = ?", (client_order_id,))
         return _order(row) if row is not None else None
+
+    def submitted_between(self, start: datetime, end: datetime) -> list[BrokerOrder]:
+        """Orders submitted in [start, end), oldest first (stored as UTC ISO text, which sorts as time does)."""
+        rows = self._db.query(f"SELECT {ORDER_COLUMNS} FROM orders WHERE submitted_at >= ? AND submitted_at < ? "
+                              "ORDER BY submitted_at, rowid", (iso_utc(start), iso_utc(end)))
+        return [_order(row) for row in rows]
 
     def all(self) -> list[BrokerOrder]:
         return [_order(row) for row in self._db.query(f"SELECT {ORDER_COLUMNS} FROM orders ORDER BY rowid")]

@@ -144,6 +144,9 @@ class StateStore:
     def all_orders(self) -> list[BrokerOrder]:
         return self._orders.all()
 
+    def orders_submitted_between(self, start: datetime, end: datetime) -> list[BrokerOrder]:
+        return self._orders.submitted_between(start, end)
+
     def fills_for(self, symbol: str) -> list[Fill]:
         return self._orders.fills_for(symbol)
 

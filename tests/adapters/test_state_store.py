@@ -163,6 +163,23 @@ def test_record_order_round_trips_the_broker_order(store: StateStore) -> None:
     assert store.order_by_client_id("nope") is None
 
 
+def test_orders_submitted_in_a_new_york_day_across_the_dst_change(store: StateStore) -> None:
+    """The daily summary's count: the New York calendar day, whose UTC bounds move with daylight saving time
+    (2025-03-09 has 23 hours), with and without microseconds in the stored time."""
+    from core.domain.market_calendar import NEW_YORK
+
+    times = {"before": datetime(2025, 3, 9, 4, 59, 59, 999_000, tzinfo=UTC),   # 23:59:59.999 EST on the 8th
+             "first": datetime(2025, 3, 9, 5, 0, tzinfo=UTC),                     # 00:00 EST on the 9th
+             "last": datetime(2025, 3, 10, 3, 59, 59, 500_000, tzinfo=UTC),       # 23:59:59.5 EDT on the 9th
+             "after": datetime(2025, 3, 10, 4, 0, tzinfo=UTC)}                    # 00:00 EDT on the 10th
+    for n, (name, when) in enumerate(times.items()):
+        store.record_order(BrokerOrder(f"ord-{n}", name, "SPY", Side.BUY, OrderStatus.FILLED, 1.0, None, 1.0,
+                                       500.0, submitted_at=when))
+    day = datetime(2025, 3, 9, tzinfo=NEW_YORK)
+    found = store.orders_submitted_between(day, day + timedelta(days=1))
+    assert [o.client_order_id for o in found] == ["first", "last"]
+
+
 def test_a_full_fill_in_one_answer(store: StateStore) -> None:
     assert store.record_order(order(10.0, 50.0, OrderStatus.FILLED)) == pytest.approx(10.0)
     assert store.record_order(order(10.0, 50.0, OrderStatus.FILLED)) == 0.0

@@ -87,6 +87,13 @@ def test_a_simulated_session_delivers_a_fill_and_a_daily_summary(tmp_path: Path,
     with sqlite3.connect(tmp_path / "state" / "sim" / "trading.db") as db:
         symbol, qty, price = db.execute("SELECT symbol, delta_qty, price FROM fills ORDER BY id LIMIT 1").fetchone()
     assert first["title"] == f"[trading-daemon simulated] filled BUY {qty:g} {symbol} @ {price:.2f}"
+    with sqlite3.connect(tmp_path / "state" / "sim" / "trading.db") as db:   # each summary counts its own day's orders
+        per_day = [db.execute("SELECT COUNT(*), SUM(status = 'filled') FROM orders WHERE submitted_at >= ? AND "
+                              "submitted_at < ?", (start, end)).fetchone()
+                   for start, end in (("2025-06-02T04:00", "2025-06-03T04:00"), ("2025-06-03T04:00", "2025-06-04T04:00"))]
+    assert [s["message"].split("orders today: ")[1].split("\n")[0] for s in summaries] == [
+        f"{n} submitted, {filled or 0} filled" for n, filled in per_day]
+    assert sum(n for n, _ in per_day) > 0
     assert "equity" in summaries[-1]["message"] and "requests since the last summary" in summaries[-1]["message"]
     assert titles[-1] == "[trading-daemon simulated] stopped"
 
