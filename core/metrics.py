@@ -21,6 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from core.events import Event, HaltTripped, IterationCompleted, IterationFailed, OrderFilled
 from core.state.store import api_of
+from core.status_data import age_seconds
 
 PREFIX = "trading_daemon"
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -67,12 +68,6 @@ def _gauge(name: str, doc: str, value: float | None, labels: dict[str, str] | No
         else:
             family.add_metric([], float(value))
     return family
-
-
-def _age(now: datetime, iso: str | None) -> float | None:
-    if iso is None:
-        return None
-    return (now - datetime.fromisoformat(iso)).total_seconds()
 
 
 class _ScrapeCollector:
@@ -158,8 +153,8 @@ class _ScrapeCollector:
             halt.add_metric([row["kind"]], 1.0)
         yield halt
         yield _gauge("last_iteration_age_seconds", "Seconds since the last completed (ok) loop iteration.",
-                     _age(now, s["last_completed_iteration_at"]))
-        yield _gauge("last_fill_age_seconds", "Seconds since the daemon's last fill.", _age(now, s["last_fill_at"]))
+                     age_seconds(now, s["last_completed_iteration_at"]))
+        yield _gauge("last_fill_age_seconds", "Seconds since the daemon's last fill.", age_seconds(now, s["last_fill_at"]))
         yield _gauge("candidates_age_seconds", "Seconds since the scanner generated candidates.json.",
                      s["candidates"]["age_seconds"])
         market = s["market"]["open"]

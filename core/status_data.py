@@ -215,7 +215,7 @@ def _candidates(path: Path, now: datetime) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8")[:1_000_000])
         generated = datetime.fromisoformat(str(data["generated_at"]))
-        info.update(as_of=str(data.get("as_of")), generated_at=_iso(generated), age_seconds=_age(now, generated),
+        info.update(as_of=str(data.get("as_of")), generated_at=_iso(generated), age_seconds=age_seconds(now, generated),
                     symbols=[str(s) for s in data.get("symbols", [])][:20])
     except (OSError, ValueError, TypeError, KeyError):
         pass  # a corrupt file shows as existing with nothing known; the loop logs why it ignores it
@@ -231,7 +231,10 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat()
 
 
-def _age(now: datetime, then: datetime | str) -> float | None:
+def age_seconds(now: datetime, then: datetime | str | None) -> float | None:
+    """Seconds from `then` (a datetime or an ISO text; naive = UTC) to `now`; None when unknown or unreadable."""
+    if then is None:
+        return None
     try:
         moment = datetime.fromisoformat(then) if isinstance(then, str) else then
     except ValueError:
