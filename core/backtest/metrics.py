@@ -111,11 +111,18 @@ class CurveStats:
     sharpe: float | None
 
 
+def years_spanned(sessions: Sequence[date]) -> float:
+    """Calendar years from the first session to the last, both included (at least a day; 0 without sessions)."""
+    if not sessions:
+        return 0.0
+    return max(((sessions[-1] - sessions[0]).days + 1) / 365.25, 1 / 365.25)
+
+
 def curve_stats(sessions: Sequence[date], equity: np.ndarray, initial: float) -> CurveStats:
-    """The report's equity definitions (see core.backtest.report) for any curve that starts from
-    `initial` before its first session."""
+    """The report's equity figures (total return, CAGR, max drawdown, Sharpe; docs/backtest.md) for any curve
+    that starts from `initial` before its first session: the backtest's own, the benchmark's, a sweep's."""
     curve = np.concatenate(([initial], np.asarray(equity, dtype=float)))
-    years = max(((sessions[-1] - sessions[0]).days + 1) / 365.25, 1 / 365.25) if sessions else 0.0
+    years = years_spanned(sessions)
     final = float(curve[-1])
     returns = curve[1:] / curve[:-1] - 1.0
     sharpe = None

@@ -49,6 +49,7 @@ from core.backtest.metrics import (
     time_in_market,
     trade_stats,
     yearly_from_monthly,
+    years_spanned,
 )
 from core.domain.models import Side
 
@@ -56,7 +57,6 @@ TRADE_COLUMNS: tuple[str, ...] = (
     "symbol", "entry_date", "entry_price", "exit_date", "exit_price", "shares", "pnl", "exit_reason",
     "tier", "fractional", "holding_sessions", "commission",
 )
-TRADING_DAYS = 252
 OPEN_AT_END = "open at the end"
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -120,12 +120,6 @@ def _clean(value: Any, digits: int = 6) -> Any:
     return value
 
 
-def _years(sessions: list[date]) -> float:
-    if not sessions:
-        return 0.0
-    return max(((sessions[-1] - sessions[0]).days + 1) / 365.25, 1 / 365.25)
-
-
 def drawdown_series(result: BacktestResult) -> np.ndarray:
     curve = np.concatenate(([result.spec.initial_cash], result.equity))
     peak = np.maximum.accumulate(curve)
@@ -133,35 +127,27 @@ def drawdown_series(result: BacktestResult) -> np.ndarray:
 
 
 def compute_metrics(result: BacktestResult) -> Metrics:
-    years = _years(result.sessions)
+    years = years_spanned(result.sessions)
     closed = [t for t in result.trades if not t.is_open]
     open_trades = [t for t in result.trades if t.is_open]
     initial = result.spec.initial_cash
     final = result.final_equity if len(result.equity) else initial
-    curve = np.concatenate(([initial], result.equity))
-    returns = curve[1:] / curve[:-1] - 1.0
-    sharpe: float | None = None
-    if len(returns) > 1:
-        std = float(np.std(returns, ddof=1))
-        if std > 0:
-            sharpe = float(np.mean(returns)) / std * math.sqrt(TRADING_DAYS)
+    curve = curve_stats(result.sessions, result.equity, initial)
     traded = sum(f.value for f in result.fills)
     mean_equity = float(np.mean(result.equity)) if len(result.equity) else initial
     requests = result.requests or [BARS_REQUESTS_PER_ITERATION]
     steady = BARS_REQUESTS_PER_ITERATION + 1
     acting = [r for r in requests if r > steady]
     wins = sum(1 for t in closed if t.pnl > 0)
-    cagr = (final / initial) ** (1.0 / years) - 1.0 if final > 0 and years > 0 else -1.0
     return Metrics(
         years=years, trades=len(result.trades), closed_trades=len(closed), open_at_end=len(open_trades),
         trades_per_year=len(result.trades) / years if years else 0.0,
         orders=len(result.orders), orders_per_year=len(result.orders) / years if years else 0.0,
         positions_median=float(np.median(result.open_positions)) if len(result.open_positions) else 0.0,
         positions_max=int(result.open_positions.max()) if len(result.open_positions) else 0,
-        win_rate=wins / len(closed) if closed else None, cagr=cagr,
-        max_drawdown=float(drawdown_series(result).min()) if len(result.equity) else 0.0,
-        sharpe=sharpe, turnover_per_year=traded / 2.0 / mean_equity / years if years and mean_equity > 0 else 0.0,
-        total_return=final / initial - 1.0, final_equity=final,
+        win_rate=wins / len(closed) if closed else None, cagr=curve.cagr, max_drawdown=curve.max_drawdown,
+        sharpe=curve.sharpe, turnover_per_year=traded / 2.0 / mean_equity / years if years and mean_equity > 0 else 0.0,
+        total_return=curve.total_return, final_equity=final,
         zero_share_skips=result.counts.get("zero_share_skips", 0),
         fractional_orders=result.counts.get("fractional_orders", 0),
         whole_share_orders=result.counts.get("whole_share_orders", 0),
