@@ -25,7 +25,7 @@ import structlog
 from core.broker_calendar import BrokerCalendar
 from core.broker_time import HOST_STEP_SECONDS, BrokerTimeClock
 from core.domain.errors import BrokerError
-from core.domain.market_calendar import NEW_YORK, MarketCalendar
+from core.domain.market_calendar import NEW_YORK
 from core.domain.models import ClockView
 from core.domain.ports import BrokerPort
 
@@ -37,8 +37,7 @@ CALENDAR_RESYNC_AFTER = timedelta(hours=1)   # at most one disagreement-driven c
 
 
 class MarketClock:
-    def __init__(self, source: BrokerPort, calendar: MarketCalendar, *,
-                 broker_time: BrokerTimeClock | None = None) -> None:
+    def __init__(self, source: BrokerPort, calendar: BrokerCalendar, *, broker_time: BrokerTimeClock) -> None:
         self._source = source
         self._calendar = calendar
         self._time = broker_time
@@ -53,16 +52,14 @@ class MarketClock:
 
     def view(self, now: datetime) -> ClockView:
         cached = self._cached
-        # The same `now` that fetched the answer is answered by it: the loop asks twice per step, and a
-        # skew correction that the answer itself changed must not make that `now` look stale.
+        # The same `now` that fetched the answer is answered by it (start-up then the first step, or a frozen
+        # clock): a skew correction that the answer itself changed must not make that `now` look stale.
         if cached is None or (now != self._fetched_for and self._expired(cached, now)):
             cached = self._fetch()
             self._fetched_for = now
         return cached
 
     def _expired(self, cached: ClockView, now: datetime) -> bool:
-        if self._time is None:
-            return now >= self._valid_until(cached) or now < cached.timestamp
         broker_now = self._time.to_broker(now)
         # Before the answer's own timestamp (beyond a step's tolerance): time went backwards.
         return (broker_now >= self._valid_until(cached)
@@ -71,18 +68,16 @@ class MarketClock:
 
     def _fetch(self) -> ClockView:
         view = self._source.get_clock()
-        if self._time is not None and view.sent_at is not None and view.received_at is not None:
+        if view.sent_at is not None and view.received_at is not None:
             self._time.observe(view.timestamp, view.sent_at, view.received_at)
         self._cached = view
-        if isinstance(self._calendar, BrokerCalendar):
-            self._calendar.set_clock_view(view)
+        self._calendar.set_clock_view(view)
         disagreement = self._disagreement(view)
         if disagreement:
             self.disagreements += 1
             log.warning("clock_disagreement", broker=_describe(view), calendar=disagreement,
                         now=view.timestamp.isoformat(), resolution="broker clock wins")
-            if isinstance(self._calendar, BrokerCalendar):
-                self._calendar.close_sessions_skipped_by(view)
+            self._calendar.close_sessions_skipped_by(view)
         self._maybe_sync_calendar(view, disagreement is not None)
         return view
 
@@ -102,8 +97,6 @@ class MarketClock:
         return None
 
     def _maybe_sync_calendar(self, view: ClockView, disagreement: bool) -> None:
-        if not isinstance(self._calendar, BrokerCalendar):
-            return
         today = view.timestamp.astimezone(NEW_YORK).date()
         daily = view.is_open and self._calendar_synced_on != today
         recent = (self._calendar_synced_at is not None
@@ -123,9 +116,6 @@ class MarketClock:
 
     def is_open(self, now: datetime) -> bool:
         return self.view(now).is_open
-
-    def next_open(self, now: datetime) -> datetime:
-        return self.view(now).next_open
 
     def invalidate(self) -> None:
         self._cached = None

@@ -178,17 +178,16 @@ class Orchestrator:
                 break
             self._run_due_tasks(now)
             try:
-                market_open = self.market_clock.is_open(now)
-                next_open = self.market_clock.next_open(now)
+                market = self.market_clock.view(now)
             except TradingDaemonError as exc:
                 failures += 1
                 self._backoff(failures, f"market clock unavailable: {exc}", exc)
                 continue
-            self._market_state.observe(market_open, next_open if not market_open else
-                                       self.market_clock.view(now).next_close, now)
+            market_open = market.is_open
+            self._market_state.observe(market_open, market.next_close if market_open else market.next_open, now)
             if not market_open and not once:
                 self._ping_watchdog("market closed; waiting for the open")
-                self._sleep_towards(next_open, until)
+                self._sleep_towards(market.next_open, until)
                 continue
             try:
                 self.last_result = self.run_iteration(market_open=market_open)
