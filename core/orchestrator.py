@@ -258,10 +258,8 @@ class Orchestrator:
         self.store.record_iteration(
             n=number, started_at=started, duration_s=result.duration_s, focus_symbols=focus,
             requests=result.requests, signals=result.signals, submitted=result.submitted,
-            rejected=result.rejected, status="ok", message="",
+            rejected=result.rejected, status="ok", message="", dry_run=self.dry_run,
         )
-        if self.dry_run:
-            self.store.mark_iteration_dry_run(number)
         self._halt_watch.observe(self.store.active_halts(), self.clock.now())
         self.events.emit(iteration_completed(result, positions, self.clock.now(), dry_run=self.dry_run))
         log.info("iteration_complete", iteration=number, focus_symbols=focus, requests=result.requests,

@@ -21,17 +21,18 @@ class IterationLog:
 
     def record(self, *, n: int, started_at: datetime, duration_s: float, focus_symbols: list[str],
                requests: dict[str, int], signals: int, submitted: int, rejected: int, status: str,
-               message: str = "") -> None:
+               message: str = "", dry_run: bool = False) -> None:
         with self._db.transaction() as conn:
             conn.execute(
                 "INSERT INTO iterations (n, started_at, duration_s, focus_symbols, requests, signals, submitted, "
-                "rejected, status, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "rejected, status, message, dry_run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (n) DO UPDATE SET started_at = excluded.started_at, duration_s = excluded.duration_s, "
                 "focus_symbols = excluded.focus_symbols, requests = excluded.requests, signals = excluded.signals, "
                 "submitted = excluded.submitted, rejected = excluded.rejected, status = excluded.status, "
-                "message = excluded.message",
+                "message = excluded.message, dry_run = excluded.dry_run",
                 (n, iso_utc(started_at), float(duration_s), json.dumps(list(focus_symbols)),
-                 json.dumps(dict(requests), sort_keys=True), signals, submitted, rejected, status, message),
+                 json.dumps(dict(requests), sort_keys=True), signals, submitted, rejected, status, message,
+                 int(dry_run)),
             )
 
     def last(self) -> dict[str, Any] | None:
@@ -50,10 +51,6 @@ class IterationLog:
             rows = self._db.query("SELECT requests FROM (SELECT n, requests FROM iterations ORDER BY n DESC LIMIT ?) "
                                   "ORDER BY n", (limit,))
         return [json.loads(row["requests"]) for row in rows]
-
-    def mark_dry_run(self, n: int) -> None:
-        with self._db.transaction() as conn:
-            conn.execute("UPDATE iterations SET dry_run = 1 WHERE n = ?", (n,))
 
 
 class ApiUsage:

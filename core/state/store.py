@@ -244,10 +244,10 @@ class StateStore:
     # ------------------------------------------------------------------ iterations
     def record_iteration(self, *, n: int, started_at: datetime, duration_s: float, focus_symbols: list[str],
                          requests: dict[str, int], signals: int, submitted: int, rejected: int, status: str,
-                         message: str = "") -> None:
+                         message: str = "", dry_run: bool = False) -> None:
         self._iterations.record(n=n, started_at=started_at, duration_s=duration_s, focus_symbols=focus_symbols,
                                 requests=requests, signals=signals, submitted=submitted, rejected=rejected,
-                                status=status, message=message)
+                                status=status, message=message, dry_run=dry_run)
 
     def last_iteration(self) -> dict[str, Any] | None:
         return self._iterations.last()
@@ -258,9 +258,6 @@ class StateStore:
     def iteration_requests(self, limit: int | None = None) -> list[dict[str, int]]:
         """Requests by API of each iteration, oldest first (the last `limit` if given)."""
         return self._iterations.requests(limit)
-
-    def mark_iteration_dry_run(self, n: int) -> None:
-        self._iterations.mark_dry_run(n)
 
     # ------------------------------------------------------------------ key-value
     @overload
