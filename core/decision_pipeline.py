@@ -53,7 +53,6 @@ from core.decision_ports import (
 )
 from core.domain.models import (
     AccountView,
-    BrokerOrder,
     OrderTarget,
     PortfolioSnapshot,
     PositionView,
@@ -103,7 +102,6 @@ class Decision:
     """What one pass of `decide` did."""
 
     account: AccountView
-    open_orders: list[BrokerOrder]
     risk: RiskDecision
     approved: list[OrderTarget] = field(default_factory=list)      # sent to the ExecutionAgent, in order
     report: ExecutionReport | None = None
@@ -152,7 +150,7 @@ class DecisionPipeline:
         decision = self.risk.evaluate(list(accepted), snapshot, context)
         self.watch.risk_refused(decision.rejected, trading_session)
         self._record_halts(decision, len(context.active_halts), trading_session)
-        outcome = Decision(account, open_orders, decision,
+        outcome = Decision(account, decision,
                            settled=list(decision.rejected) if context.cash_flows_unknown is None else [])
         if not decision.approved:
             return outcome

@@ -36,10 +36,6 @@ class Refusal:
     kind: RefusalKind
     cause: str          # short name of the matched rule, for logs and the state DB
 
-    @property
-    def transient(self) -> bool:
-        return self.kind is RefusalKind.TRANSIENT
-
 
 # (fragment of the broker's message, lower case) -> cause. Alpaca's texts, plus the simulated market's.
 TRANSIENT_MESSAGES: tuple[tuple[str, str], ...] = (
