@@ -150,6 +150,11 @@ def run_backtest_command(args: argparse.Namespace, config: AppConfig) -> int:
     try:
         options = options_from_args(args)
         out = Path(getattr(args, "out", None) or DEFAULT_OUT)
+        from core.backtest.out_dir import out_dir_problem
+
+        problem = out_dir_problem(out)
+        if problem:
+            raise BacktestOptionsError(problem)
         if getattr(args, "compare_seed", False):
             from core.backtest.compare import run_compare
 

@@ -54,6 +54,12 @@ def run_download_command(args: argparse.Namespace, config: Any) -> int:
             return EXIT_BAD_INPUT
     else:
         symbols = list(config.symbols)
+    from core.backtest.out_dir import out_dir_problem
+
+    problem = out_dir_problem(Path(args.out))
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
     from core.backtest.download import DownloadError, DownloadOptionsError, download
     from core.broker.factory import connect, sim_banner
@@ -86,7 +92,9 @@ def run_download_command(args: argparse.Namespace, config: Any) -> int:
           f"{len(summary.up_to_date)} already up to date"
           + (f"; history re-adjusted and fetched again: {', '.join(summary.readjusted)}" if summary.readjusted else "")
           + (f"; no bars: {', '.join(summary.empty)}" if summary.empty else "") + ".")
-    print(f"Backtest it: trading-daemon backtest --data {out}")
+    outside = [s for s in symbols if s not in config.symbols]
+    # The backtest trades the configured universe unless told otherwise: name the symbols it would not know.
+    print(f"Backtest it: trading-daemon backtest --data {out}" + (f" --symbols {','.join(symbols)}" if outside else ""))
     for symbol, reason in sorted(summary.bad.items()):
         print(f"error: {symbol}: not written: {reason}", file=sys.stderr)
     return EXIT_FAILURE if summary.bad else EXIT_OK

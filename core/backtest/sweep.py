@@ -35,6 +35,7 @@ from core.backtest.walk_forward import Window
 from core.domain.market_calendar import get_market_calendar
 
 RESULTS_FILE = "results.jsonl"
+SCHEDULER_WORKER_WAIT_S = 60.0   # how long an existing scheduler may take to show its first worker
 
 
 @dataclass(frozen=True)
@@ -250,10 +251,18 @@ def execute(tasks: list[SweepTask], results: ResultsFile, *, scheduler: str | No
     else:
         import logging
 
-        cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+        cluster = LocalCluster(n_workers=workers if workers is not None else os.cpu_count() or 1,
+                               threads_per_worker=1, processes=True,
                                dashboard_address=None, silence_logs=logging.ERROR)
         client = Client(cluster)
     try:
+        if scheduler:
+            try:   # a scheduler with no worker would take the tasks and never run them
+                client.wait_for_workers(1, timeout=SCHEDULER_WORKER_WAIT_S)
+            except TimeoutError:
+                raise SweepRunError(f"the Dask scheduler at {scheduler} has no worker (waited "
+                                    f"{SCHEDULER_WORKER_WAIT_S:g} s): start one with `dask worker {scheduler}` "
+                                    "on a machine with this project installed") from None
         stats.workers = len(client.scheduler_info().get("workers", {}))
         if on_start:
             on_start(f"Dask: {stats.workers} workers at {client.scheduler_info().get('address', '?')}; {len(todo)} tasks to run, "

@@ -108,6 +108,14 @@ def _plan(args: argparse.Namespace, config: Any) -> dict[str, Any]:
     from core.backtest.walk_forward import parse_duration, walk_forward_windows
     from core.domain.market_calendar import get_market_calendar
 
+    if args.workers is not None and args.workers < 1:
+        raise SweepSpaceError(f"--workers {args.workers}: expected a whole number >= 1 (worker processes of the "
+                              "local cluster; leave it out for one per core)")
+    from core.backtest.out_dir import out_dir_problem
+
+    problem = out_dir_problem(Path(args.out))
+    if problem:
+        raise SweepSpaceError(problem)
     if args.metric not in METRICS:
         raise SweepSpaceError(f"--metric {args.metric!r}: expected one of {', '.join(METRICS)}")
     train, test = parse_duration(args.train, "--train"), parse_duration(args.test, "--test")

@@ -141,3 +141,27 @@ def test_halts_reads_the_simulated_run_or_any_state_dir_like_status(tmp_path: Pa
     again = _command(["halts", "clear", "max_drawdown", *args], env, tmp_path)
     assert again.returncode == EXIT_CONFIG and "no active halt named 'max_drawdown'" in again.stderr
     assert "Active halts: none" in _command(["halts", *args], env, tmp_path).stdout
+
+
+# ---------------------------------------------------------------------- research commands: checked before any work
+@pytest.mark.parametrize(("args", "expected"), [
+    (["backtest", "--out", "{file}"], "--out {file}: is a file: expected a directory"),
+    (["sweep", "--grid", "ENTRY_Z=2", "--out", "{file}"], "--out {file}: is a file: expected a directory"),
+    (["download", "--symbols", "SPY", "--out", "{file}"], "--out {file}: is a file: expected a directory"),
+    (["backtest", "--out", "{file}/report"], "--out {file}/report: cannot create the directory"),
+    (["sweep", "--grid", "ENTRY_Z=2", "--workers", "0", "--out", "{dir}"], "--workers 0: expected a whole number >= 1"),
+    (["sweep", "--grid", "ENTRY_Z=2", "--workers", "-1", "--out", "{dir}"], "--workers -1: expected a whole number >= 1"),
+], ids=["backtest-file", "sweep-file", "download-file", "backtest-under-a-file", "sweep-0-workers", "sweep-negative"])
+def test_research_commands_refuse_a_bad_out_or_worker_count_before_any_work(tmp_path: Path, args: list[str],
+                                                                             expected: str) -> None:
+    """A sweep with -1 workers used to wait forever on a cluster of none; an --out that is a file failed only
+    after the whole run (sweep, download: a crash report)."""
+    taken = tmp_path / "afile"
+    taken.write_text("keep me")
+    paths = {"file": str(taken), "dir": str(tmp_path / "out")}
+    done = _command([a.format(**paths) for a in args], _env(), tmp_path, timeout=60)
+    assert done.returncode == EXIT_CONFIG, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: " + expected.format(**paths)), done.stderr
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+    assert "Dask" not in done.stdout and taken.read_text() == "keep me"

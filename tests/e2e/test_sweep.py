@@ -142,6 +142,26 @@ def test_a_task_carries_a_description_not_bars(tmp_path: Path) -> None:
     assert "alpaca_api_key" not in values
 
 
+def test_a_scheduler_without_workers_is_one_error_not_a_wait_forever(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from dask.distributed import LocalCluster
+
+    from core.backtest import sweep
+
+    config = make_config(tmp_path)
+    window = Window(0, date(2020, 1, 2), date(2020, 12, 31), date(2021, 1, 4), date(2021, 6, 30))
+    source = DataSource(kind="synthetic", seed=42, symbols=("SPY",), first=date(2019, 10, 1), last=date(2021, 6, 30))
+    values = base_values(config)
+    task = SweepTask(task_key(values, ("SPY",), window, BacktestOptions(), source), 0, "x", window, values, ("SPY",),
+                     BacktestOptions(), source)
+    monkeypatch.setattr(sweep, "SCHEDULER_WORKER_WAIT_S", 1.0)
+    with (LocalCluster(n_workers=0, processes=False, dashboard_address=None) as empty,
+          pytest.raises(sweep.SweepRunError, match=r"has no worker \(waited 1 s\): start one with `dask worker")):
+        sweep.execute([task], sweep.ResultsFile(tmp_path / "results.jsonl"), scheduler=empty.scheduler_address,
+                      workers=None, step=lambda _: None)
+    assert not (tmp_path / "results.jsonl").exists() or (tmp_path / "results.jsonl").read_text() == ""
+
+
 # ------------------------------------------------------------------------------------------------
 # Bad settings: one message, exit 2
 # ------------------------------------------------------------------------------------------------
