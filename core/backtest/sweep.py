@@ -261,7 +261,7 @@ def execute(tasks: list[SweepTask], results: ResultsFile, *, scheduler: str | No
                 client.wait_for_workers(1, timeout=SCHEDULER_WORKER_WAIT_S)
             except TimeoutError:
                 raise SweepRunError(f"the Dask scheduler at {scheduler} has no worker (waited "
-                                    f"{SCHEDULER_WORKER_WAIT_S:g} s): start one with `dask worker {scheduler}` "
+                                    f"{SCHEDULER_WORKER_WAIT_S:g} s): start one with `dask worker {scheduler} --nthreads 1` "
                                     "on a machine with this project installed") from None
         stats.workers = len(client.scheduler_info().get("workers", {}))
         if on_start:
