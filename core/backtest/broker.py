@@ -71,6 +71,9 @@ class CostModel:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} {value!r} must be a finite number >= 0")
+        for name in ("commission_bps", "slippage_bps"):   # 10,000 bps = 100 %: a sale at a price of zero
+            if getattr(self, name) >= 10_000.0:
+                raise ValueError(f"{name} {getattr(self, name)!r} must be below 10000 (100 %)")
 
     def commission(self, value: float) -> float:
         if self.commission_per_order == 0.0 and self.commission_bps == 0.0:

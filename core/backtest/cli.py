@@ -42,7 +42,7 @@ def _date(name: str, value: Any) -> date | None:
         raise BacktestOptionsError(f"{name} {value!r}: expected a date YYYY-MM-DD") from None
 
 
-def _number(name: str, value: Any, *, allow_zero: bool = True) -> float | None:
+def _number(name: str, value: Any, *, allow_zero: bool = True, below: float | None = None) -> float | None:
     if value is None:
         return None
     try:
@@ -51,7 +51,12 @@ def _number(name: str, value: Any, *, allow_zero: bool = True) -> float | None:
         raise BacktestOptionsError(f"{name} {value!r}: expected a number") from None
     if number != number or number in (float("inf"), float("-inf")) or number < 0 or (number == 0 and not allow_zero):
         raise BacktestOptionsError(f"{name} {value!r}: expected a {'non-negative' if allow_zero else 'positive'} number")
+    if below is not None and number >= below:
+        raise BacktestOptionsError(f"{name} {value!r}: expected a number below {below:g}")
     return number
+
+
+BPS_LIMIT = 10_000.0   # 100 %: at or beyond it a sale would fill at a price of zero or less, or pay all in fees
 
 
 def _symbols(value: Any) -> tuple[str, ...] | None:
@@ -87,8 +92,8 @@ def options_from_args(args: argparse.Namespace) -> BacktestOptions:
         bare=bool(get("bare", False)),
         position_notional=_number("--position-notional", get("position_notional"), allow_zero=False),
         commission=_number("--commission", get("commission", 0)) or 0.0,
-        commission_bps=_number("--commission-bps", get("commission_bps", 0)) or 0.0,
-        slippage_bps=_number("--slippage-bps", get("slippage_bps", 0)) or 0.0,
+        commission_bps=_number("--commission-bps", get("commission_bps", 0), below=BPS_LIMIT) or 0.0,
+        slippage_bps=_number("--slippage-bps", get("slippage_bps", 0), below=BPS_LIMIT) or 0.0,
         fill_at=get("fill_at", "next_open") or "next_open", seed=seed,
     )
 

@@ -170,3 +170,16 @@ def test_symbols_missing_from_the_file_exit_2(tmp_path: Path, capsys: pytest.Cap
     path = _write(tmp_path, GOOD)
     assert _command(tmp_path, "--data", str(path), "--symbols", "SPY,AAPL") == 2
     assert "no bars for AAPL" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--slippage-bps", "10000"], "--slippage-bps '10000': expected a number below 10000"),
+    (["--commission-bps", "20000"], "--commission-bps '20000': expected a number below 10000"),
+])
+def test_costs_of_100_percent_or_more_exit_2(tmp_path: Path, argv: list[str], needle: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """At 10,000 bps of slippage a sale fills at a price of zero (beyond, below zero): refused, not run."""
+    assert _command(tmp_path, *argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {needle}", err
+    assert not (tmp_path / "out").exists()
