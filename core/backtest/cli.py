@@ -194,7 +194,7 @@ def run_backtest_command(args: argparse.Namespace, config: AppConfig) -> int:
 
 
 def describe(result: BacktestResult, total_s: float | None = None) -> str:
-    from core.backtest.report import compute_metrics
+    from core.backtest.report import compute_metrics, halts_text
 
     m = compute_metrics(result)
     spec = result.spec
@@ -210,4 +210,5 @@ def describe(result: BacktestResult, total_s: float | None = None) -> str:
         f"{m.turnover_per_year:.1f}x/year",
         f"Orders: {m.fractional_orders} fractional, {m.whole_share_orders} whole-share; zero-share skips "
         f"{m.zero_share_skips}; Alpaca requests per iteration mean {m.requests_mean:.2f}, max {m.requests_max}",
+        *([f"Entries halted on sessions with signals: {halts_text(result)}"] if result.halted_sessions else []),
     ])

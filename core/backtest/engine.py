@@ -183,12 +183,14 @@ class BacktestResult:
     request_totals: dict[str, int]
     counts: Counter[str]
     rejection_kinds: Counter[str]
-    halted_sessions: int
+    halted_sessions: int                     # sessions whose signals met halted entries (a kill switch, a loss)
     min_cash: float
     elapsed_s: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)
     zero_share_symbols: Counter[str] = field(default_factory=Counter)
     benchmark_closes: np.ndarray | None = None   # BENCHMARK_SYMBOL's close per session, when in the data
+    first_halt: tuple[date, str] | None = None   # the first halted session and its reason
+    last_halted_session: date | None = None
 
     @property
     def final_equity(self) -> float:
@@ -451,6 +453,8 @@ class _Engine:
         self._rejection_keys: dict[tuple[str, str], tuple[str, str]] = {}
         self.entry_sessions: dict[str, date] = {}
         self.halted_sessions = 0
+        self.first_halt: tuple[date, str] | None = None
+        self.last_halted_session: date | None = None
         self._fills_seen = 0
         self._book_key: tuple[int, int] | None = None
         self._book: dict[str, OwnShares] = {}
@@ -488,7 +492,8 @@ class _Engine:
             fills=list(broker.fills), requests=self.requests, request_totals=dict(broker.calls.totals),
             counts=self.counts, rejection_kinds=self.kinds, halted_sessions=self.halted_sessions,
             min_cash=broker.min_cash, elapsed_s=elapsed, zero_share_symbols=self.zero_share_symbols,
-            benchmark_closes=self.benchmark_closes,
+            benchmark_closes=self.benchmark_closes, first_halt=self.first_halt,
+            last_halted_session=self.last_halted_session,
             params={"name": self.signal_agent.strategy.name, **self.signal_agent.strategy.params.model_dump(),
                     "stop_loss_pct": self.signal_agent.exits.stop_loss_pct,
                     "max_holding_sessions": self.signal_agent.exits.max_holding_sessions,
@@ -553,6 +558,9 @@ class _Engine:
         decision = self.pipeline.decide(accepted, positions, book, prices, trading_session)
         if decision.risk.halts:
             self.halted_sessions += 1
+            self.last_halted_session = hist.sessions[row]
+            if self.first_halt is None:
+                self.first_halt = (hist.sessions[row], decision.risk.halts[0])
         self._count_rejections(decision.risk.rejected)
         report = decision.report
         if report is None:

@@ -126,6 +126,15 @@ def drawdown_series(result: BacktestResult) -> np.ndarray:
     return (curve / peak - 1.0)[1:]
 
 
+def halts_text(result: BacktestResult) -> str:
+    """The halted sessions, when they ran and why they started: a kill switch that tripped stops every later
+    entry (in a backtest nobody clears it), which a trader must see next to the returns."""
+    if not result.halted_sessions or result.first_halt is None:
+        return "0"
+    first, reason = result.first_halt
+    return f"{result.halted_sessions}, {first} .. {result.last_halted_session}; the first: {reason}"
+
+
 def compute_metrics(result: BacktestResult) -> Metrics:
     years = years_spanned(result.sessions)
     closed = [t for t in result.trades if not t.is_open]
@@ -291,6 +300,9 @@ def summary_dict(result: BacktestResult, metrics: Metrics | None = None) -> dict
         "zero_share_skips_by_symbol": dict(sorted(result.zero_share_symbols.items())),
         "requests_by_endpoint": dict(sorted(result.request_totals.items())),
         "halted_sessions": result.halted_sessions,
+        "first_halt": ({"session": result.first_halt[0].isoformat(), "reason": result.first_halt[1]}
+                       if result.first_halt else None),
+        "last_halted_session": result.last_halted_session.isoformat() if result.last_halted_session else None,
         "min_cash": _clean(result.min_cash, 2),
         "open_positions_at_end": final_positions,
         "trades_by_year": [{"year": y, "entered": e, "closed": c, "realised_pnl": _clean(p, 2)}
@@ -423,7 +435,7 @@ def report_markdown(result: BacktestResult, m: Metrics, *, command: str = "") ->
         ("Alpaca requests per steady-state iteration", f"{m.requests_steady_state}"),
         ("Commissions paid", f"${m.commissions:,.2f}"),
         ("Realised P&L / unrealised at the end", f"${m.realised_pnl:,.2f} / ${m.unrealised_pnl:,.2f}"),
-        ("Sessions with entries halted", f"{result.halted_sessions}"),
+        ("Sessions with signals and entries halted", halts_text(result)),
         ("Lowest cash", f"${result.min_cash:,.2f}"),
     ]
     stats = result_trade_stats(result)

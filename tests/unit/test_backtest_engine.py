@@ -118,6 +118,28 @@ def test_three_trades_with_commission_and_slippage(tmp_path: Path) -> None:
     assert sum(f.commission for f in result.fills) == pytest.approx(6.0)
 
 
+def test_a_tripped_kill_switch_is_reported_with_its_first_session_and_reason(tmp_path: Path) -> None:
+    """Equity peaks at 10,055 on row 7 (cash 7,987 + SPY 1,100 + QQQ 968); after the QQQ stop-loss it is 10,000,
+    a drawdown of 0.55 %: with a 0.5 % kill switch the AAPL entry signalled on row 10 is halted."""
+    from core.backtest.report import halts_text
+
+    csv = tmp_path / "bars.csv"
+    s = write_hand_csv(csv)
+    config = make_config(tmp_path, zscore_lookback=5, entry_z=1.5, exit_z=0.0, stop_loss_pct=0.08,
+                         max_holding_sessions=3, max_drawdown_pct=0.005, use_scanner=False)
+    options = BacktestOptions(symbols=("SPY", "QQQ", "AAPL"), initial_cash=10_000.0, position_notional=1_000.0,
+                              show_progress=False)
+    result = run_backtest(load_history(csv, config.symbols), config, options)
+    assert [t.symbol for t in result.trades] == ["SPY", "QQQ"]          # AAPL never entered
+    assert result.first_halt is not None and result.first_halt[0] == s[10]
+    assert result.first_halt[1] == "max_drawdown: drawdown 0.55% from peak 10,055.00 reached the 0.50% kill switch"
+    assert result.halted_sessions >= 1 and result.last_halted_session is not None
+    assert halts_text(result) == (f"{result.halted_sessions}, {s[10]} .. {result.last_halted_session}; the first: "
+                                  f"{result.first_halt[1]}")
+    unhalted, _ = _hand_run(tmp_path)
+    assert unhalted.first_halt is None and halts_text(unhalted) == "0"
+
+
 def test_fill_at_close_fills_on_the_signal_session(tmp_path: Path) -> None:
     result, s = _hand_run(tmp_path, fill_at="close")
     first = result.trades[0]
