@@ -152,6 +152,7 @@ def result_figures(result: BacktestResult) -> dict[str, Any]:
 
 def run_task(task: SweepTask) -> dict[str, Any]:
     """One (point, window): the in-sample and the out-of-sample backtest. Runs on a worker."""
+    _quiet_worker_logs()
     history = worker_history(task.source)
     # Secrets explicitly unset: a worker's own environment must not add keys (nor half a pair).
     config = get_config(env_file=None, alpaca_api_key=None, alpaca_secret_key=None, **task.values)
@@ -169,6 +170,19 @@ def run_task(task: SweepTask) -> dict[str, Any]:
     row["oos_equity"] = test.equity.tolist()
     row["initial_cash"] = test.spec.initial_cash
     return row
+
+
+_LOGS_SET: list[bool] = []
+
+
+def _quiet_worker_logs() -> None:
+    """A worker logs warnings only, as the sweep command itself does: its info lines (the strategy selected, per
+    backtest) would otherwise reach the sweep's stdout between its progress lines."""
+    if not _LOGS_SET:
+        from core.runtime.logging_setup import configure_logging
+
+        configure_logging("WARNING")
+        _LOGS_SET.append(True)
 
 
 # --------------------------------------------------------------------------------------------

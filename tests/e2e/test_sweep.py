@@ -297,6 +297,7 @@ def test_walk_forward_sweep_on_dask_resumes_after_a_kill(tmp_path: Path) -> None
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"{len(done_before)} taken from an earlier run" in rerun.stdout
     assert f"{36 - len(done_before)} run now on 2 Dask workers" in rerun.stdout
+    assert "strategy_selected" not in rerun.stdout + rerun.stderr   # workers log warnings only, as the command
     rows = _lines(results)
     keys = [str(r["key"]) for r in rows]
     assert len(keys) == len(set(keys)) == 36                   # nothing ran twice, nothing is missing
