@@ -364,16 +364,17 @@ def _cmd_notify_test(args: argparse.Namespace, config: AppConfig) -> int:
 
 def _cmd_halts(args: argparse.Namespace, config: AppConfig) -> int:
     from core.halts_command import clear_halt, render_halts
-    from core.ops_commands import state_target
+    from core.ops_commands import SIM_DIR_NAME, state_target
     from core.runtime.logging_setup import configure_logging
     from core.status import no_database_message
 
+    sim_dir = Path(config.state_dir) / SIM_DIR_NAME if not args.sim and args.state_dir is None else None
     config = state_target(args, config)
     if args.halts_action != "clear":
         from core.state.database import DB_NAME
 
         if not (Path(config.state_dir) / DB_NAME).exists():  # as `status`: nothing to list is exit 1
-            print(f"trading-daemon: {no_database_message(Path(config.state_dir))}", file=sys.stderr)
+            print(f"trading-daemon: {no_database_message(Path(config.state_dir), sim_dir, 'halts')}", file=sys.stderr)
             return EXIT_FAILURE
         print(render_halts(config))
         return EXIT_OK

@@ -16,10 +16,10 @@ from core.state.database import DB_NAME
 from core.status_data import collect_status
 
 
-def no_database_message(state_dir: Path, sim_dir: Path | None = None) -> str:
+def no_database_message(state_dir: Path, sim_dir: Path | None = None, command: str = "status") -> str:
     message = f"No state database at {state_dir / DB_NAME} yet: the daemon has not run with STATE_DIR={state_dir}."
     if sim_dir is not None and (sim_dir / DB_NAME).is_file():
-        message += f"\nA simulated run's state is in {sim_dir}: see it with `trading-daemon status --sim`."
+        message += f"\nA simulated run's state is in {sim_dir}: see it with `trading-daemon {command} --sim`."
     return message
 
 

@@ -143,6 +143,14 @@ def test_halts_reads_the_simulated_run_or_any_state_dir_like_status(tmp_path: Pa
     assert "Active halts: none" in _command(["halts", *args], env, tmp_path).stdout
 
 
+def test_halts_without_a_database_points_to_the_simulated_run(tmp_path: Path) -> None:
+    _halted_state(tmp_path / "state" / "sim")
+    done = _command(["halts"], _env(STATE_DIR=str(tmp_path / "state")), tmp_path)
+    assert done.returncode == EXIT_FAILURE and done.stdout == ""
+    assert done.stderr.startswith(f"trading-daemon: No state database at {tmp_path / 'state' / 'trading.db'}")
+    assert done.stderr.rstrip().endswith("see it with `trading-daemon halts --sim`."), done.stderr
+
+
 # ---------------------------------------------------------------------- research commands: checked before any work
 @pytest.mark.parametrize(("args", "expected"), [
     (["backtest", "--out", "{file}"], "--out {file}: is a file: expected a directory"),
