@@ -364,11 +364,11 @@ def _cmd_notify_test(args: argparse.Namespace, config: AppConfig) -> int:
 
 def _cmd_halts(args: argparse.Namespace, config: AppConfig) -> int:
     from core.halts_command import clear_halt, render_halts
-    from core.ops_commands import SIM_DIR_NAME, state_target
+    from core.ops_commands import sim_state_hint, state_target
     from core.runtime.logging_setup import configure_logging
     from core.status import no_database_message
 
-    sim_dir = Path(config.state_dir) / SIM_DIR_NAME if not args.sim and args.state_dir is None else None
+    sim_dir = sim_state_hint(args, config)
     config = state_target(args, config)
     if args.halts_action != "clear":
         from core.state.database import DB_NAME

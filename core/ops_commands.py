@@ -52,6 +52,12 @@ def state_target(args: argparse.Namespace, config: AppConfig) -> AppConfig:
     return config
 
 
+def sim_state_hint(args: argparse.Namespace, config: AppConfig) -> Path | None:
+    """The simulated run's state directory, to point to when STATE_DIR itself has no database (None when the
+    user already chose a directory with --sim or --state-dir)."""
+    return Path(config.state_dir) / SIM_DIR_NAME if not args.sim and args.state_dir is None else None
+
+
 def run_status_command(args: argparse.Namespace, config: AppConfig) -> int:
     from core.status import no_database_message, render_status, render_status_json
 
@@ -59,10 +65,13 @@ def run_status_command(args: argparse.Namespace, config: AppConfig) -> int:
     state_dir = Path(target.state_dir)
     from core.state.database import DB_NAME
 
+    if args.port is not None and not args.serve:
+        print(f"trading-daemon: --port {args.port} is for --serve: add --serve to serve the status page on that port",
+              file=sys.stderr)
+        return EXIT_CONFIG
     if not (state_dir / DB_NAME).is_file():
-        sim_dir = Path(config.state_dir) / SIM_DIR_NAME if not args.sim and args.state_dir is None else None
         # Text, --json and --serve alike: nothing to show is a failure a script or a unit can see (exit 1).
-        print(f"trading-daemon: {no_database_message(state_dir, sim_dir)}", file=sys.stderr)
+        print(f"trading-daemon: {no_database_message(state_dir, sim_state_hint(args, config))}", file=sys.stderr)
         return EXIT_FAILURE
     if args.serve:
         return _serve(target, args.port if args.port is not None else config.http_port)
@@ -88,6 +97,9 @@ def _serve(config: AppConfig, port: int | None) -> int:
     if not 0 <= port <= 65535:
         print(f"trading-daemon: --port {port}: expected a port number 0..65535", file=sys.stderr)
         return EXIT_CONFIG
+    from core.runtime.logging_setup import configure_logging
+
+    configure_logging(config.log_level, secrets=config.secret_values())   # LOG_LEVEL holds here too
 
     def status() -> dict[str, Any]:
         return collect_status(config)

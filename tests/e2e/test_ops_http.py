@@ -201,6 +201,8 @@ def test_status_serve_shows_a_stopped_daemons_page(tmp_path: Path) -> None:
                "transient failure (running daemon only" in table
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+        rest = proc.stdout.read() + (proc.stderr.read() if proc.stderr else "")
+        assert "http_request" not in rest   # a debug line: LOG_LEVEL (INFO by default) holds
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -145,6 +145,12 @@ def test_status_beside_an_open_writer_sees_its_latest_commit(tmp_path: Path) -> 
         assert [h["kind"] for h in collect_status(config)["halts"]] == ["max_drawdown"]
 
 
+def test_status_port_without_serve_is_one_message_and_exit_2(tmp_path: Path) -> None:
+    proc = cli(tmp_path, "status", "--port", "8080")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == "trading-daemon: --port 8080 is for --serve: add --serve to serve the status page on that port\n"
+
+
 @pytest.mark.parametrize("argv", [["status", "--json"], ["status"], ["halts"]], ids=["json", "text", "halts"])
 def test_status_and_halts_without_a_database_are_one_message_and_exit_1(tmp_path: Path, argv: list[str]) -> None:
     proc = cli(tmp_path, *argv)
