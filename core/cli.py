@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--live", action="store_true", help="trade a live account (also needs ALPACA_PAPER=false)")
     run.add_argument("--sessions", type=int, default=None, metavar="N",
                      help="simulated market only: run N simulated sessions (default 20)")
-    run.add_argument("--sim-start", type=date.fromisoformat, default=None, metavar="YYYY-MM-DD",
+    run.add_argument("--sim-start", type=_iso_date, default=None, metavar="YYYY-MM-DD",
                      help="simulated market only: first simulated session (default 2025-06-02)")
     run.add_argument("--show-settings", action="store_true", help="print the effective settings first")
     run.add_argument("--accept-broker-state", action="store_true",
@@ -139,6 +139,13 @@ def _with_strategy_options(args: argparse.Namespace, config: AppConfig, env_file
     if reference is not None:
         overrides["strategy"] = reference
     return get_config(env_file=env_file, **overrides)
+
+
+def _iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a date YYYY-MM-DD") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,7 +353,7 @@ def _cmd_scan(args: argparse.Namespace, config: AppConfig) -> int:
 
         print(SIM_BANNER, flush=True)
     result = scan_with_config(config)
-    print(describe(result))
+    print(describe(result, config.strategy))
     return EXIT_OK
 
 

@@ -66,8 +66,10 @@ def scan_with_config(config: AppConfig, clock: Clock | None = None) -> Candidate
         connection.close()
 
 
-def describe(result: CandidatesFile | None) -> str:
+def describe(result: CandidatesFile | None, strategy: str = "") -> str:
+    """One line: the candidates with their scores, saying whose score it is (a z-score, an RSI, ...)."""
     if result is None:
         return "scan skipped: not a trading session"
     shown = ", ".join(f"{s} ({result.scores.get(s, float('nan')):+.2f})" for s in result.symbols)
-    return f"candidates for {result.as_of}: {shown}"
+    scored = f" ({strategy} score in brackets; the baseline SPY and QQQ always included)" if strategy else ""
+    return f"candidates for {result.as_of}{scored}: {shown}"

@@ -180,8 +180,8 @@ def _candidates(orchestrator: Orchestrator) -> str:
 
     path = Path(orchestrator.config.candidates_path)
     try:
-        data = json.loads(path.read_text())
-        return ",".join(data.get("symbols", [])[:8])
+        symbols = list(json.loads(path.read_text()).get("symbols", []))
+        return ",".join(symbols[:8]) + (f" +{len(symbols) - 8}" if len(symbols) > 8 else "")  # the table's width
     except (OSError, ValueError):
         return "-"
 

@@ -22,7 +22,7 @@ def add_backtest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--symbols", metavar="SYM,SYM", default=None,
                         help="comma-separated symbols (default: the configured universe, SYMBOL_TIERS)")
     parser.add_argument("--data", metavar="PATH", default=None,
-                        help="CSV/Parquet bars file or a directory of SYMBOL.csv files (default: built-in synthetic market)")
+                        help="CSV/Parquet bars file, or a directory of SYMBOL.csv / SYMBOL.parquet files as `download` writes (default: built-in synthetic market)")
     parser.add_argument("--initial-cash", metavar="USD", default=None, help="starting cash (default SIM_INITIAL_CASH)")
     parser.add_argument("--no-scanner", action="store_true", help="trade the whole universe (no scanner focus)")
     parser.add_argument("--no-fractional", action="store_true", help="whole shares only")

@@ -104,6 +104,13 @@ def test_bad_simulation_arguments_are_one_message_and_exit_2(tmp_path: Path, arg
     assert not (tmp_path / "state").exists(), "nothing was started"
 
 
+def test_a_malformed_sim_start_names_the_value_and_the_format(tmp_path: Path) -> None:
+    done = _command(["run", "--sim", "--sim-start", "2025-13-01"], _env(STATE_DIR=str(tmp_path / "state")), tmp_path)
+    assert done.returncode == EXIT_CONFIG and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].endswith(
+        "error: argument --sim-start: '2025-13-01': expected a date YYYY-MM-DD"), done.stderr
+
+
 def test_status_into_a_closed_pipe_exits_quietly_without_a_crash_report(tmp_path: Path) -> None:
     state = tmp_path / "state"
     StateStore(state, SystemClock()).close()

@@ -75,5 +75,6 @@ def test_scripts_scan_opportunities_is_the_scan_command(tmp_path: Path) -> None:
         assert result.stdout.splitlines()[-1] == "scan skipped: not a trading session"
         return
     written = json.loads((tmp_path / "candidates.json").read_text())
-    assert result.stdout.splitlines()[-1].startswith(f"candidates for {written['as_of']}: ")
+    assert result.stdout.splitlines()[-1].startswith(
+        f"candidates for {written['as_of']} (zscore score in brackets; the baseline SPY and QQQ always included): ")
     assert written["universe_size"] == 29 and {"SPY", "QQQ"} <= set(written["symbols"])
