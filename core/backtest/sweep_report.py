@@ -312,14 +312,15 @@ def plot_stitched(sessions: list[date], equity: np.ndarray, selections: Sequence
 
 def plot_heatmap(points: Sequence[Point], windows: Sequence[Window], rows: dict[tuple[int, int], dict[str, Any]],
                  metric: str, path: Path) -> None:
-    """Two panels (mean in-sample, mean out-of-sample metric) over the two grid parameters."""
+    """Two panels (mean in-sample, mean out-of-sample metric) over the two grid parameters, on one colour scale:
+    the same colour is the same value in both panels, so the in-sample/out-of-sample gap shows at a glance."""
     plt = _pyplot()
     names = [n for n, _ in points[0].settings]
     xs = list(dict.fromkeys(dict(p.settings)[names[0]] for p in points))
     ys = list(dict.fromkeys(dict(p.settings)[names[1]] for p in points))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    for ax, phase, title in ((axes[0], "in_sample", "in sample"), (axes[1], "out_of_sample", "out of sample")):
-        grid = np.full((len(ys), len(xs)), np.nan)
+    grids = {}
+    for phase in ("in_sample", "out_of_sample"):
+        grid = grids[phase] = np.full((len(ys), len(xs)), np.nan)
         for p in points:
             s = dict(p.settings)
             values = [metric_value(rows[(p.index, w.index)][phase], metric) for w in windows
@@ -327,7 +328,12 @@ def plot_heatmap(points: Sequence[Point], windows: Sequence[Window], rows: dict[
             finite = [v for v in values if math.isfinite(v)]
             if finite:
                 grid[ys.index(s[names[1]]), xs.index(s[names[0]])] = float(np.mean(finite))
-        image = ax.imshow(grid, origin="lower", cmap="viridis", aspect="auto")
+    every = np.concatenate([g[np.isfinite(g)] for g in grids.values()])
+    low, high = (float(every.min()), float(every.max())) if every.size else (0.0, 1.0)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, phase, title in ((axes[0], "in_sample", "in sample"), (axes[1], "out_of_sample", "out of sample")):
+        grid = grids[phase]
+        image = ax.imshow(grid, origin="lower", cmap="viridis", aspect="auto", vmin=low, vmax=high)
         ax.set_xticks(range(len(xs)), xs)
         ax.set_yticks(range(len(ys)), ys)
         ax.set_xlabel(names[0])
@@ -335,7 +341,10 @@ def plot_heatmap(points: Sequence[Point], windows: Sequence[Window], rows: dict[
         ax.set_title(f"mean {metric}, {title}")
         for (i, j), value in np.ndenumerate(grid):
             if math.isfinite(value):
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white", fontsize="small")
+                # Dark text on viridis' bright upper part, white on its dark lower part.
+                bright = high > low and (value - low) / (high - low) > 0.6
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="black" if bright else "white",
+                        fontsize="small")
         fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
