@@ -10,7 +10,7 @@ File formats (headers are case-insensitive; column order does not matter):
 ``timestamp`` is a date (``2024-01-02``) or an ISO 8601 datetime. A datetime with an offset or ``Z``
 is converted to New York time and its date is the session (Alpaca stamps daily bars at midnight New
 York, ``2024-01-02T05:00:00Z``); a naive datetime's own date is the session. Every date must be an
-NYSE session. Prices must be finite and positive. Each (symbol, session) appears once. Every symbol
+NYSE session. Prices must be finite and positive, and the high and low must bound the open and close. Each (symbol, session) appears once. Every symbol
 must belong to the configured universe or to ``--symbols``.
 
 A bad file raises ONE `BacktestDataError` naming the file, the row and the problem. Rows are
@@ -35,6 +35,7 @@ import numpy as np
 
 from config.universe import is_valid_ticker
 from core.backtest.errors import BacktestDataError
+from core.domain.bar_validation import ohlc_inconsistent
 from core.domain.market_calendar import MarketCalendar, get_market_calendar
 
 if TYPE_CHECKING:
@@ -317,6 +318,14 @@ def _read_file(path: Path, calendar: MarketCalendar, allowed: set[str], fixed_sy
             else:
                 msg = f"{name} is {values[first]:g}: prices must be positive and finite"
             problems.append((int(rows[first]), 10 + order, msg, int(bad.sum())))
+    with np.errstate(invalid="ignore"):   # a missing or bad price is reported above; compare the rest
+        inconsistent = ohlc_inconsistent(prices["open"], prices["high"], prices["low"], prices["close"])
+    if inconsistent.any():
+        first = int(np.argmax(inconsistent))
+        o, h, lo, c = (prices[n][first] for n in ("open", "high", "low", "close"))
+        problems.append((int(rows[first]), 15, f"inconsistent bar: open {o:g}, high {h:g}, low {lo:g}, close {c:g}: "
+                         "the high must be at least the open, the close and the low, the low at most the open and "
+                         "the close (as the live DataAgent checks)", int(inconsistent.sum())))
     volume = _numeric(frame["volume"]) if "volume" in columns else np.full(len(frame), np.nan)
 
     # --- duplicates ------------------------------------------------------------------------

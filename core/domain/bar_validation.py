@@ -13,15 +13,20 @@ import numpy as np
 REQUIRED_KEYS = ("t", "o", "h", "l", "c", "v", "n", "vw")  # n and vw: required by Alpaca's schema
 
 
+def ohlc_inconsistent(opens: np.ndarray, highs: np.ndarray, lows: np.ndarray, closes: np.ndarray) -> np.ndarray:
+    """Per bar: the high below the open or the close, or the low above them (or above the high)."""
+    body_hi = np.maximum(opens, closes)
+    body_lo = np.minimum(opens, closes)
+    return (highs < body_hi - 1e-9) | (lows > body_lo + 1e-9) | (lows > highs + 1e-9)
+
+
 def validate_ohlc(opens: np.ndarray, highs: np.ndarray, lows: np.ndarray, closes: np.ndarray) -> str | None:
     for name, values in (("open", opens), ("high", highs), ("low", lows), ("close", closes)):
         if not np.all(np.isfinite(values)):
             return f"non-finite {name} price (NaN or inf)"
         if np.any(values <= 0):
             return f"zero or negative {name} price"
-    body_hi = np.maximum(opens, closes)
-    body_lo = np.minimum(opens, closes)
-    bad = (highs < body_hi - 1e-9) | (lows > body_lo + 1e-9) | (lows > highs + 1e-9)
+    bad = ohlc_inconsistent(opens, highs, lows, closes)
     if np.any(bad):
         i = int(np.argmax(bad))
         return (f"inconsistent OHLC at bar {i}: open={opens[i]}, high={highs[i]}, low={lows[i]}, "

@@ -83,6 +83,8 @@ BAD_CASES = {
     "missing_price": (GOOD.replace("QQQ,2024-01-02,50,51", "QQQ,2024-01-02,,51"), 3, "open is missing"),
     "text_price": (GOOD.replace("SPY,2024-01-05,101,102,100,101.5", "SPY,2024-01-05,101,102,100,n/a"), 6,
                    "close is 'n/a', not a number"),
+    "high_below_the_body": (GOOD.replace("SPY,2024-01-05,101,102,100,101.5", "SPY,2024-01-05,101,99,100,101.5"), 6,
+                            "inconsistent bar: open 101, high 99, low 100, close 101.5: the high must be at least"),
     "duplicate_row": (GOOD + "SPY,2024-01-03,1,1,1,1,1\n", 7, "duplicate bar for SPY on 2024-01-03 (first given in row 4)"),
     "unknown_symbol": (GOOD + "ABCD,2024-01-03,1,1,1,1,1\n", 7, "symbol ABCD is not in the configured universe"),
     "invalid_symbol": (GOOD + "SP Y,2024-01-03,1,1,1,1,1\n", 7, "symbol 'SP Y' is not a valid ticker"),
