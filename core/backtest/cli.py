@@ -178,6 +178,11 @@ def run_backtest_command(args: argparse.Namespace, config: AppConfig) -> int:
 
                 for warning in unadjusted_warnings(history, data):
                     print(warning, file=sys.stderr)
+            else:
+                outside = [s for s in options.symbols or () if s not in config.symbols]
+                if outside:   # a typo (APPL) would otherwise run quietly on made-up bars
+                    print(f"warning: {', '.join(outside)} not in the configured universe (SYMBOL_TIERS): the "
+                          "synthetic market makes up bars for any ticker", file=sys.stderr)
             result = run_backtest(history, config, options)
             from core.backtest.report import write_report
 

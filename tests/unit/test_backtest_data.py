@@ -185,3 +185,11 @@ def test_costs_of_100_percent_or_more_exit_2(tmp_path: Path, argv: list[str], ne
     err = capsys.readouterr().err.strip()
     assert err == f"error: {needle}", err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_symbol_outside_the_universe_on_the_synthetic_market_is_warned(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert _command(tmp_path, "--symbols", "APPL,SPY", "--start", "2025-01-02", "--end", "2025-06-30") == 0
+    err = capsys.readouterr().err
+    assert ("warning: APPL not in the configured universe (SYMBOL_TIERS): the synthetic market makes up bars for any "
+            "ticker") in err and "SPY not" not in err
