@@ -70,6 +70,9 @@ def run_download_command(args: argparse.Namespace, config: Any) -> int:
         print(sim_banner(config), flush=True)
     out = Path(args.out)
     calendar = get_market_calendar()
+    if start is not None and start < calendar.first_session:
+        print(f"note: --start {start} is before {calendar.first_session}, the first session of the NYSE calendar "
+              "the daemon carries: the download starts there", file=sys.stderr)
     try:
         now = connection.gateway.get_clock().timestamp      # the broker's clock decides what is complete
         last_completed = calendar.last_completed_session(now)

@@ -196,6 +196,13 @@ def test_cli_download_then_backtest(sim: Any, tmp_path: Path, capsys: pytest.Cap
     assert "--start '2020-13-01': expected a date" in capsys.readouterr().err
     assert main(["--env-file", str(env), "download", "--start", "2026-01-02", "--out", str(out)]) == 2
     assert "--start 2026-01-02 is after the last session to fetch, 2025-03-07" in capsys.readouterr().err
+    early = tmp_path / "early"
+    assert main(["--env-file", str(env), "download", "--symbols", "SPY", "--start", "2001-01-02", "--end",
+                 "2004-01-30", "--out", str(early)]) == 0
+    printed = capsys.readouterr()
+    assert ("note: --start 2001-01-02 is before 2004-01-02, the first session of the NYSE calendar the daemon "
+            "carries: the download starts there") in printed.err
+    assert "Downloaded 2004-01-02 .. 2004-01-30 for 1 symbols" in printed.out
 
 
 def test_split_in_the_simulated_market_refetches_only_that_symbol(sim: Any, tmp_path: Path) -> None:
