@@ -62,7 +62,11 @@ def render_status_text(s: dict[str, Any], *, title: str | None = None) -> str:
 
     positions = s["positions"]
     lines.append("")
-    lines.append(f"Positions ({len(positions)}):")
+    priced = sorted({p["price_as_of"] for p in positions if p.get("price_as_of")})
+    # The account and the position prices are read at different moments: say when each is from.
+    when = f" (prices as of {priced[-1]})" if len(priced) == 1 else (
+        f" (prices as of {priced[0]} .. {priced[-1]})" if priced else "")
+    lines.append(f"Positions ({len(positions)}){when}:")
     for p in positions:
         price = f"{p['current_price']:>10.2f}" if p["current_price"] is not None else f"{'-':>10}"
         lines.append(f"  {p['symbol']:<6} {p['qty']:>14.6g} @ {p['avg_entry_price']:>10.2f}  now {price}  "

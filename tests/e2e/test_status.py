@@ -209,6 +209,14 @@ def test_the_command_the_summary_prints_shows_that_run(sim_run: tuple[Path, subp
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith("Simulated run (state in ")
     assert f"Last iteration: #{iterations} " in shown.stdout
+    # The account and the prices of the positions come from different reads: each says when it is from.
+    as_json = json.loads(cli(tmp, "status", "--sim", "--json").stdout)
+    account_line = next(line for line in shown.stdout.splitlines() if line.startswith("Account: "))
+    positions_line = next(line for line in shown.stdout.splitlines() if line.startswith("Positions ("))
+    assert account_line.endswith(f"(as of {as_json['account']['as_of']})")
+    times = sorted({p["price_as_of"] for p in as_json["positions"] if p["price_as_of"]})
+    when = {0: "", 1: f" (prices as of {times[0]})"}.get(len(times), f" (prices as of {times[0]} .. {times[-1]})")
+    assert positions_line == f"Positions ({len(as_json['positions'])}){when}:"
     # Plain `status` has no daemon state there, and says where the simulated run is.
     plain = cli(tmp, "status")
     assert plain.returncode == 1 and plain.stdout == ""
