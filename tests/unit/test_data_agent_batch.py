@@ -178,8 +178,11 @@ def test_combined_bars_of_the_crafted_cases() -> None:
     raw, cache = crafted()
     batch = _parse_batch(raw, CUTOFF, now_ns=NOW)
     cached = [cache.get(s) for s in batch.symbols]
-    combined = dict(zip(batch.symbols, _combine_batch(batch, cached, _cached_edges(cached), LIMIT, COLD),
-                        strict=True))
+    combined: dict[str, SymbolBars] = {}
+    for symbol, bars in zip(batch.symbols, _combine_batch(batch, cached, _cached_edges(cached), LIMIT, COLD),
+                            strict=True):
+        assert bars is not None
+        combined[symbol] = bars
     assert combined["STEADY"] is cache["STEADY"] and combined["ONLYLIVE"] is cache["ONLYLIVE"]
     assert combined["GROWS"].ts.size == cache["GROWS"].ts.size + 1
     assert combined["GROWS"].ts[-1] == CUTOFF and combined["GROWS"].values[-1, 3] == raw["GROWS"][1]["c"]
@@ -235,8 +238,10 @@ def test_a_malformed_symbol_is_named_and_the_others_are_parsed() -> None:
     del raw["NOCLOSE"][1]["c"]
     batch = _parse_batch(raw, CUTOFF, now_ns=NOW)
     assert batch.symbols == ["GOOD", "ALSO"] and batch.rejected == {"NOCLOSE": "bar field 'c' missing from the answer"}
-    assert_same_bars(batch.bars(0), reference_parse(raw["GOOD"], CUTOFF, NOW)[0], "GOOD")  # type: ignore[index]
-    assert_same_bars(batch.bars(1), reference_parse(raw["ALSO"], CUTOFF, NOW)[0], "ALSO")  # type: ignore[index]
+    for k, symbol in enumerate(batch.symbols):
+        want = reference_parse(raw[symbol], CUTOFF, NOW)
+        assert not isinstance(want, str)
+        assert_same_bars(batch.bars(k), want[0], symbol)
 
 
 # ---------------------------------------------------------------- the panel
