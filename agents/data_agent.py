@@ -356,11 +356,9 @@ def _parse_batch(raw: RawBars, cutoff_ns: int, *, now_ns: int | None = None) -> 
     # One pass over the whole batch: timestamps and values for every bar, then split per symbol.
     flat = [bar for bars in raw.values() for bar in bars]
     try:
-        stamps = list(map(_TIMESTAMP, flat))
-        unique = list(dict.fromkeys(stamps))  # a few hundred distinct sessions, not one per bar
-        parsed = pd.to_datetime(unique, utc=True, format="ISO8601").as_unit("ns").asi8
-        lookup = dict(zip(unique, parsed.tolist(), strict=True))
-        ts = np.fromiter(map(lookup.__getitem__, stamps), dtype=np.int64, count=len(stamps))
+        stamps = _FirstSeen()   # a few hundred distinct sessions, not one per bar: each is parsed once
+        codes = np.fromiter(map(stamps.__getitem__, map(_TIMESTAMP, flat)), dtype=np.int64, count=len(flat))
+        ts = pd.to_datetime(list(stamps), utc=True, format="ISO8601").as_unit("ns").asi8[codes]
         values = _values_array(flat)
     except (KeyError, TypeError, ValueError):
         # Some symbol carries a missing field or a malformed value: one symbol at a time, to name it.
@@ -393,8 +391,18 @@ def _parse_batch(raw: RawBars, cutoff_ns: int, *, now_ns: int | None = None) -> 
     owner = np.repeat(np.arange(len(names)), counts)
     keep = completed & usable[owner]
     kept = np.bincount(owner[keep], minlength=len(names))[usable]
-    return BatchBars([name for name, ok in zip(names, usable.tolist(), strict=True) if ok], ts[keep], values[keep],
+    if not keep.all():   # (after the close, a cold fetch keeps every row: no copy)
+        ts, values = ts[keep], values[keep]
+    return BatchBars([name for name, ok in zip(names, usable.tolist(), strict=True) if ok], ts, values,
                      np.cumsum(kept) - kept, kept, partial[usable], rejected)
+
+
+class _FirstSeen(dict[Any, int]):
+    """Numbers each distinct key in the order it is first looked up."""
+
+    def __missing__(self, key: Any) -> int:
+        code = self[key] = len(self)
+        return code
 
 
 def _concat_batches(parts: list[BatchBars]) -> BatchBars:
