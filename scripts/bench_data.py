@@ -8,6 +8,8 @@ end in one part-filled page, so a count up to pages + k - 1 is the minimum for t
 The first fetch of each new session asks for the whole window again (so a bad print the feed corrected
 later reaches a running daemon; agents/data_agent.py), so its target is the cold fetch's; every later
 fetch in the session is incremental: one request per URL.
+"agent CPU ms" is the DataAgent's own CPU time (`BarData.cpu_seconds`: its thread's, the HTTP fetches
+excluded; the simulated server's threads in the same process are not counted).
 Run: `.venv/bin/python scripts/bench_data.py` (or `make bench`).
 """
 

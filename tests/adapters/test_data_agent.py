@@ -202,3 +202,35 @@ def test_missing_symbol_is_reported_not_silently_dropped(sim: Any, config: Any, 
 def test_only_daily_timeframe(sim: Any, config: Any, gateway: Any) -> None:
     with pytest.raises(ValueError, match="1Day"):
         _agent(config, gateway, sim).process(["AAPL"], timeframe="5Min")
+
+
+def test_a_cached_symbol_missing_from_the_answer_keeps_its_cached_bars(sim: Any, config: Any, gateway: Any) -> None:
+    """Within a session a symbol the answer leaves out keeps the bars the cache holds (priced at its last
+    close); without a cache it is reported missing (test above)."""
+    agent = _agent(config, gateway, sim)
+    first = agent.process(["AAPL", "MSFT"], limit=60)
+    sim.clock.advance(3600)
+
+    def drop(payload: dict[str, Any]) -> dict[str, Any]:
+        payload["bars"].pop("MSFT", None)
+        return payload
+
+    _transform(sim, drop)
+    second = agent.process(["AAPL", "MSFT"], limit=60)
+    assert list(second) == ["AAPL", "MSFT"] and second.excluded == {} and second.readjusted == []
+    assert second["MSFT"].equals(first["MSFT"])
+    assert second.current_prices["MSFT"] == first["MSFT"]["close"].iloc[-1]
+    assert second.current_prices["AAPL"] != second["AAPL"]["close"].iloc[-1], "AAPL: its in-progress bar's price"
+
+
+def test_the_panel_is_built_once_per_session_and_again_when_the_bars_change(
+        sim: Any, config: Any, gateway: Any) -> None:
+    agent = _agent(config, gateway, sim)
+    panel = agent.process(config.symbols, limit=60).panel()
+    sim.clock.advance(600)   # the next iterations of the same session: the same cached bars
+    assert agent.process(config.symbols, limit=60).panel() is panel
+    assert agent.process(list(reversed(config.symbols)), limit=60).panel().symbols == list(reversed(panel.symbols))
+    sim.clock.advance(24 * 3600)   # the next session: the whole window afresh, one more bar
+    later = agent.process(config.symbols, limit=60).panel()
+    assert later is not panel and later.sessions[:-1] == panel.sessions[1:]
+    assert later.sessions[-1] > panel.sessions[-1]
