@@ -111,7 +111,15 @@ class SignalAgent:
         if 0 in shape:
             nothing = np.zeros(shape, dtype=bool)
             return PreparedPanel(bars, Indicators(nothing, nothing, np.full(shape, np.nan)), nothing)
-        indicators = self.strategy.compute(bars)
+        try:
+            indicators = self.strategy.compute(bars)
+        except StrategyError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the user's code: one message naming the strategy, not a crash
+            hint = (" (the bars are read-only, live and in the backtest: copy an array before changing it, "
+                    "e.g. bars.close.copy())" if "read-only" in str(exc) else "")
+            raise StrategyError(f"strategy {self.strategy.name!r}: compute() raised {type(exc).__name__}: "
+                                f"{exc}{hint}") from exc
         if not isinstance(indicators, Indicators):
             raise StrategyError(f"strategy {self.strategy.name!r}: compute() returned a {type(indicators).__name__}: "
                                 "expected Indicators(entry=..., exit=..., score=...)")

@@ -408,8 +408,11 @@ class _Engine:
         self.first_row = first
         self.benchmark_closes = _benchmark_closes(history, hist.sessions[first:])
         self.signal_agent = SignalAgent.from_config(config, calendar)
+        # Read-only views, as the live DataAgent's panel: a strategy that writes into its bars fails the same way
+        # in both, and never changes the prices the broker fills at.
         self.panel = self.signal_agent.prepare(
-            BarPanel(hist.sessions, hist.symbols, hist.open, hist.high, hist.low, hist.close, hist.volume))
+            BarPanel(hist.sessions, hist.symbols, *(_read_only(a) for a in (hist.open, hist.high, hist.low, hist.close,
+                                                                             hist.volume))))
         if spec.bare:
             self.validator = SignalValidator(calendar, config.max_price_drift_pct, check_freshness=False,
                                              check_drift=False)
@@ -658,6 +661,12 @@ class _Engine:
             trade.holding_sessions = self.calendar.session_distance(trade.entry_date, last_session)
             self.trades.append(trade)
         self.trades.sort(key=lambda t: (t.entry_date, t.symbol, t.exit_date or date.max))
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 def _session_of(fill: Fill) -> date:

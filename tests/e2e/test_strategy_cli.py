@@ -136,6 +136,34 @@ def test_a_bad_strategy_exits_2_with_one_line_before_anything_else(tmp_path: Pat
     assert result.stdout == "" and not (tmp_path / "state").exists()
 
 
+WRITES_ITS_BARS = """\
+from agents.strategies.zscore import ZScoreStrategy
+
+
+class Writer(ZScoreStrategy):
+    name = "writer"
+
+    def compute(self, bars):
+        bars.close[0, 0] = 1.0
+        return super().compute(bars)
+"""
+
+
+@pytest.mark.parametrize("args", [["backtest", "--out", "{dir}/out"], ["run", "--sim", "--sessions", "1"]],
+                         ids=["backtest", "live-loop"])
+def test_a_strategy_that_writes_into_its_bars_fails_alike_live_and_in_the_backtest(tmp_path: Path,
+                                                                                    args: list[str]) -> None:
+    """The bars are read-only in both: the same one message, exit 2, not a traceback in one and a silently
+    changed price in the other."""
+    (tmp_path / "writer.py").write_text(WRITES_ITS_BARS)
+    result = _cli(tmp_path, *[a.replace("{dir}", str(tmp_path)) for a in args], "--strategy",
+                  f"{tmp_path}/writer.py:Writer", timeout=120)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stderr.count("trading-daemon:") == 1 and "Traceback" not in result.stderr
+    assert ("trading-daemon: strategy 'writer': compute() raised ValueError: assignment destination is read-only "
+            "(the bars are read-only, live and in the backtest: copy an array") in result.stderr
+
+
 # ... and the rest of the variants through the same `main()`, in process (a subprocess costs a second each).
 @pytest.mark.parametrize(("args", "env", "expected"), [
     (["run", "--once", "--dry-run"], {"STRATEGY": "no_such_package.strategies:Mine"},
