@@ -17,6 +17,7 @@ drawn in the process itself, with the same result, byte for byte.
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import pickle
@@ -300,6 +301,7 @@ _SECOND: tuple[type[_EquityChart] | type[_ExposureChart], int] = (_ExposureChart
 def _child(job_read: int, result_write: int) -> None:
     code = 0
     try:
+        gc.disable()   # a short-lived process with bounded work: collecting would only slow it (its imports)
         _preload()
         try:
             second: tuple[int, int, int] | None = _fork_drawer(_SECOND, (job_read, result_write))
