@@ -14,6 +14,7 @@ from core import cli
 @pytest.fixture
 def collector() -> Iterator[None]:
     was_enabled = gc.isenabled()
+    gc.unfreeze()
     yield
     gc.unfreeze()
     cli._GC_PAUSED.clear()
