@@ -23,6 +23,7 @@ import os
 import pickle
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -66,12 +67,33 @@ def _figure(width: float, height: float) -> tuple[Any, Any]:
     return figure, FigureCanvasAgg(figure)
 
 
-class _EquityChart:
-    """equity.png: what does not depend on the series (figure, axes, labels, grid) is built on creation,
-    so a chart process can have it ready before the backtest ends; `finish` adds the series and saves."""
+class _Chart:
+    """A chart whose parts that do not depend on the series (figure, axes, titles, labels, grid) are built on
+    creation, so a chart process can have it ready before the backtest ends; `finish` adds the series and saves."""
+
+    def __init__(self, width: float, height: float) -> None:
+        self.figure, self.canvas = _figure(width, height)
+
+    def warm(self) -> None:
+        """Draw the empty chart once (thrown away): loads the fonts, the text metrics of the titles and labels,
+        and the PNG encoder before the series arrive. The chart drawn afterwards is the same, byte for byte."""
+        _save(self.canvas, io.BytesIO())
+
+    def finish(self, data: ChartData, path: Path) -> None:
+        import numpy as np
+
+        self._plot(data, np.array(data.sessions, dtype="datetime64[D]"))
+        _save(self.canvas, path)
+
+    def _plot(self, data: ChartData, x: np.ndarray) -> None:
+        raise NotImplementedError
+
+
+class _EquityChart(_Chart):
+    """equity.png: equity (and the benchmark) over the drawdown from peak."""
 
     def __init__(self) -> None:
-        self.figure, self.canvas = _figure(10, 6.5)
+        super().__init__(10, 6.5)
         self.figure.subplots_adjust(left=0.09, right=0.98, top=0.95, bottom=0.08, hspace=0.25)
         self.top, self.bottom = self.figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
         self.top.set_ylabel("Equity ($)")
@@ -81,14 +103,8 @@ class _EquityChart:
         self.bottom.set_xlabel("Session")
         self.bottom.grid(True, alpha=0.3)
 
-    def warm(self) -> None:
-        _warm(self.canvas)
-
-    def finish(self, data: ChartData, path: Path) -> None:
-        import numpy as np
-
+    def _plot(self, data: ChartData, x: np.ndarray) -> None:
         top, bottom = self.top, self.bottom
-        x = np.array(data.sessions, dtype="datetime64[D]")
         top.plot(x, data.equity, color=EQUITY_COLOR, linewidth=1.2, label="strategy")
         if data.benchmark is not None:
             top.plot(x, data.benchmark, color=BENCHMARK_COLOR, linewidth=1.0, label=data.benchmark_label)
@@ -97,14 +113,13 @@ class _EquityChart:
         top.set_title(data.title)
         bottom.fill_between(x, data.drawdown_pct, 0.0, color=DRAWDOWN_COLOR, alpha=0.4, linewidth=0)
         bottom.plot(x, data.drawdown_pct, color=DRAWDOWN_COLOR, linewidth=0.8)
-        _save(self.canvas, path)
 
 
-class _ExposureChart:
-    """exposure.png, built like `_EquityChart`."""
+class _ExposureChart(_Chart):
+    """exposure.png: each tier's market value as % of equity, stacked."""
 
     def __init__(self) -> None:
-        self.figure, self.canvas = _figure(10, 3.5)
+        super().__init__(10, 3.5)
         self.figure.subplots_adjust(left=0.07, right=0.98, top=0.9, bottom=0.15)
         self.ax = self.figure.subplots()
         self.ax.set_title("Exposure per tier: market value as % of equity at each close (daily)")
@@ -112,29 +127,16 @@ class _ExposureChart:
         self.ax.set_xlabel("Session")
         self.ax.grid(True, alpha=0.3)
 
-    def warm(self) -> None:
-        _warm(self.canvas)
-
-    def finish(self, data: ChartData, path: Path) -> None:
-        import numpy as np
-
-        x = np.array(data.sessions, dtype="datetime64[D]")
+    def _plot(self, data: ChartData, x: np.ndarray) -> None:
         tiers = list(data.exposure_pct)
         # Daily values, unsmoothed: a trader reads the exposure actually held at each close.
         self.ax.stackplot(x, *(data.exposure_pct[t] for t in tiers), labels=tiers, alpha=0.8, step="post")
         self.ax.legend(loc="upper left", fontsize="small")
-        _save(self.canvas, path)
 
 
 def _save(canvas: Any, path: Path | io.BytesIO) -> None:
     canvas.print_png(path if isinstance(path, io.BytesIO) else str(path), metadata={"Software": None},
                      pil_kwargs=PNG_OPTIONS)
-
-
-def _warm(canvas: Any) -> None:
-    """Draw the empty chart once (thrown away): loads the fonts, the text metrics of the titles and labels,
-    and the PNG encoder before the series arrive. The chart drawn afterwards is the same, byte for byte."""
-    _save(canvas, io.BytesIO())
 
 
 def draw_equity(data: ChartData, path: Path) -> None:
@@ -294,8 +296,9 @@ def _reap(pid: int) -> None:
 
 # The chart process draws equity.png and forks a second one for exposure.png, so the two are drawn at the
 # same time; each builds its empty chart while the parent still computes. (chart, index of its path in a job)
-_FIRST: tuple[type[_EquityChart] | type[_ExposureChart], int] = (_EquityChart, 0)
-_SECOND: tuple[type[_EquityChart] | type[_ExposureChart], int] = (_ExposureChart, 1)
+_Drawn = tuple[Callable[[], _Chart], int]
+_FIRST: _Drawn = (_EquityChart, 0)
+_SECOND: _Drawn = (_ExposureChart, 1)
 
 
 def _child(job_read: int, result_write: int) -> None:
@@ -324,8 +327,7 @@ def _child(job_read: int, result_write: int) -> None:
         os._exit(code)
 
 
-def _fork_drawer(chart: tuple[type[_EquityChart] | type[_ExposureChart], int],
-                 inherited: tuple[int, ...]) -> tuple[int, int, int]:
+def _fork_drawer(chart: _Drawn, inherited: tuple[int, ...]) -> tuple[int, int, int]:
     """A process that draws `chart` from the jobs it is forwarded: (its pid, job pipe, answer pipe)."""
     job_read, job_write = os.pipe()
     answer_read, answer_write = os.pipe()
@@ -346,11 +348,10 @@ def _fork_drawer(chart: tuple[type[_EquityChart] | type[_ExposureChart], int],
     return pid, job_write, answer_read
 
 
-def _serve(charts: list[tuple[type[_EquityChart] | type[_ExposureChart], int]], job_read: int,
-           forward: int) -> bytes | None:
+def _serve(charts: list[_Drawn], job_read: int, forward: int) -> bytes | None:
     """Build `charts` empty, wait for the job, pass it on to `forward` (if >= 0), finish and save them:
     b"ok", one line saying what failed, or None if no job came."""
-    built: list[tuple[_EquityChart | _ExposureChart, int]] = []
+    built: list[tuple[_Chart, int]] = []
     failure: BaseException | None = None
     try:
         for make, index in charts:
