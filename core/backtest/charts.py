@@ -313,14 +313,14 @@ def _child(job_read: int, result_write: int) -> None:
         to_second = second[1] if second else -1
         answer = _serve([_FIRST] if second else [_FIRST, _SECOND], job_read, to_second)
         if second:
-            pid, _, from_second = second
             _close(to_second)
-            other = _read_all(from_second)
-            _reap(pid)
+            other = _read_all(second[2])
             if answer == b"ok":
                 answer = other if other is not None else b"the exposure chart process ended without drawing it"
         if answer is not None:     # None: the parent stopped before the charts, nothing to draw
             _write_all(result_write, answer)
+        if second:
+            _reap(second[0])       # after answering: the answer does not wait for its exit (~8 ms)
     except BaseException:  # noqa: BLE001 - the child must never return into the parent's code
         code = 1
     finally:
