@@ -10,7 +10,8 @@ while the parent loads its configuration, generates the bars and runs the loop; 
 series (`ChartData`) and writes the files, and the parent waits for it and reports a failure like one
 of its own. Once matplotlib is imported, the chart process forks a second one: each builds one chart
 without its series (figure, axes, titles, labels, grid); when the series arrive, equity.png and
-exposure.png are finished at the same time, on both cores, while the parent writes the rest of the report. Anywhere else (a caller in the same process, no fork, other threads running) the charts are
+exposure.png are finished at the same time, on both cores, while the parent writes the rest of the
+report. Anywhere else (a caller in the same process, no fork, other threads running) the charts are
 drawn in the process itself, with the same result, byte for byte.
 """
 
@@ -304,13 +305,19 @@ def _child(job_read: int, result_write: int) -> None:
     code = 0
     try:
         gc.disable()   # a short-lived process with bounded work: collecting would only slow it (its imports)
-        _preload()
+        second: tuple[int, int, int] | None = None     # None: this process draws both charts
+        failure: BaseException | None = None
         try:
-            second: tuple[int, int, int] | None = _fork_drawer(_SECOND, (job_read, result_write))
-        except OSError:
-            second = None          # no second process: this one draws both charts
+            _preload()
+        except BaseException as exc:  # noqa: BLE001 - reported once the job has come
+            failure = exc
+        else:
+            try:
+                second = _fork_drawer(_SECOND, (job_read, result_write))
+            except OSError:
+                pass               # no second process: this one draws both charts
         to_second = second[1] if second else -1
-        answer = _serve([_FIRST] if second else [_FIRST, _SECOND], job_read, to_second)
+        answer = _serve([_FIRST] if second else [_FIRST, _SECOND], job_read, to_second, failure)
         if second:
             _close(to_second)
             other = _read_all(second[2])
@@ -347,14 +354,15 @@ def _fork_drawer(chart: _Drawn, inherited: tuple[int, ...]) -> tuple[int, int, i
     return pid, job_write, answer_read
 
 
-def _serve(charts: list[_Drawn], job_read: int, forward: int) -> bytes | None:
+def _serve(charts: list[_Drawn], job_read: int, forward: int,
+           failure: BaseException | None = None) -> bytes | None:
     """Build `charts` empty, wait for the job, pass it on to `forward` (if >= 0), finish and save them:
-    b"ok", one line saying what failed, or None if no job came."""
+    b"ok", one line saying what failed (`failure`, if given: what failed before), or None if no job came."""
     built: list[tuple[_Chart, int]] = []
-    failure: BaseException | None = None
     try:
-        for make, index in charts:
-            built.append((make(), index))
+        if failure is None:
+            for make, index in charts:
+                built.append((make(), index))
     except BaseException as exc:  # noqa: BLE001 - reported once the job has come
         failure = exc
     message = _read_all(job_read)

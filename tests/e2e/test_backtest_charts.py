@@ -99,6 +99,20 @@ def test_a_chart_the_second_chart_process_cannot_write_is_an_error_in_the_parent
     assert (tmp_path / "equity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_chart_process_that_cannot_load_matplotlib_says_so_in_the_parent(tmp_path: Path) -> None:
+    import pickle
+
+    job = tmp_path / "job.pickle"
+    job.write_bytes(pickle.dumps(_data()))
+    # A None entry in sys.modules makes `import matplotlib` fail, as on an installation without it.
+    code = "import sys\nsys.modules['matplotlib'] = None\n" + _FORKED
+    result = subprocess.run([sys.executable, "-c", code, str(job), str(tmp_path / "equity.png"),
+                             str(tmp_path / "exposure.png")], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert result.stdout.startswith("OSError: ModuleNotFoundError: ") and "matplotlib" in result.stdout
+
+
 _NEVER_GIVEN = """
 import os, time
 from pathlib import Path
