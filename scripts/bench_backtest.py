@@ -1,13 +1,21 @@
 """Benchmark: the backtest's speed, memory and scaling, through the daemon's own agents and decision pipeline.
 
     .venv/bin/python scripts/bench_backtest.py [--repeat N] [--table-repeat N] [--no-table] [--quick] [--profile]
+                                               [--breakdown]
 
 Every figure is the minimum over `--repeat` runs (the machine is shared: the load average is printed
-first), each measured in a fresh process so that memory and imports are its own:
+first), each measured in a fresh process so that memory and imports are its own. Commands run as a user's
+default Python runs them: with the bytecode cache (`__pycache__`) on, whatever PYTHONDONTWRITEBYTECODE says
+here, and warmed by a first run that is not measured (without it, every start compiles the project's modules
+again: ~0.15 s more).
 
 - `trading-daemon --help`: wall time of the real command.
 - whole process: wall time of the real `trading-daemon backtest --bare --out DIR` (29 symbols x 10 years,
-  report and PNGs included), and of the default run (scanner, tiers, fractional shares).
+  report and PNGs included; at least 3 runs, even with --quick), and of the default run (scanner, tiers,
+  fractional shares).
+- `--breakdown`: where the whole process's time goes, the command's steps timed one by one in a fresh process
+  as `trading-daemon backtest --bare` runs them (imports, configuration, bars, backtest, report, waiting for
+  the chart processes).
 - loop: `BacktestResult.elapsed_s`, the session loop alone (every session through the SignalAgent, the
   SignalValidator, the decision pipeline with the RiskAgent and the ExecutionAgent, and the broker), for
   --bare at 29 x 10 y, and at 2,000 x 10 y with the process's peak memory (ru_maxrss: bars, indicators,
@@ -88,7 +96,7 @@ def measure(symbols: int, years: int, mode: str, repeat: int) -> dict[str, float
     runs: list[dict[str, float]] = []
     for _ in range(repeat):
         out = subprocess.run([sys.executable, __file__, "--worker", str(symbols), str(years), mode],
-                             capture_output=True, text=True, check=True, cwd=ROOT)
+                             capture_output=True, text=True, check=True, cwd=ROOT, env=USER_ENV)
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     best = {key: min(float(r[key]) for r in runs) for key in runs[0]}
     if len({r["trades"] for r in runs}) != 1:
@@ -96,12 +104,18 @@ def measure(symbols: int, years: int, mode: str, repeat: int) -> dict[str, float
     return best
 
 
+# As a user's Python runs: bytecode cache on (this machine's environment turns it off for development).
+USER_ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+
+
 def wall(argv: list[str], repeat: int, cwd: Path) -> float:
+    """The minimum wall time of `argv` over `repeat` runs, after one unmeasured run (it writes the bytecode cache)."""
     best = float("inf")
-    for _ in range(repeat):
+    for run in range(repeat + 1):
         started = time.perf_counter()
-        subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        best = min(best, time.perf_counter() - started)
+        subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=USER_ENV)
+        if run:
+            best = min(best, time.perf_counter() - started)
     return best
 
 
@@ -116,24 +130,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-table", action="store_true", help="skip the scaling table")
     parser.add_argument("--quick", action="store_true", help="one run per figure and no scaling table")
     parser.add_argument("--profile", action="store_true", help="profile one 29 x 10 y --bare loop (cProfile)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="time the steps of `trading-daemon backtest --bare` one by one (minimum of --repeat runs)")
+    parser.add_argument("--timeline", metavar="OUT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         symbols, years, mode = int(args.worker[0]), int(args.worker[1]), args.worker[2]
         print(json.dumps(worker(symbols, years, mode)))
         return 0
+    if args.timeline:
+        return _timeline(Path(args.timeline))
     if args.profile:
         return _profile()
     repeat = 1 if args.quick else args.repeat
     load = os.getloadavg()
     print(f"bench_backtest: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
-          f"minimum of {repeat} run(s) per figure")
+          f"minimum of {repeat} run(s) per figure; commands run with the bytecode cache on and warmed")
+    if args.breakdown:
+        return _breakdown(args.repeat)
 
     with tempfile.TemporaryDirectory(prefix="bench_backtest_") as tmp:
         work = Path(tmp)
         (work / ".env").write_text("")
         program = [str(PROGRAM), "--env-file", str(work / ".env")]
         help_s = wall([*program, "--help"], max(repeat, 5), work)
-        bare_s = wall([*program, "backtest", "--bare", "--out", str(work / "bare")], repeat, work)
+        bare_s = wall([*program, "backtest", "--bare", "--out", str(work / "bare")], max(repeat, 3), work)
         default_s = wall([*program, "backtest", "--out", str(work / "default")], repeat, work)
         trades = sum(1 for _ in (work / "bare" / "trades.csv").open()) - 1
         trades_sha = hashlib.sha256((work / "default" / "trades.csv").read_bytes()).hexdigest()
@@ -181,6 +202,92 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  trades.csv of the default run: sha256 {trades_sha}")
     print("  (issue 13's reference figures at 29 x 10 y: backtrader cerebro.run 3.64 s, a plain numpy/Python "
           "session loop 0.032 s)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Breakdown: the steps of `trading-daemon backtest --bare` (core/cli.py main, core/backtest/cli.py), timed
+# ---------------------------------------------------------------------------------------------
+STEPS = ("start: interpreter (and this script's imports), parse arguments", "fork the chart process", "import config.settings (pydantic)",
+         "read and validate the configuration", "import the strategy (numpy, agents)",
+         "import the backtest (engine, structlog)", "bars: calendar and synthetic market",
+         "run_backtest (z-score set-up and loop)", "report: series to the charts, summary, trades, report text",
+         "wait for the chart processes", "describe the result", "exit (os._exit)")
+
+
+def _timeline(out_dir: Path) -> int:
+    """One run of the command's steps in this fresh process; prints each step's end as JSON, then exits at once
+    as the command does. The steps and their order are core/cli.py main's for `backtest`, run as a program."""
+    marks: list[float] = []
+
+    def mark() -> None:
+        marks.append(time.time())   # wall clock: the parent compares it with the moment it started this process
+
+    from core import cli
+    from core.backtest.charts import chart_worker, prestart
+
+    args = cli.build_parser().parse_args(["--env-file", str(out_dir / ".env"), "backtest", "--bare", "--out",
+                                          str(out_dir / "out")])
+    mark()
+    prestart()
+    cli._pause_gc()
+    mark()
+    from config.settings import get_config
+    mark()
+    config = get_config(env_file=args.env_file)
+    mark()
+    from agents.strategies.loader import strategy_from_config
+
+    strategy_from_config(config)
+    mark()
+    import core.backtest.cli as command
+    from core.backtest.report import write_report
+    from core.runtime.logging_setup import configure_logging
+
+    cli._resume_gc()
+    configure_logging("WARNING", secrets=config.secret_values())
+    mark()
+    with chart_worker() as charts:
+        options = command.options_from_args(args)
+        history, options = command.load_data(options, config, None)
+        mark()
+        result = command.run_backtest(history, config, options)
+        mark()
+        wait = charts.wait
+
+        def timed_wait() -> None:
+            mark()
+            wait()
+            mark()
+
+        charts.wait = timed_wait  # type: ignore[method-assign]
+        write_report(result, out_dir / "out", command=command.command_line(args), charts=charts)
+    print(command.describe(result), file=sys.stderr)
+    mark()
+    print(json.dumps(marks))
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def _breakdown(repeat: int) -> int:
+    runs: list[tuple[float, list[float], float]] = []     # launched, the steps' ends, exited
+    with tempfile.TemporaryDirectory(prefix="bench_backtest_") as tmp:
+        (Path(tmp) / ".env").write_text("")
+        for run in range(max(repeat, 1) + 1):          # the first one writes the bytecode cache
+            launched = time.time()
+            out = subprocess.run([sys.executable, __file__, "--timeline", tmp], capture_output=True, text=True,
+                                 check=True, cwd=ROOT, env=USER_ENV)
+            exited = time.time()
+            if run:
+                runs.append((launched, json.loads(out.stdout.strip().splitlines()[-1]), exited))
+    steps = [[b - a for a, b in zip([launched, *marks], [*marks, exited], strict=True)]
+             for launched, marks, exited in runs]
+    print()
+    print(f"Where `trading-daemon backtest --bare` spends its time (each step's minimum over {len(runs)} runs; "
+          "the whole: the minimum of the totals):")
+    for i, name in enumerate(STEPS):
+        print(f"  {min(s[i] for s in steps):7.3f} s  {name}")
+    print(f"  {min(exited - launched for launched, _, exited in runs):7.3f} s  whole process")
     return 0
 
 

@@ -327,16 +327,18 @@ def write_report(result: BacktestResult, out_dir: str | Path, *, command: str = 
     (core/backtest/charts.py: in a process started earlier, or here)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = compute_metrics(result)
     paths = {
         "summary": out / "summary.json", "trades": out / "trades.csv", "equity": out / "equity.png",
         "exposure": out / "exposure.png", "report": out / "report.md",
     }
+    worker = charts if charts is not None else ChartWorker(parallel=False)
+    worker.send(chart_data(result), paths["equity"], paths["exposure"])   # a chart process draws meanwhile
+    metrics = compute_metrics(result)
     paths["summary"].write_text(summary_json(result, metrics), encoding="utf-8")
     paths["trades"].write_text(trades_csv(result.trades), encoding="utf-8")
-    worker = charts if charts is not None else ChartWorker(parallel=False)
-    worker.draw(chart_data(result), paths["equity"], paths["exposure"])
-    paths["report"].write_text(report_markdown(result, metrics, command=command), encoding="utf-8")
+    markdown = report_markdown(result, metrics, command=command)
+    worker.wait()
+    paths["report"].write_text(markdown, encoding="utf-8")
     return paths
 
 

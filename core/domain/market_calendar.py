@@ -24,6 +24,7 @@ NEW_YORK = ZoneInfo("America/New_York")
 CALENDAR_START = "2004-01-01"
 CALENDAR_END = "2030-12-31"
 SESSION_TABLE = Path(__file__).with_name("nyse_sessions.txt")
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 TABLE_HEADER = "# NYSE sessions (exchange_calendars XNYS): date, open and close in UTC. Written by scripts/make_nyse_sessions.py"
 
 
@@ -54,29 +55,36 @@ class MarketCalendar:
     def from_table(cls, path: Path = SESSION_TABLE) -> MarketCalendar:
         """The calendar from a session table written by `format_table` (one `YYYY-MM-DD HH:MM HH:MM` line
         per session, open and close in UTC)."""
-        sessions: list[date] = []
-        opens: list[datetime] = []
-        closes: list[datetime] = []
+        rows = [line for line in path.read_text(encoding="ascii").splitlines() if line and line[0] != "#"]
+        sessions = [date.fromisoformat(line[:10]) for line in rows]
+        # POSIX timestamps straight from the fields (exact whole seconds, as datetime.timestamp() gives them),
+        # and the datetimes from those: a third faster than building each datetime from its fields.
+        days = [(day.toordinal() - _EPOCH_ORDINAL) * 86400 for day in sessions]
+        open_ts = [float(d + int(line[11:13]) * 3600 + int(line[14:16]) * 60) for d, line in zip(days, rows, strict=True)]
+        close_ts = [float(d + int(line[17:19]) * 3600 + int(line[20:22]) * 60) for d, line in zip(days, rows, strict=True)]
         utc = ZoneInfo("UTC")   # the tzinfo exchange_calendars' timestamps carry
-        for line in path.read_text(encoding="ascii").splitlines():
-            if not line or line[0] == "#":
-                continue
-            day = date(int(line[0:4]), int(line[5:7]), int(line[8:10]))
-            sessions.append(day)
-            opens.append(datetime(day.year, day.month, day.day, int(line[11:13]), int(line[14:16]), tzinfo=utc))
-            closes.append(datetime(day.year, day.month, day.day, int(line[17:19]), int(line[20:22]), tzinfo=utc))
+        at = datetime.fromtimestamp
         calendar = cls.__new__(cls)
-        calendar._load(sessions, opens, closes)
+        calendar._load(sessions, [at(t, utc) for t in open_ts], [at(t, utc) for t in close_ts], (open_ts, close_ts))
         return calendar
 
-    def _load(self, sessions: list[date], opens: list[datetime], closes: list[datetime]) -> None:
-        """Install a session table (sorted sessions with their opens and closes, UTC)."""
+    def _load(self, sessions: list[date], opens: list[datetime], closes: list[datetime],
+              timestamps: tuple[list[float], list[float]] | None = None) -> None:
+        """Install a session table (sorted sessions with their opens and closes, UTC; `timestamps`: the same
+        opens and closes as POSIX timestamps, if known)."""
         self._sessions: list[date] = sessions
         self._opens: list[datetime] = opens
         self._closes: list[datetime] = closes
+        self._timestamps = timestamps
         self._index = {session: i for i, session in enumerate(self._sessions)}
         self.first_session = self._sessions[0]
         self.last_session = self._sessions[-1]
+
+    def session_timestamps(self) -> tuple[list[float], list[float]]:
+        """Every session's open and close as POSIX timestamps, in session order (do not modify them)."""
+        if self._timestamps is None:
+            self._timestamps = ([t.timestamp() for t in self._opens], [t.timestamp() for t in self._closes])
+        return self._timestamps
 
     # --- sessions -----------------------------------------------------------------------
     def is_session(self, day: date) -> bool:

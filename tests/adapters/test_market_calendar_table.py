@@ -29,6 +29,16 @@ def test_the_bundled_table_is_exchange_calendars_xnys_session_for_session() -> N
         assert loaded.session_close(session) == built.session_close(session)
 
 
+def test_the_session_timestamps_are_the_opens_and_closes_of_both_calendars() -> None:
+    built = MarketCalendar(CALENDAR_START, CALENDAR_END)
+    loaded = MarketCalendar.from_table(SESSION_TABLE)       # computed from the table's fields
+    sessions = built.sessions_between(built.first_session, built.last_session)
+    opens = [built.session_open(s).timestamp() for s in sessions]
+    closes = [built.session_close(s).timestamp() for s in sessions]
+    assert loaded.session_timestamps() == built.session_timestamps() == (opens, closes)
+    assert {str(loaded.session_open(s).tzinfo) for s in sessions} == {"UTC"}
+
+
 def test_loading_the_calendar_imports_neither_exchange_calendars_nor_pandas() -> None:
     code = ("import sys\nfrom core.domain.market_calendar import get_market_calendar\n"
             "calendar = get_market_calendar()\nassert calendar.is_session(calendar.first_session)\n"

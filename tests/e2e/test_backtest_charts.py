@@ -92,6 +92,63 @@ def test_a_chart_process_that_is_never_given_charts_ends_with_its_parent() -> No
     assert result.stdout.strip() == "gone"
 
 
+def test_a_chart_the_second_chart_process_cannot_write_is_an_error_in_the_parent(tmp_path: Path) -> None:
+    (tmp_path / "exposure.png").mkdir()        # exposure.png is drawn by the chart process's own child
+    result = _forked(_data(), tmp_path / "equity.png", tmp_path / "exposure.png")
+    assert result.returncode == 3 and result.stdout.startswith("OSError: ") and "exposure.png" in result.stdout
+    assert (tmp_path / "equity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_chart_process_that_cannot_load_matplotlib_says_so_in_the_parent(tmp_path: Path) -> None:
+    import pickle
+
+    job = tmp_path / "job.pickle"
+    job.write_bytes(pickle.dumps(_data()))
+    # A None entry in sys.modules makes `import matplotlib` fail, as on an installation without it.
+    code = "import sys\nsys.modules['matplotlib'] = None\n" + _FORKED
+    result = subprocess.run([sys.executable, "-c", code, str(job), str(tmp_path / "equity.png"),
+                             str(tmp_path / "exposure.png")], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert result.stdout.startswith("OSError: ModuleNotFoundError: ") and "matplotlib" in result.stdout
+
+
+_NEVER_GIVEN = """
+import os, time
+from pathlib import Path
+from core.backtest.charts import ChartWorker
+worker = ChartWorker(parallel=True)
+children = Path(f"/proc/{worker._pid}/task/{worker._pid}/children")
+deadline = time.monotonic() + 60
+while not children.read_text().split() and time.monotonic() < deadline:
+    time.sleep(0.02)           # the second drawer is forked once matplotlib is imported
+(second,) = [int(p) for p in children.read_text().split()]
+deadline = time.monotonic() + 30      # ends at once: it only waits for a job
+worker.close()
+while time.monotonic() < deadline:
+    try:
+        os.kill(second, 0)
+        stat = Path(f"/proc/{second}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":   # ended, not yet reaped by its new parent
+            break
+    except (ProcessLookupError, FileNotFoundError):
+        break
+    time.sleep(0.02)
+else:
+    print("alive")
+    raise SystemExit(1)
+print("gone")
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process tree from /proc")
+def test_the_second_chart_process_ends_too_when_no_charts_are_given() -> None:
+    result = subprocess.run([sys.executable, "-c", _NEVER_GIVEN], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "gone"
+
+
 def test_in_this_process_the_worker_draws_directly_and_reports_a_bad_path(tmp_path: Path) -> None:
     worker = ChartWorker()                     # the default: no child
     assert not worker.forked

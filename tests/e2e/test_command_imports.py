@@ -19,6 +19,7 @@ from core.state.store import StateStore
 from tests.harness.config import REPO_ROOT
 
 HEAVY = ("matplotlib", "alpaca", "pandas", "numpy", "pydantic", "exchange_calendars", "structlog")
+SIM_MARKET = ("core.sim.exchange", "core.sim.server")   # the simulated brokerage and its HTTP server
 
 _PROBE = """
 import json, sys
@@ -28,7 +29,7 @@ try:
 except SystemExit as exc:
     code = exc.code
 print(json.dumps({"code": code, "loaded": sorted(m for m in HEAVY if m in sys.modules)}))
-""".replace("HEAVY", repr(HEAVY))
+""".replace("HEAVY", repr(HEAVY + SIM_MARKET))
 
 
 def _run(argv: list[str], tmp_path: Path) -> dict[str, object]:
@@ -74,3 +75,6 @@ def test_a_backtest_draws_its_charts_with_matplotlib_and_never_loads_the_sdk(wor
     loaded = report["loaded"]
     assert isinstance(loaded, list) and "matplotlib" in loaded and "alpaca" not in loaded
     assert (workdir / "bt" / "equity.png").stat().st_size > 0 and (workdir / "bt" / "exposure.png").is_file()
+    # Its synthetic bars come from core.sim.bars alone: the package loads the simulated brokerage and its
+    # HTTP server only when they are used (core/sim/__init__.py).
+    assert not set(SIM_MARKET) & set(loaded)
