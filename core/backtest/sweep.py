@@ -18,6 +18,7 @@ trades.csv and summary.json texts, so anyone can check a row against a single ba
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -172,17 +173,13 @@ def run_task(task: SweepTask) -> dict[str, Any]:
     return row
 
 
-_LOGS_SET: list[bool] = []
-
-
+@functools.cache   # once per worker process
 def _quiet_worker_logs() -> None:
     """A worker logs warnings only, as the sweep command itself does: its info lines (the strategy selected, per
     backtest) would otherwise reach the sweep's stdout between its progress lines."""
-    if not _LOGS_SET:
-        from core.runtime.logging_setup import configure_logging
+    from core.runtime.logging_setup import configure_logging
 
-        configure_logging("WARNING")
-        _LOGS_SET.append(True)
+    configure_logging("WARNING")
 
 
 # --------------------------------------------------------------------------------------------

@@ -96,10 +96,10 @@ class MarketCalendar:
         return self._sessions[lo:hi]
 
     def session_open(self, session: date) -> datetime:
-        return self._opens[self._require(session)]
+        return self._opens[self.index_of(session)]
 
     def session_close(self, session: date) -> datetime:
-        return self._closes[self._require(session)]
+        return self._closes[self.index_of(session)]
 
     def is_early_close(self, session: date) -> bool:
         return self.session_close(session).astimezone(NEW_YORK).time() < time(16, 0)
@@ -161,7 +161,8 @@ class MarketCalendar:
     def _session_index_at_or_before(self, now: datetime) -> int:
         return bisect.bisect_right(self._opens, now) - 1
 
-    def _require(self, session: date) -> int:
+    def index_of(self, session: date) -> int:
+        """The session's position in the calendar's table (ValueError when it is not an NYSE session)."""
         try:
             return self._index[session]
         except KeyError:

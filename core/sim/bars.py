@@ -277,7 +277,6 @@ class SyntheticBars:
         self.calendar = calendar or get_market_calendar()
         cal = self.calendar
         self.sessions: list[date] = cal.sessions_between(cal.first_session, cal.last_session)
-        self._index = {s: i for i, s in enumerate(self.sessions)}
         self._opens, self._closes = cal.session_timestamps()   # every session of the calendar, as self.sessions
         regular = [c - o for o, c in zip(self._opens, self._closes, strict=True)]
         longest = max(regular)
@@ -307,10 +306,7 @@ class SyntheticBars:
         return len(self.sessions)
 
     def index_of(self, session: date) -> int:
-        try:
-            return self._index[session]
-        except KeyError:
-            raise ValueError(f"{session} is not an NYSE session") from None
+        return self.calendar.index_of(session)   # self.sessions is the calendar's whole table
 
     def session_at(self, i: int) -> date:
         return self.sessions[i]
@@ -527,7 +523,7 @@ class SyntheticBars:
         lo = self.first_session_on_or_after(start)
         hi = self.last_session_on_or_before(end) + 1
         rows = self._rows(symbol, lo, hi)
-        return [r for r in rows if self._index[r.session] not in self._closed] if self._closed else rows
+        return [r for r in rows if self.index_of(r.session) not in self._closed] if self._closed else rows
 
     def _rows(self, symbol: str, lo: int, hi: int) -> list[DailyBar]:
         b = self.window(symbol, lo, hi)
